@@ -1,0 +1,3 @@
+from aswl.cli import main
+
+raise SystemExit(main())

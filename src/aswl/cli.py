@@ -1,0 +1,178 @@
+"""Command line: thin commands over the library.
+
+    aswl train [--config FILE.yaml] [--set key=value ...] [--out DIR] [--resume]
+    aswl eval DIR            accuracy and sparsity of a run's exported model.safetensors
+    aswl report DIR          the run's per-layer table
+    aswl methods | models | datasets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("aswl")
+
+
+def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    rank = int(os.environ.get("RANK", "0"))
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if out_dir is not None and rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(out_dir / "train.log"))
+    logging.basicConfig(level=level if rank == 0 else logging.WARNING, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        force=True)
+
+
+def _default_out(config) -> Path:
+    return Path("runs") / f"{config.method_name()}-{config.model}-{config.dataset}-s{config.seed}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from aswl.train import load_config, train
+
+    config_path = args.config
+    if args.resume and config_path is None and args.out and (args.out / "config.yaml").is_file():
+        config_path = args.out / "config.yaml"  # continue with the run's own settings
+    config = load_config(config_path, args.set or [])
+    out = args.out or _default_out(config)
+    _setup_logging(out, args.verbose)
+    if args.resume and not (out / "checkpoints" / "last.pt").is_file():
+        log.warning("--resume: no checkpoint in %s yet, starting from scratch", out)
+        args.resume = False
+    elif not args.resume and (out / "metrics.jsonl").exists():
+        log.error("%s already holds a run; use --resume to continue it or another --out", out)
+        return 2
+    try:
+        report = train(config, out, resume=args.resume)
+    except KeyboardInterrupt:
+        log.error("interrupted; the last finished epoch is saved. Continue with: "
+                  "aswl train --out %s --resume", out)
+        return 130
+    print(json.dumps({k: report[k] for k in ("method", "model", "dataset", "test_accuracy",
+                                             "global_sparsity", "train_seconds")}))
+    return 0
+
+
+def _load_run(run: Path):
+    from aswl.data import build_datasets
+    from aswl.export.compact import ExportError
+    from aswl.models import create_model
+    from aswl.train import load_config
+
+    if not (run / "config.yaml").is_file():
+        raise ExportError(f"{run} has no config.yaml: is it an `aswl train` output folder?")
+    config = load_config(run / "config.yaml")
+    data = build_datasets(config.dataset, config.data.root, augment=False,
+                          val_fraction=config.data.val_fraction, seed=config.seed,
+                          limit_train=config.data.limit_train, limit_test=config.data.limit_test,
+                          image_size=config.data.image_size)
+    model = create_model(config.model, num_classes=data.num_classes,
+                         input_shape=data.input_shape, **config.model_args)
+    return config, data, model
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from aswl.export.compact import ExportError, load_compact
+    from aswl.train.loop import Dist, evaluate
+
+    _setup_logging(None, args.verbose)
+    config, data, model = _load_run(args.run)
+    path = args.run / ("model.sparse.safetensors" if args.compact else "model.safetensors")
+    if args.compact:
+        load_compact(model, path)
+    else:
+        if not path.is_file():
+            raise ExportError(f"{path} not found: the run did not finish; resume it first")
+        try:
+            model.load_state_dict(load_file(str(path)))
+        except (SafetensorError, RuntimeError) as err:
+            raise ExportError(f"{path} cannot be loaded into {config.model}: {err}") from err
+    accuracy = evaluate(model, data.test, 256, torch.device("cpu"), Dist())
+    print(json.dumps({"test_accuracy": accuracy, "file": str(path)}))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from aswl.export import format_table
+
+    path = args.run / "report.json"
+    if not path.is_file():
+        print(f"error: {path} not found (run not finished?)", file=sys.stderr)
+        return 2
+    report = json.loads(path.read_text())
+    print(format_table(report["layers"]))
+    print(f"\n{report['method']} / {report['model']} / {report['dataset']}: test accuracy "
+          f"{100 * report['test_accuracy']:.2f}%, global sparsity "
+          f"{100 * report['global_sparsity']:.2f}%, storage {report['dense_bytes']:,} -> "
+          f"{report['sparse_bytes']:,} bytes, MFLOPs {report['flops_dense'] / 1e6:.3f} -> "
+          f"{report['flops_sparse'] / 1e6:.3f}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.command == "methods":
+        from aswl.methods import list_methods
+
+        names = list_methods()
+    elif args.command == "models":
+        from aswl.models import list_models
+
+        names = list_models()
+    else:
+        from aswl.data import list_datasets
+
+        names = list_datasets()
+    print("\n".join(names))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aswl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train one model (default: the embedded MNIST job)")
+    train.add_argument("--config", type=Path, help="YAML config (see configs/)")
+    train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                       help="override config keys, e.g. --set epochs=5 method.alpha=2")
+    train.add_argument("--out", type=Path, help="output folder (default runs/<name>)")
+    train.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    train.set_defaults(func=cmd_train)
+    evaluate = sub.add_parser("eval", help="test accuracy of a finished run's exported model")
+    evaluate.add_argument("run", type=Path)
+    evaluate.add_argument("--compact", action="store_true",
+                          help="load model.sparse.safetensors instead of model.safetensors")
+    evaluate.set_defaults(func=cmd_eval)
+    report = sub.add_parser("report", help="print a finished run's per-layer table")
+    report.add_argument("run", type=Path)
+    report.set_defaults(func=cmd_report)
+    for name in ("methods", "models", "datasets"):
+        sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from aswl.data import DatasetError
+    from aswl.export.compact import ExportError
+    from aswl.methods import ConfigError
+    from aswl.models import ModelError
+    from aswl.train import CheckpointError, TrainingError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetError, ModelError, TrainingError, CheckpointError,
+            ExportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

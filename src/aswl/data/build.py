@@ -1,0 +1,226 @@
+"""``build_datasets``: one entry point for every supported dataset."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from . import cifar, imagenet, mnist
+from .errors import DatasetError
+from .memory import BatchAugment, InMemoryDataset, RandomCropFlip, normalize, stratified_split
+
+logger = logging.getLogger(__name__)
+
+DATASET_NAMES = ("mnist-embedded", "mnist", "fashion-mnist", "cifar10", "imagenet", "synthetic")
+_BY_KEY = {n.replace("-", ""): n for n in DATASET_NAMES}  # accepts e.g. "Fashion_MNIST", "cifar-10"
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
+SYSTEM_FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")  # Debian's package location
+CACHE_ROOT = Path("~/.cache/aswl")
+
+SYNTHETIC_TRAIN, SYNTHETIC_TEST = 400, 100
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+DIGITS = tuple(str(i) for i in range(10))
+
+
+@dataclass
+class Datasets:
+    """Train/val/test datasets plus the metadata a model needs."""
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset
+    num_classes: int
+    input_shape: tuple[int, int, int]  # (C, H, W) of one model input
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`build_datasets`."""
+    return list(DATASET_NAMES)
+
+
+def _canonical_name(name: str) -> str:
+    key = _BY_KEY.get(str(name).strip().lower().replace("_", "").replace("-", ""))
+    if key is None:
+        raise DatasetError(
+            f"Unknown dataset {name!r}. Valid names: {', '.join(DATASET_NAMES)} "
+            "(set data.name to one of them)."
+        )
+    return key
+
+
+def default_root(name: str) -> Path:
+    """Default data folder: Debian's Fashion-MNIST folder if present, else ~/.cache/aswl/<name>."""
+    if name == "fashion-mnist" and SYSTEM_FASHION_ROOT.is_dir():
+        return SYSTEM_FASHION_ROOT
+    return (CACHE_ROOT / name).expanduser()
+
+
+def make_synthetic(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Deterministic learnable random data: 10 class prototypes plus Gaussian noise, 1x28x28."""
+    gen = torch.Generator().manual_seed(int(seed))
+    prototypes = torch.randn(10, 1, 28, 28, generator=gen)
+
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        labels = torch.arange(n) % 10
+        noise = torch.randn(n, 1, 28, 28, generator=gen)
+        return 0.5 * prototypes[labels] + noise, labels
+
+    train_x, train_y = draw(SYNTHETIC_TRAIN)
+    test_x, test_y = draw(SYNTHETIC_TEST)
+    return train_x, train_y, test_x, test_y
+
+
+def _check_args(
+    val_fraction: float, limit_train: int | None, limit_test: int | None, image_size: int
+) -> None:
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    for label, value in (("limit_train", limit_train), ("limit_test", limit_test)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise DatasetError(f"{label} must be a positive integer or None, got {value!r}.")
+    if int(image_size) < 1:
+        raise DatasetError(f"image_size must be a positive integer, got {image_size}.")
+
+
+def _in_memory(
+    raw: tuple[Tensor, Tensor, Tensor, Tensor],
+    mean: Sequence[float],
+    std: Sequence[float],
+    train_augment: BatchAugment | None,
+    classes: Sequence[str],
+    val_fraction: float,
+    seed: int,
+    limit_train: int | None,
+    limit_test: int | None,
+) -> tuple[InMemoryDataset, InMemoryDataset | None, InMemoryDataset]:
+    """Split/limit the raw tensors first, then normalise only what is kept."""
+    train_x, train_y, test_x, test_y = raw
+    val = None
+    if val_fraction > 0:
+        keep, held = stratified_split(train_y, val_fraction, seed)
+        val = InMemoryDataset(normalize(train_x[held], mean, std), train_y[held], None, classes)
+        train_x, train_y = train_x[keep], train_y[keep]
+    if limit_train is not None:
+        train_x, train_y = train_x[:limit_train], train_y[:limit_train]
+    if limit_test is not None:
+        test_x, test_y = test_x[:limit_test], test_y[:limit_test]
+    train = InMemoryDataset(normalize(train_x, mean, std), train_y, train_augment, classes)
+    test = InMemoryDataset(normalize(test_x, mean, std), test_y, None, classes)
+    return train, val, test
+
+
+def _build_imagenet(
+    root: Path,
+    download: bool,
+    augment: bool,
+    val_fraction: float,
+    seed: int,
+    limit_train: int | None,
+    limit_test: int | None,
+    image_size: int,
+) -> Datasets:
+    if download:
+        logger.warning("imagenet cannot be downloaded automatically; using %s as is", root)
+    base = imagenet.find_imagenet_root(root)
+    classes, train_samples = imagenet.scan_split(base / "train")
+    _, test_samples = imagenet.scan_split(base / "val", classes)
+    eval_tf = imagenet.ImageNetTransform(image_size, train=False)
+    train_tf = imagenet.ImageNetTransform(image_size, train=True) if augment else eval_tf
+    train = imagenet.ImageFolderDataset(train_samples, classes, train_tf)
+    val = None
+    if val_fraction > 0:
+        keep, held = stratified_split(torch.tensor(train.targets), val_fraction, seed)
+        val = train.subset(held, eval_tf)
+        train = train.subset(keep)
+    if limit_train is not None:
+        train = train.subset(range(min(limit_train, len(train))))
+    test = imagenet.ImageFolderDataset(test_samples, classes, eval_tf)
+    if limit_test is not None:
+        test = test.subset(range(min(limit_test, len(test))))
+    return Datasets(train, val, test, len(classes), (3, image_size, image_size))
+
+
+def build_datasets(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = False,
+    augment: bool = True,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    image_size: int = 224,
+) -> Datasets:
+    """Build train/val/test datasets for ``name`` (see :func:`list_datasets`).
+
+    Args:
+        name: dataset name (case-insensitive; ``_`` accepted for ``-``).
+        root: data folder; None uses :func:`default_root`. Ignored for mnist-embedded/synthetic.
+        download: fetch missing files from the official mirrors (not for imagenet).
+        augment: enable training augmentation (CIFAR-10 crop+flip, ImageNet random crop+flip).
+        val_fraction: fraction of the train set held out (stratified, from ``seed``) as ``val``,
+            evaluated without augmentation; 0 gives ``val=None``.
+        seed: seed of the val split (and of the synthetic data).
+        limit_train / limit_test: keep only the first N train / test samples (after the split).
+        image_size: model input size for imagenet.
+
+    Raises:
+        DatasetError: unknown name, bad argument, or missing/corrupt files (message says how to
+            fix it).
+    """
+    key = _canonical_name(name)
+    _check_args(val_fraction, limit_train, limit_test, image_size)
+    path = Path(root).expanduser() if root is not None else default_root(key)
+    val_fraction = float(val_fraction)
+
+    if key == "imagenet":
+        result = _build_imagenet(
+            path, download, augment, val_fraction, seed, limit_train, limit_test, image_size
+        )
+    else:
+        train_augment: BatchAugment | None = None
+        if key == "mnist-embedded":
+            raw, mean, std, classes = mnist.load_mnist_embedded(), MNIST_MEAN, MNIST_STD, DIGITS
+        elif key == "mnist":
+            raw, mean, std = mnist.load_idx_dataset(key, path, download), MNIST_MEAN, MNIST_STD
+            classes = DIGITS
+        elif key == "fashion-mnist":
+            raw = mnist.load_idx_dataset(key, path, download)
+            mean, std, classes = FASHION_MEAN, FASHION_STD, FASHION_CLASSES
+        elif key == "cifar10":
+            raw, mean, std = cifar.load_cifar10(path, download), cifar.MEAN, cifar.STD
+            classes = cifar.CLASSES
+            if augment:
+                black = [-m / s for m, s in zip(mean, std, strict=True)]
+                train_augment = RandomCropFlip(padding=4, fill=black)
+        else:  # synthetic
+            raw, mean, std, classes = make_synthetic(seed), (0.0,), (1.0,), DIGITS
+        train, val, test = _in_memory(
+            raw, mean, std, train_augment, classes, val_fraction, seed, limit_train, limit_test
+        )
+        c, h, w = train.images.shape[1:] if len(train) else test.images.shape[1:]
+        result = Datasets(train, val, test, 10, (int(c), int(h), int(w)))
+
+    logger.info(
+        "Dataset %s: train=%d val=%s test=%d classes=%d input=%s",
+        key,
+        len(result.train),
+        len(result.val) if result.val is not None else None,
+        len(result.test),
+        result.num_classes,
+        result.input_shape,
+    )
+    return result

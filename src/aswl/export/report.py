@@ -1,0 +1,76 @@
+"""Per-layer sparsity, FLOPs and storage of an exported (plain) model."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def layer_flops(model: nn.Module, layer_names: list[str],
+                input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Dense multiply-accumulates per sample of each named Conv/Linear layer."""
+    flops: dict[str, int] = {}
+    hooks = []
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            weight = module.weight
+            if isinstance(module, nn.Linear):
+                positions = output[0].numel() // module.out_features
+            else:  # convolution: every output position uses in/groups * kernel weights
+                positions = math.prod(output.shape[2:])
+            flops[name] = int(weight.numel() * positions)
+
+        return hook
+
+    for name in layer_names:
+        hooks.append(model.get_submodule(name).register_forward_hook(make_hook(name)))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return flops
+
+
+def layer_table(model: nn.Module, layer_names: list[str], input_shape: tuple[int, ...],
+                attentions: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per prunable layer of the exported model, counted from its actual zeros."""
+    flops = layer_flops(model, layer_names, input_shape)
+    rows = []
+    for name in layer_names:
+        weight = model.get_submodule(name).weight.detach()
+        numel = weight.numel()
+        nonzero = int(torch.count_nonzero(weight))
+        rows.append({
+            "name": name, "numel": numel, "nonzero": nonzero, "sparsity": 1 - nonzero / numel,
+            "attention": attentions.get(name), "flops_dense": flops.get(name, 0),
+            "flops_sparse": int(round(flops.get(name, 0) * nonzero / numel)),
+        })
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width text table of the layer rows."""
+    head = f"{'layer':<32} {'weights':>10} {'nonzero':>10} {'sparsity':>9} {'attention':>9} " \
+           f"{'MFLOPs':>9}"
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        attention = "-" if row["attention"] is None else f"{row['attention']:.3f}"
+        lines.append(f"{row['name'][:32]:<32} {row['numel']:>10,} {row['nonzero']:>10,} "
+                     f"{row['sparsity']:>9.2%} {attention:>9} "
+                     f"{row['flops_sparse'] / 1e6:>9.3f}")
+    total = sum(r["numel"] for r in rows)
+    nonzero = sum(r["nonzero"] for r in rows)
+    flops = sum(r["flops_sparse"] for r in rows)
+    lines.append(f"{'total':<32} {total:>10,} {nonzero:>10,} "
+                 f"{1 - nonzero / max(1, total):>9.2%} {'':>9} {flops / 1e6:>9.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,302 @@
+"""ASWL: attention-based simultaneous sparse structure and weight learning.
+
+He, Shi & Dong, "Learning Pruned Structure and Weights Simultaneously from Scratch: an
+Attention based Approach", arXiv 2111.02399 (2021). Each prunable layer l has a learned scalar
+attention a_l in [0.01, 1] that
+
+1. scales the layer's output, f(x) = a_l * f_l(x; w_l * m_l)           (``scale_output``)
+2. sets its pruning ratio, p_l = min((1 - a_l)^alpha, 0.99)
+3. is regularised, gamma * (S(A) - r)^2 with S the global kept fraction (paper variant).
+
+Dense and sparse weights are both tracked (straight-through), masks are recomputed from the
+dense magnitudes. Two variants, both with per-layer ratios from the attentions:
+
+* ``paper``: the equations as published. Gradient to a_l from eq. 1 and the regulariser.
+* ``target`` (default): the user asks for a global sparsity; a cubic ramp sets the budget;
+  raw densities 1 - p_l are projected onto the budget by one shared scale, so the final model
+  has exactly the target, and the attentions learn the split from a loss-aware estimate of
+  each layer's marginal loss (see :meth:`ASWL.after_backward`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aswl.methods.base import (
+    MethodConfig,
+    SparseMethod,
+    check,
+    register_method,
+    remove_output_scaling,
+    scaled_output_hook,
+)
+from aswl.sparse import dense_weight, keep_count, magnitude_threshold, masked_weight
+
+ATTENTION_MIN = 0.01
+
+
+@dataclass
+class ASWLConfig(MethodConfig):
+    variant: str = "target"
+    """``target`` (reaches target_sparsity exactly, learned split) or ``paper`` (equations 1-3)."""
+    alpha: float = 1.0
+    """Pruning factor: p = (1 - a)^alpha."""
+    gamma: float = 1.0
+    """Attention decay: weight of the sparsity regulariser (paper variant)."""
+    density_target: float = 0.0
+    """r in phi = (S - r)^2: the global kept fraction the regulariser pulls towards (paper)."""
+    init_attention: float = 0.5
+    attention_optimizer: str = "adam"
+    """``sgd`` (momentum 0.9, as the authors) or ``adam``."""
+    attention_lr: float = 0.01
+    attention_momentum: float = 0.9
+    estimator: str = "auto"
+    """``paper`` (gradient from eq. 1 and phi only), ``loss_aware`` (adds the straight-through
+    marginal-loss estimate), ``auto`` (paper for the paper variant, loss_aware for target)."""
+    scale_output: bool | None = None
+    """Equation 1. None: on for the paper variant, off for target (keeps the output scale)."""
+    weight_decay: float = 5e-4
+    """lambda of equation 3, on the sparse weights of the pruned layers."""
+    max_ratio: float = 0.99
+    """Cap on every layer's pruning ratio."""
+    band: float = 0.05
+    """Fraction of a layer's weights around its threshold used by the loss-aware estimator."""
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.variant in ("target", "paper"), "variant", self.variant, "'target' or 'paper'")
+        check(self.alpha > 0, "alpha", self.alpha, "a number > 0")
+        check(self.gamma >= 0, "gamma", self.gamma, "a number >= 0")
+        check(0.0 <= self.density_target <= 1.0, "density_target", self.density_target,
+              "a fraction in [0, 1]")
+        check(ATTENTION_MIN <= self.init_attention <= 1.0, "init_attention",
+              self.init_attention, "a number in [0.01, 1]")
+        check(self.attention_optimizer in ("sgd", "adam"), "attention_optimizer",
+              self.attention_optimizer, "'sgd' or 'adam'")
+        check(self.attention_lr >= 0, "attention_lr", self.attention_lr, "a number >= 0")
+        check(self.estimator in ("auto", "paper", "loss_aware"), "estimator", self.estimator,
+              "'auto', 'paper' or 'loss_aware'")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        check(0.0 < self.max_ratio <= 0.99, "max_ratio", self.max_ratio, "a number in (0, 0.99]")
+        check(0.0 < self.band <= 0.5, "band", self.band, "a fraction in (0, 0.5]")
+        if self.variant == "target":
+            check(self.target_sparsity <= self.max_ratio, "target_sparsity",
+                  self.target_sparsity, f"at most max_ratio = {self.max_ratio}")
+
+
+@register_method("aswl")
+class ASWL(SparseMethod):
+    """ASWL (He, Shi & Dong 2021, arXiv 2111.02399); see the module docstring."""
+
+    config_class = ASWLConfig
+    config: ASWLConfig
+
+    def __init__(self, model: nn.Module, config: ASWLConfig | None = None,
+                 total_steps: int = 1, **overrides: Any) -> None:
+        self._bands: dict[str, tuple[float, float]] = {}
+        self._marginal: dict[str, float] = {}
+        super().__init__(model, config, total_steps, **overrides)
+        cfg = self.config
+        self.paper_estimator = cfg.estimator == "paper" or (
+            cfg.estimator == "auto" and cfg.variant == "paper")
+        self.scales_output = (cfg.variant == "paper") if cfg.scale_output is None \
+            else cfg.scale_output
+        for name, module in self.layers.items():
+            if self.scales_output:
+                module.register_forward_hook(scaled_output_hook)
+            else:
+                # The attention then gets its gradient from the estimator only.
+                self.masks[name].attention.requires_grad_(False)
+        params = self.parameters()
+        if cfg.attention_optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=cfg.attention_lr, momentum=cfg.attention_momentum)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=cfg.attention_lr)
+        self.update_masks()
+
+    def _attention_init(self) -> float:
+        return self.config.init_attention  # type: ignore[attr-defined]
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [self.masks[name].attention for name in self.layers]
+
+    def decayed_parameters(self) -> list[nn.Parameter]:
+        if self.config.weight_decay == 0:
+            return []
+        return [dense_weight(module) for module in self.layers.values()]
+
+    # ------------------------------------------------------------------ attention -> ratio
+    def _attention_vector(self) -> Tensor:
+        return torch.stack([self.masks[name].attention for name in self.layers]).float()
+
+    def pruning_ratios(self, attention: Tensor) -> Tensor:
+        """Equation 2: p = min((1 - a)^alpha, max_ratio), differentiable in a."""
+        base = (1.0 - attention).clamp_min(1e-6)
+        return (base ** self.config.alpha).clamp_max(self.config.max_ratio)
+
+    def _numel_vector(self, like: Tensor) -> Tensor:
+        return torch.tensor([float(self.numels[n]) for n in self.layers], device=like.device)
+
+    def density_vector(self, attention: Tensor | None = None) -> Tensor:
+        """Per-layer kept fraction now, differentiable in the attentions."""
+        if attention is None:
+            attention = self._attention_vector()
+        raw = 1.0 - self.pruning_ratios(attention)
+        if self.config.variant == "paper":
+            return raw
+        return project_to_budget(raw, self._numel_vector(raw), 1.0 - self.target_sparsity_now(),
+                                 1.0 - self.config.max_ratio)
+
+    def layer_densities(self) -> dict[str, float]:
+        if not hasattr(self, "optimizer"):  # during base __init__: nothing pruned yet
+            return {name: 1.0 for name in self.layers}
+        with torch.no_grad():
+            densities = self.density_vector().tolist()
+        return dict(zip(self.layers, densities))
+
+    def update_masks(self) -> None:
+        super().update_masks()
+        if hasattr(self, "optimizer") and not self.paper_estimator:
+            self._refresh_bands()
+
+    def _refresh_bands(self) -> None:
+        """Magnitudes bounding the band of weights around each layer's threshold."""
+        half = self.config.band / 2
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                numel = self.numels[name]
+                kept = int(self.masks[name].mask.sum())
+                weight_abs = dense_weight(module).detach().abs()
+                lo = magnitude_threshold(weight_abs, min(numel, kept + max(1, int(half * numel))))
+                hi = magnitude_threshold(weight_abs, max(1, kept - max(1, int(half * numel))))
+                self._bands[name] = (lo, hi)
+
+    # ------------------------------------------------------------------ hooks
+    def regularizer(self) -> Tensor | float:
+        """gamma * (S(A) - r)^2 (paper variant) + lambda * sum of squared sparse weights."""
+        cfg = self.config
+        total: Tensor | float = 0.0
+        if cfg.variant == "paper" and cfg.gamma > 0:
+            density = self.density_vector()
+            numel = self._numel_vector(density)
+            kept_fraction = (density * numel).sum() / numel.sum()
+            total = cfg.gamma * (kept_fraction - cfg.density_target) ** 2
+        if cfg.weight_decay > 0:
+            total = total + cfg.weight_decay * sum(
+                module.weight.pow(2).sum() for module in self.layers.values())
+        return total
+
+    def _estimating_now(self) -> bool:
+        return (not self.paper_estimator
+                and (self.step_count + 1) % self.config.mask_interval == 0)
+
+    def after_backward(self) -> None:
+        """Loss-aware estimate of dL/d(density) per layer, carried to a_l through p_l.
+
+        Restoring a pruned weight w_j changes the loss by about g_j * w_j, and pruning a kept
+        one by about -g_j * w_j (g: gradient at the sparse weights, which the straight-through
+        mask gives for every weight). Averaging g_j * w_j over the band of weights whose
+        magnitudes straddle the layer's threshold, times the layer size, estimates the change
+        of the loss per unit of kept fraction: a soft-mask surrogate of the threshold gradient.
+        """
+        if not self._estimating_now():
+            return
+        marginal = []
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                weight = dense_weight(module)
+                if weight.grad is None:
+                    marginal.append(0.0)
+                    continue
+                lo, hi = self._bands.get(name, (0.0, float("inf")))
+                magnitude = weight.abs()
+                band = (magnitude >= lo) & (magnitude <= hi)
+                count = int(band.sum())
+                value = float((weight.grad * weight * band).sum()) / max(1, count)
+                marginal.append(value * self.numels[name])
+        self._marginal = dict(zip(self.layers, marginal))
+        attention = self._attention_vector().detach().requires_grad_(True)
+        with torch.enable_grad():
+            density = self.density_vector(attention)
+            surrogate = (density * torch.tensor(marginal, device=density.device)).sum()
+            if not surrogate.requires_grad:  # every layer clamped: nothing to learn now
+                return
+            (grad,) = torch.autograd.grad(surrogate, attention)
+        for name, value in zip(self.layers, grad):
+            param = self.masks[name].attention
+            param.grad = value.detach() if param.grad is None else param.grad + value.detach()
+
+    def step(self) -> None:
+        """Attention step, clip to [0.01, 1], then the masks (every ``mask_interval`` steps)."""
+        if any(p.grad is not None for p in self.parameters()):
+            self.optimizer.step()
+            with torch.no_grad():
+                for param in self.parameters():
+                    param.clamp_(ATTENTION_MIN, 1.0)
+            self.zero_grad()
+        super().step()
+
+    # ------------------------------------------------------------------ export and state
+    def fold_into_weights(self, model: nn.Module) -> None:
+        """a * (W x + b) = (a W) x + a b: fold the attention into weight and bias."""
+        if not self.scales_output:
+            return
+        with torch.no_grad():
+            for name in self.layers:
+                module = model.get_submodule(name)
+                attention = masked_weight(module).attention.detach()
+                dense_weight(module).mul_(attention)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.mul_(attention)
+                remove_output_scaling(module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "attention_optimizer": self.optimizer.state_dict(),
+                "bands": {k: list(v) for k, v in self._bands.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["attention_optimizer"])
+        self._bands = {k: (float(v[0]), float(v[1])) for k, v in state.get("bands", {}).items()}
+
+
+def project_to_budget(density: Tensor, numel: Tensor, budget: float, floor: float) -> Tensor:
+    """Scale raw densities by one shared factor c so sum(n_l * clamp(c d_l)) = budget * N.
+
+    Each layer stays in [max(floor, 1/n_l), 1]. The factor of the free (unclamped) layers is
+    written differentiably, c = (budget N - kept by clamped layers) / sum_free n_l d_l, so the
+    gradient through it only moves the split, never the total.
+    """
+    lower = torch.maximum(torch.full_like(numel, floor), 1.0 / numel)
+    upper = torch.ones_like(numel)
+    target = budget * float(numel.sum())
+    raw = density.detach().clamp_min(1e-12)
+    if target >= float(numel.sum()) - 0.5:
+        return torch.ones_like(density)
+
+    def kept(scale: float) -> float:
+        return float((numel * torch.minimum(torch.maximum(scale * raw, lower), upper)).sum())
+
+    low, high = 0.0, 1.0
+    while kept(high) < target and high < 1e12:
+        high *= 2.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        if kept(mid) < target:
+            low = mid
+        else:
+            high = mid
+    scale = (low + high) / 2
+    scaled = scale * raw
+    free = (scaled > lower) & (scaled < 1.0)
+    clamped = torch.minimum(torch.maximum(scaled, lower), upper)
+    if not bool(free.any()):
+        return clamped
+    clamped_kept = (numel * clamped * (~free)).sum()
+    shared = (target - clamped_kept) / (numel * density * free).sum()
+    return torch.where(free, shared * density, clamped)

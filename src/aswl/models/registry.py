@@ -1,0 +1,177 @@
+"""Model registry: name -> builder, plus lazy ``tv:`` / ``timm:`` fallbacks."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+Builder = Callable[..., nn.Module]
+InputShape = tuple[int, int, int]
+
+_PREFIXES = ("tv:", "timm:")
+_FALLBACK_HINT = (
+    "Prefix a name with 'tv:' for torchvision.models (pip install aswl[vision]) "
+    "or 'timm:' for timm models (pip install aswl[timm])."
+)
+
+
+class ModelError(ValueError):
+    """Raised for unknown model names, bad builder arguments or missing optional packages."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    builder: Builder
+    input_shape: InputShape
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_model(
+    name: str, *, input_shape: InputShape = (3, 32, 32)
+) -> Callable[[Builder], Builder]:
+    """Decorator registering ``fn(num_classes, input_shape, **kwargs) -> nn.Module`` as ``name``.
+
+    ``input_shape`` is metadata: the (C, H, W) the model is meant for, returned by
+    :func:`default_input_shape`.
+    """
+    key = name.strip().lower()
+    if not key or key.startswith(_PREFIXES):
+        raise ModelError(f"invalid model name {name!r}")
+
+    def decorator(fn: Builder) -> Builder:
+        if key in _REGISTRY and _REGISTRY[key].builder is not fn:
+            raise ModelError(f"model {key!r} is already registered")
+        _REGISTRY[key] = _Entry(builder=fn, input_shape=tuple(input_shape))  # type: ignore[arg-type]
+        return fn
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Sorted names of all registered models (``tv:``/``timm:`` fallbacks are not listed)."""
+    return sorted(_REGISTRY)
+
+
+def _unknown(name: str) -> ModelError:
+    return ModelError(
+        f"unknown model {name!r}. Available models: {', '.join(list_models())}. {_FALLBACK_HINT}"
+    )
+
+
+def default_input_shape(name: str) -> InputShape:
+    """The (C, H, W) input shape a registered model is designed for (e.g. (1, 28, 28) for MNIST)."""
+    key = name.strip().lower()
+    if key not in _REGISTRY:
+        raise _unknown(name)
+    return _REGISTRY[key].input_shape
+
+
+def _check_args(num_classes: int, input_shape: Any) -> InputShape:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ModelError(f"num_classes must be a positive int, got {num_classes!r}")
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"input_shape must be (C, H, W), got {input_shape!r}") from e
+    if len(shape) != 3 or min(shape) < 1:
+        raise ModelError(f"input_shape must be (C, H, W) of positive ints, got {input_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def _check_kwargs(name: str, fn: Builder, kwargs: dict[str, Any]) -> None:
+    """Raise ModelError naming any kwarg the builder does not accept."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = {
+        k
+        for k, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    } - {"num_classes", "input_shape"}
+    bad = sorted(set(kwargs) - accepted)
+    if bad:
+        raise ModelError(
+            f"model {name!r} got unexpected argument(s) {', '.join(bad)}; "
+            f"accepted: {', '.join(sorted(accepted)) or 'none'}"
+        )
+
+
+def _import_optional(module: str, prefix: str, extra: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ModelError(
+            f"{module} is required for '{prefix}:' models; "
+            f"install it with `pip install aswl[{extra}]`"
+        ) from e
+
+
+def _create_fallback(name: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+    prefix, _, sub = name.partition(":")
+    prefix = prefix.lower()
+    if not sub:
+        raise ModelError(f"missing model name after '{prefix}:' in {name!r}")
+    if prefix == "tv":
+        tvm = _import_optional("torchvision.models", "tv", "vision")
+        fn = getattr(tvm, sub, None)
+        if fn is None or not callable(fn):
+            raise ModelError(f"torchvision.models has no model {sub!r}")
+        call: Callable[[], nn.Module] = lambda: fn(num_classes=num_classes, **kwargs)  # noqa: E731
+    else:
+        timm = _import_optional("timm", "timm", "timm")
+        call = lambda: timm.create_model(  # noqa: E731
+            sub, num_classes=num_classes, pretrained=False, **kwargs
+        )
+    try:
+        return call()
+    except TypeError as e:
+        raise ModelError(f"bad arguments for {name!r}: {e}") from e
+    except RuntimeError as e:  # timm raises RuntimeError for unknown names
+        raise ModelError(f"could not build {name!r}: {e}") from e
+
+
+def create_model(
+    name: str,
+    num_classes: int = 10,
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a model by registered name, or ``tv:NAME`` / ``timm:NAME`` (lazy optional imports).
+
+    Raises:
+        ModelError: unknown name, unexpected keyword argument, invalid shape/classes, or a
+            missing optional package.
+    """
+    if not isinstance(name, str):
+        raise ModelError(f"model name must be a str, got {type(name).__name__}")
+    stripped = name.strip()
+    if stripped.lower().startswith(_PREFIXES):
+        _check_args(num_classes, input_shape)
+        model = _create_fallback(stripped, num_classes, kwargs)
+        logger.debug("created fallback model %s", stripped)
+        return model
+    key = stripped.lower()
+    entry = _REGISTRY.get(key)
+    if entry is None:
+        raise _unknown(name)
+    shape = _check_args(num_classes, input_shape)
+    _check_kwargs(key, entry.builder, kwargs)
+    model = entry.builder(num_classes=num_classes, input_shape=shape, **kwargs)
+    logger.debug(
+        "created model %s (num_classes=%d, input_shape=%s, %d params)",
+        key,
+        num_classes,
+        shape,
+        sum(p.numel() for p in model.parameters()),
+    )
+    return model

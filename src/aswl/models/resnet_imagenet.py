@@ -1,0 +1,102 @@
+"""ImageNet ResNet-18 and ResNet-50.
+
+He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR 2016. ResNet-50
+uses the "v1.5" bottleneck (stride on the 3x3 conv rather than the first 1x1), as in
+torchvision and NVIDIA's reference; parameter counts match torchvision (11,689,512 and
+25,557,032 with 1000 classes). Optional zero-init of each block's last BN gamma follows
+Goyal et al., "Accurate, Large Minibatch SGD", 2017.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import register_model
+from .resnet_cifar import BasicBlock, _init_resnet
+
+
+class Bottleneck(nn.Module):
+    """Bottleneck v1.5: conv1x1-BN-ReLU, conv3x3(stride)-BN-ReLU, conv1x1(4x)-BN, + shortcut."""
+
+    expansion = 4
+    last_bn = "bn3"
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.relu3 = nn.ReLU()
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_planes != out_planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_planes),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu3(out + identity)
+
+
+class ImageNetResNet(nn.Module):
+    """ResNet with 7x7/2 stem + 3x3/2 max pool, four stages (64-512), adaptive avgpool, fc."""
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: tuple[int, int, int, int],
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        zero_init_residual: bool = False,
+    ):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        in_planes = 64
+        stages = []
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+            blocks = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(block(in_planes, planes, stride))
+                in_planes = planes * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(in_planes, num_classes)
+        _init_resnet(self, zero_init_residual)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.flatten(self.avgpool(x)))
+
+
+@register_model("resnet18", input_shape=(3, 64, 64))
+def resnet18(
+    num_classes: int, input_shape: tuple[int, int, int], zero_init_residual: bool = False
+) -> nn.Module:
+    """ImageNet ResNet-18 (He et al. 2016), basic blocks [2, 2, 2, 2]."""
+    return ImageNetResNet(BasicBlock, (2, 2, 2, 2), num_classes, input_shape[0], zero_init_residual)
+
+
+@register_model("resnet50", input_shape=(3, 64, 64))
+def resnet50(
+    num_classes: int, input_shape: tuple[int, int, int], zero_init_residual: bool = False
+) -> nn.Module:
+    """ImageNet ResNet-50 v1.5 (He et al. 2016), bottlenecks [3, 4, 6, 3]."""
+    return ImageNetResNet(Bottleneck, (3, 4, 6, 3), num_classes, input_shape[0], zero_init_residual)

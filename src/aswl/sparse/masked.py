@@ -1,0 +1,155 @@
+"""Masked-weight parametrization: the dense weight is the trained Parameter, ``module.weight``
+is its sparse view ``w * mask``.
+
+Built on :mod:`torch.nn.utils.parametrize`: the dense tensor lives at
+``module.parametrizations.weight.original`` (the very Parameter the optimiser holds), the mask is
+a buffer of the parametrization, and an optional per-layer ``attention`` Parameter lives beside
+it, so masks, dense weights and attentions are all in ``model.state_dict()``.
+
+Two gradient modes:
+
+* ``straight_through=True`` (dense-and-sparse tracking, DPF / ASWL): forward on ``w * m``,
+  the gradient found there is passed unchanged to the dense ``w``, so pruned weights keep
+  learning and may come back.
+* ``straight_through=False``: the usual masked gradient ``g * m``; pruned weights are frozen.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class _StraightThroughMask(torch.autograd.Function):
+    """Forward ``w * m``; backward passes the gradient to ``w`` untouched."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad, None
+
+
+class MaskedWeight(nn.Module):
+    """Parametrization ``w -> w * mask`` with an optional learnable scalar ``attention``."""
+
+    def __init__(self, weight: Tensor, straight_through: bool = True,
+                 attention: float | None = None) -> None:
+        super().__init__()
+        self.straight_through = straight_through
+        self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool))
+        if attention is not None:
+            self.attention = nn.Parameter(torch.tensor(float(attention), dtype=torch.float32))
+        else:
+            self.attention = None
+
+    def forward(self, weight: Tensor) -> Tensor:
+        mask = self.mask.to(weight.dtype)
+        if self.straight_through and torch.is_grad_enabled():
+            return _StraightThroughMask.apply(weight, mask)
+        return weight * mask
+
+
+def find_prunable(model: nn.Module, include: Sequence[str] | None = None,
+                  exclude: Sequence[str] = ()) -> dict[str, nn.Module]:
+    """Every Conv/Linear layer by fully qualified name, filtered by glob patterns.
+
+    ``include`` (default: all) and ``exclude`` are :func:`fnmatch` patterns on the layer name.
+    """
+    found: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, PRUNABLE_TYPES):
+            continue
+        if include and not any(fnmatch.fnmatchcase(name, pat) for pat in include):
+            continue
+        if any(fnmatch.fnmatchcase(name, pat) for pat in exclude):
+            continue
+        found[name] = module
+    return found
+
+
+def attach_masks(layers: dict[str, nn.Module], straight_through: bool = True,
+                 attention: float | None = None) -> dict[str, MaskedWeight]:
+    """Register a :class:`MaskedWeight` on each layer's ``weight``; returns them by layer name."""
+    out: dict[str, MaskedWeight] = {}
+    for name, module in layers.items():
+        if parametrize.is_parametrized(module, "weight"):
+            raise ValueError(f"layer {name!r} is already parametrized; attach one method only")
+        param = MaskedWeight(module.weight, straight_through, attention)
+        parametrize.register_parametrization(module, "weight", param, unsafe=True)
+        out[name] = param
+    return out
+
+
+def masked_weight(module: nn.Module) -> MaskedWeight:
+    """The :class:`MaskedWeight` of a parametrized layer."""
+    return module.parametrizations.weight[0]  # type: ignore[index,return-value]
+
+
+def dense_weight(module: nn.Module) -> nn.Parameter:
+    """The dense Parameter behind a parametrized layer's weight."""
+    return module.parametrizations.weight.original  # type: ignore[return-value]
+
+
+def remove_masks(layers: Iterable[nn.Module]) -> None:
+    """Replace each parametrized weight by the plain tensor ``w * mask`` (pruned = exact zeros).
+
+    Works on a deep copy without touching the original: the class that ``parametrize`` injects
+    is shared by copies, so instead of :func:`parametrize.remove_parametrizations` (which edits
+    that class) the module gets its original class back.
+    """
+    for module in layers:
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        if len(module.parametrizations) > 1:  # other parametrized tensors: the standard way
+            with torch.no_grad():
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            continue
+        with torch.no_grad():
+            value = module.weight.detach().clone()
+        requires_grad = dense_weight(module).requires_grad
+        del module._modules["parametrizations"]
+        module.__class__ = module.__class__.__bases__[0]
+        module.weight = nn.Parameter(value, requires_grad=requires_grad)
+
+
+def keep_count(numel: int, density: float) -> int:
+    """Exact rounding of a density to a number of kept weights, never below one."""
+    return max(1, min(numel, int(round(density * numel))))
+
+
+def topk_mask(scores: Tensor, keep: int) -> Tensor:
+    """Boolean mask keeping exactly ``keep`` entries with the largest ``scores``.
+
+    Uses a k-th value threshold (linear time) and falls back to ``topk`` only when ties make
+    the threshold keep a different count.
+    """
+    flat = scores.reshape(-1)
+    numel = flat.numel()
+    keep = max(0, min(numel, keep))
+    if keep == numel:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if keep == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(flat, numel - keep + 1).values
+    mask = flat >= threshold
+    if int(mask.sum()) != keep:
+        mask = torch.zeros_like(flat, dtype=torch.bool)
+        mask[torch.topk(flat, keep, sorted=False).indices] = True
+    return mask.view_as(scores)
+
+
+def magnitude_threshold(weight_abs: Tensor, keep: int) -> float:
+    """Magnitude of the smallest kept weight when keeping ``keep`` largest (for band estimates)."""
+    flat = weight_abs.reshape(-1)
+    keep = max(1, min(flat.numel(), keep))
+    return float(torch.kthvalue(flat.float(), flat.numel() - keep + 1).values)

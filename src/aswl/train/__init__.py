@@ -1,0 +1,8 @@
+"""The training loop, configuration and checkpoints."""
+
+from aswl.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from aswl.train.config import Config, DataConfig, load_config
+from aswl.train.loop import Trainer, TrainingError, evaluate, train
+
+__all__ = ["CheckpointError", "Config", "DataConfig", "Trainer", "TrainingError", "evaluate",
+           "load_checkpoint", "load_config", "save_checkpoint", "train"]

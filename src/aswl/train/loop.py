@@ -1,0 +1,396 @@
+"""The training loop: knows only the method's hooks.
+
+One process, one GPU, or many processes under ``torchrun`` (PyTorch DDP): every rank computes
+the same masks from the same all-reduced gradients, and the mask buffers are broadcast from
+rank 0 at every forward (``broadcast_buffers``), so masks agree across ranks; only rank 0
+writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+
+from aswl.data import Datasets, build_datasets
+from aswl.export import format_table, layer_table, save_compact, save_dense
+from aswl.methods import SparseMethod, create_method
+from aswl.models import create_model
+from aswl.train.checkpoint import load_checkpoint, save_checkpoint
+from aswl.train.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, unusable resume state, ...)."""
+
+
+# --------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device_name: str) -> Dist:
+    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device_name.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+    return Dist(rank, world_size, local_rank)
+
+
+def resolve_device(name: str, dist: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainingError("device = cuda but no CUDA device is available; "
+                                "use --set device=cpu")
+        if name == "cuda":
+            name = f"cuda:{dist.local_rank}" if dist.enabled else "cuda"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------- data
+def batches(dataset: Any, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
+            dist: Dist, device: torch.device, workers: int = 0,
+            augment: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches of one epoch; the order depends only on (seed, epoch), so resume is exact.
+
+    In-memory datasets are sliced directly (much faster than a DataLoader on small images);
+    others go through a DataLoader with worker processes and pinned memory on GPU.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    count = len(dataset)
+    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
+    if dist.enabled:
+        per_rank = math.ceil(count / dist.world_size)
+        order = torch.cat([order, order[: per_rank * dist.world_size - count]])
+        order = order[dist.rank::dist.world_size]
+    if hasattr(dataset, "images"):
+        augment_batch = getattr(dataset, "augment_batch", None) if augment else None
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            images = dataset.images[index]
+            if augment_batch is not None:
+                images = augment_batch(images, generator)
+            yield (images.to(device, non_blocking=True),
+                   dataset.labels[index].to(device, non_blocking=True))
+        return
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, order.tolist()), batch_size=batch_size,
+        shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
+        persistent_workers=False)
+    for images, labels in loader:
+        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+def steps_per_epoch(dataset: Any, batch_size: int, dist: Dist) -> int:
+    return math.ceil(math.ceil(len(dataset) / dist.world_size) / batch_size)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Any, batch_size: int, device: torch.device,
+             dist: Dist, workers: int = 0) -> float:
+    """Top-1 accuracy (fraction) over ``dataset``, summed across ranks."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros(2, device=device)
+    single = Dist()  # every rank scores the whole set: simple and exact
+    for images, labels in batches(dataset, max(batch_size, 256), shuffle=False, seed=0, epoch=0,
+                                  dist=single, device=device, workers=workers, augment=False):
+        logits = model(images)
+        correct[0] += (logits.argmax(1) == labels).sum()
+        correct[1] += labels.numel()
+    model.train(was_training)
+    return float(correct[0] / correct[1].clamp_min(1))
+
+
+# --------------------------------------------------------------------------- optimisation
+def build_optimizer(config: Config, method: SparseMethod) -> torch.optim.Optimizer:
+    handled = {id(p) for p in method.decayed_parameters()}
+    params = method.weight_parameters()
+    groups = [
+        {"params": [p for p in params if id(p) not in handled],
+         "weight_decay": config.weight_decay},
+        {"params": [p for p in params if id(p) in handled], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                               nesterov=config.nesterov and config.momentum > 0)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def lr_factor(config: Config, step: int, total: int, per_epoch: int) -> float:
+    """Learning-rate multiplier at ``step``: linear warm-up, then the chosen schedule."""
+    warmup = int(config.warmup_epochs * per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if config.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if config.lr_schedule == "step":
+        return config.lr_gamma ** sum(progress >= m for m in config.lr_milestones)
+    return 1.0
+
+
+# --------------------------------------------------------------------------- the run
+class Trainer:
+    """Builds everything from a :class:`Config` and runs it, writing into ``out_dir``."""
+
+    def __init__(self, config: Config, out_dir: str | Path) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.dist = setup_distributed(config.device)
+        self.device = resolve_device(config.device, self.dist)
+        torch.manual_seed(config.seed)
+        self.data: Datasets = build_datasets(
+            config.dataset, config.data.root, download=config.data.download,
+            augment=config.data.augment, val_fraction=config.data.val_fraction,
+            seed=config.seed, limit_train=config.data.limit_train,
+            limit_test=config.data.limit_test, image_size=config.data.image_size)
+        self.model = create_model(config.model, num_classes=self.data.num_classes,
+                                  input_shape=self.data.input_shape,
+                                  **config.model_args).to(self.device)
+        self.per_epoch = steps_per_epoch(self.data.train, config.batch_size, self.dist)
+        self.total_steps = self.per_epoch * config.epochs
+        self.method = create_method(config.method_name(), self.model,
+                                    total_steps=self.total_steps,
+                                    config=config.method_config())
+        self.optimizer = build_optimizer(config, self.method)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids,
+                                                       broadcast_buffers=True)
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_val = -1.0
+
+    # -- checkpoints ---------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoints" / "last.pt"
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state(),
+            "history": json.dumps(self.history), "best_val": self.best_val,
+            "config": json.dumps(self.config.to_dict()),
+        }
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Build -> attach -> load: continue a run from its last checkpoint."""
+        state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
+        saved = json.loads(state["config"])
+        mine = self.config.to_dict()
+        changed = sorted(k for k in mine if k not in ("epochs", "progress")
+                         and saved.get(k) != mine[k])
+        if changed:
+            raise TrainingError(f"cannot resume: the checkpoint was made with other settings "
+                                f"for {changed}; resume with the run's own config.yaml")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"].cpu())
+        self.epoch = int(state["epoch"])
+        self.history = json.loads(state["history"])
+        self.best_val = float(state["best_val"])
+        log.info("resumed from %s at epoch %d", path or self.checkpoint_path, self.epoch)
+
+    # -- one epoch -----------------------------------------------------------------------
+    def train_epoch(self) -> dict[str, float]:
+        config, model, method = self.config, self.train_model, self.method
+        model.train()
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        progress = None
+        if config.progress and self.dist.main:
+            from tqdm import tqdm
+
+            progress = tqdm(total=self.per_epoch, desc=f"epoch {self.epoch + 1}/{config.epochs}",
+                            leave=False, dynamic_ncols=True)
+        for images, labels in batches(self.data.train, config.batch_size, shuffle=True,
+                                      seed=config.seed, epoch=self.epoch, dist=self.dist,
+                                      device=self.device, workers=config.data.workers,
+                                      augment=config.data.augment):
+            step = self.epoch * self.per_epoch + seen
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.lr * lr_factor(config, step, self.total_steps,
+                                                    self.per_epoch)
+            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(images)
+                task_loss = F.cross_entropy(logits.float(), labels)
+            loss = task_loss + method.regularizer()
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {float(loss)} at epoch {self.epoch + 1}, step {step}; "
+                    f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch}). "
+                    "Lower lr (or method.attention_lr), or use amp=none, then --resume")
+            self.optimizer.zero_grad(set_to_none=True)
+            method.zero_grad()
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            method.after_backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            method.step()
+            loss_sum += task_loss.detach() * labels.numel()
+            correct += (logits.argmax(1) == labels).sum()
+            seen += 1
+            if progress is not None:
+                progress.update(1)
+        if progress is not None:
+            progress.close()
+        samples = max(1, seen * config.batch_size)
+        samples = min(samples, math.ceil(len(self.data.train) / self.dist.world_size))
+        return {"train_loss": float(loss_sum) / samples, "train_accuracy": float(correct) / samples}
+
+    # -- the whole run -------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        config = self.config
+        if self.dist.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(),
+                                                                     sort_keys=False))
+        log.info("model %s on %s, %d prunable layers (%d weights), %d steps on %s",
+                 config.model, config.dataset, len(self.method.layers),
+                 self.method.total_numel, self.total_steps, self.device)
+        start = time.time()
+        while self.epoch < config.epochs:
+            epoch_start = time.time()
+            metrics = self.train_epoch()
+            self.epoch += 1
+            record = {"epoch": self.epoch, **metrics,
+                      "global_sparsity": self.method.global_sparsity(),
+                      "test_accuracy": evaluate(self.model, self.data.test, config.batch_size,
+                                                self.device, self.dist, config.data.workers),
+                      "lr": self.optimizer.param_groups[0]["lr"],
+                      "attentions": self.method.attentions(),
+                      "seconds": time.time() - epoch_start}
+            if self.data.val is not None:
+                record["val_accuracy"] = evaluate(self.model, self.data.val, config.batch_size,
+                                                  self.device, self.dist)
+            self.history.append(record)
+            log.info("epoch %d/%d  loss %.4f  train %.2f%%  test %.2f%%  sparsity %.2f%%  "
+                     "(%.1fs)", self.epoch, config.epochs, record["train_loss"],
+                     100 * record["train_accuracy"], 100 * record["test_accuracy"],
+                     100 * record["global_sparsity"], record["seconds"])
+            if self.dist.main:
+                with open(self.out_dir / "metrics.jsonl", "a") as file:
+                    file.write(json.dumps(record) + "\n")
+                self._maybe_keep_best(record)
+                if self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs:
+                    save_checkpoint(self.state(), self.checkpoint_path)
+        report = self.finish(time.time() - start)
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return report
+
+    def _maybe_keep_best(self, record: dict[str, Any]) -> None:
+        """With a validation split: keep the best-validation model once the ramp is done."""
+        if self.config.select != "best_val":
+            return
+        ramp_done = self.epoch * self.per_epoch >= self.method.config.ramp_end * self.total_steps
+        if ramp_done and record["val_accuracy"] > self.best_val:
+            self.best_val = record["val_accuracy"]
+            save_checkpoint(self.state(), self.out_dir / "checkpoints" / "best.pt")
+
+    def finish(self, seconds: float) -> dict[str, Any]:
+        """Final masks, export, report, files."""
+        config = self.config
+        if config.select == "best_val" and (self.out_dir / "checkpoints" / "best.pt").is_file():
+            best = load_checkpoint(self.out_dir / "checkpoints" / "best.pt", self.device)
+            self.model.load_state_dict(best["model"])
+            self.method.load_state_dict(best["method"])
+        self.method.finalize()
+        plain = self.method.export()
+        names = list(self.method.layers)
+        test_accuracy = evaluate(plain, self.data.test, config.batch_size, self.device,
+                                 self.dist, config.data.workers)
+        layers = layer_table(plain, names, self.data.input_shape, self.method.attentions())
+        total = sum(r["numel"] for r in layers)
+        nonzero = sum(r["nonzero"] for r in layers)
+        report: dict[str, Any] = {
+            "method": config.method_name(), "model": config.model, "dataset": config.dataset,
+            "seed": config.seed, "epochs": config.epochs,
+            "target_sparsity": getattr(self.method.config, "target_sparsity", None),
+            "test_accuracy": test_accuracy,
+            "val_accuracy": (evaluate(plain, self.data.val, config.batch_size, self.device,
+                                      self.dist) if self.data.val is not None else None),
+            "global_sparsity": 1 - nonzero / max(1, total),
+            "prunable_weights": total, "nonzero_weights": nonzero,
+            "flops_dense": sum(r["flops_dense"] for r in layers),
+            "flops_sparse": sum(r["flops_sparse"] for r in layers),
+            "train_seconds": seconds, "device": str(self.device),
+            "world_size": self.dist.world_size, "layers": layers,
+        }
+        if self.dist.main:
+            report["dense_bytes"] = save_dense(plain, self.out_dir / "model.safetensors")
+            report["sparse_bytes"] = save_compact(plain, names,
+                                                  self.out_dir / "model.sparse.safetensors")
+            (self.out_dir / "report.json").write_text(json.dumps(report, indent=2))
+            try:
+                from aswl.export.plot import plot_run
+
+                plot_run(self.history, layers, self.out_dir / "training.png",
+                         f"{config.method_name()} / {config.model} / {config.dataset}")
+            except Exception as err:  # a plot must never lose a finished run
+                log.warning("could not draw training.png: %s", err)
+            log.info("final layers:\n%s", format_table(layers))
+            log.info("test accuracy %.2f%%, global sparsity %.2f%%, %d -> %d bytes, wrote %s",
+                     100 * test_accuracy, 100 * report["global_sparsity"],
+                     report["dense_bytes"], report["sparse_bytes"], self.out_dir)
+        self.plain_model = plain
+        return report
+
+
+def train(config: Config, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Run one experiment from a validated config; returns the report."""
+    trainer = Trainer(config, out_dir)
+    if resume:
+        trainer.resume()
+    return trainer.fit()
