@@ -300,3 +300,22 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float, floor: floa
     clamped_kept = (numel * clamped * (~free)).sum()
     shared = (target - clamped_kept) / (numel * density * free).sum()
     return torch.where(free, shared * density, clamped)
+
+
+@dataclass
+class ASWLPaperConfig(ASWLConfig):
+    variant: str = "paper"
+    attention_optimizer: str = "sgd"
+    attention_lr: float = 0.005
+    gamma: float = 0.1
+
+
+@register_method("aswl_paper")
+class ASWLPaper(ASWL):
+    """ASWL as published (He, Shi & Dong 2021): equations 1-3, SGD on the attentions.
+
+    Same class as :class:`ASWL` with ``variant='paper'`` and the authors' attention optimiser
+    as defaults; ``target_sparsity`` is not enforced (the sparsity follows alpha and gamma).
+    """
+
+    config_class = ASWLPaperConfig
