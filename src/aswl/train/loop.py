@@ -265,7 +265,7 @@ class Trainer:
             loss = task_loss + method.regularizer()
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"loss became {float(loss)} at epoch {self.epoch + 1}, step {step}; "
+                    f"loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {step}; "
                     f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch}). "
                     "Lower lr (or method.attention_lr), or use amp=none, then --resume")
             self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,137 @@
+"""ASWL's equations and our additions: ratios, clipping, regulariser gradient, target mode."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aswl.methods import ConfigError, create_method, project_to_budget
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(),
+                         nn.Linear(32, 4))
+
+
+def train(method, model, steps, lr=0.05):
+    optimizer = torch.optim.SGD(method.weight_parameters(), lr=lr, momentum=0.9)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 20, generator=generator)
+    y = torch.randint(0, 4, (64,), generator=generator)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y) + method.regularizer()
+        optimizer.zero_grad()
+        method.zero_grad()
+        loss.backward()
+        method.after_backward()
+        optimizer.step()
+        method.step()
+    return x
+
+
+def test_pruning_ratio_equation_and_cap():
+    model = mlp()
+    method = create_method("aswl_paper", model, alpha=2.0)
+    a = torch.tensor([0.01, 0.5, 1.0])
+    p = method.pruning_ratios(a)
+    assert torch.allclose(p, torch.tensor([0.99**2, 0.25, 0.0]), atol=1e-6)
+    method = create_method("aswl_paper", mlp(), alpha=0.5)
+    assert float(method.pruning_ratios(torch.tensor([0.01]))) == pytest.approx(0.99)  # capped
+
+
+def test_attention_clipped_to_range():
+    model = mlp()
+    method = create_method("aswl_paper", model, attention_lr=10.0, gamma=100.0)
+    train(method, model, 3)
+    values = method.attentions().values()
+    assert all(0.01 - 1e-7 <= v <= 1.0 for v in values)
+    assert min(values) == pytest.approx(0.01)
+
+
+def test_every_layer_keeps_one_percent_at_collapse():
+    model = mlp()
+    method = create_method("aswl_paper", model, attention_lr=10.0, gamma=100.0)
+    train(method, model, 3)
+    for row in method.layer_report():
+        assert row["nonzero"] >= max(1, round(0.01 * row["numel"]))
+
+
+def test_regularizer_attention_gradient_matches_finite_difference():
+    model = mlp()
+    method = create_method("aswl_paper", model, gamma=0.7, density_target=0.2, weight_decay=0.0,
+                           alpha=1.5)
+    attention = method.masks["0"].attention
+    with torch.no_grad():
+        attention.fill_(0.3)
+    reg = method.regularizer()
+    (grad,) = torch.autograd.grad(reg, attention)
+    eps = 1e-3
+    with torch.no_grad():
+        attention.add_(eps)
+        plus = float(method.regularizer())
+        attention.sub_(2 * eps)
+        minus = float(method.regularizer())
+    assert float(grad) == pytest.approx((plus - minus) / (2 * eps), rel=1e-3)
+
+
+def test_output_scaling_equation_one():
+    model = mlp()
+    method = create_method("aswl_paper", model)
+    x = torch.randn(3, 20)
+    with torch.no_grad():
+        method.masks["4"].attention.fill_(0.25)
+    scaled = model(x)
+    with torch.no_grad():
+        method.masks["4"].attention.fill_(1.0)
+    assert torch.allclose(scaled, 0.25 * model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["aswl", "aswl_paper"])
+def test_fold_is_exact(name):
+    model = mlp()
+    method = create_method(name, model, total_steps=20, scale_output=True,
+                           target_sparsity=0.7)
+    x = train(method, model, 20)
+    with torch.no_grad():
+        for i, key in enumerate(method.layers):
+            method.masks[key].attention.fill_(0.3 + 0.2 * i)
+    method.finalize()
+    model.eval()
+    plain = method.export()
+    assert torch.allclose(plain(x), model(x), atol=1e-5)
+    assert not any(m._forward_hooks for m in plain.modules())
+
+
+def test_target_mode_exact_sparsity_and_learned_split():
+    model = mlp()
+    method = create_method("aswl", model, total_steps=60, target_sparsity=0.9)
+    train(method, model, 60)
+    method.finalize()
+    rows = method.layer_report()
+    total = sum(r["numel"] for r in rows)
+    nonzero = sum(r["nonzero"] for r in rows)
+    assert abs(nonzero - 0.1 * total) <= len(rows) * 0.5 + 1e-9
+    assert len({round(r["sparsity"], 3) for r in rows}) > 1  # not a uniform split
+    assert len(set(method.attentions().values())) > 1
+
+
+def test_project_to_budget_meets_budget_and_bounds():
+    numel = torch.tensor([1000.0, 100.0, 10.0])
+    raw = torch.tensor([0.2, 0.9, 0.5], requires_grad=True)
+    out = project_to_budget(raw, numel, 0.1, 0.01)
+    assert float((out * numel).sum().detach()) == pytest.approx(0.1 * 1110, rel=1e-5)
+    assert bool((out <= 1).all()) and bool((out >= 0.01).all())
+    # the gradient moves the split only: scaling every raw density changes nothing
+    (out * numel).sum().backward()
+    assert torch.allclose(raw.grad, torch.zeros(3), atol=1e-4)
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"alpha": 0}, "alpha"), ({"gamma": -1}, "gamma"), ({"target_sparsity": 1.0},
+                                                          "target_sparsity"),
+    ({"variant": "nope"}, "variant"), ({"bogus": 1}, "bogus"),
+])
+def test_bad_options_name_the_field(options, field):
+    with pytest.raises(ConfigError, match=field):
+        create_method("aswl", mlp(), **options)

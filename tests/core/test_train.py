@@ -1,0 +1,126 @@
+"""End to end: the CLI on a tiny slice of the embedded MNIST, resume, faults, bad input."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aswl.cli import main
+from aswl.train import CheckpointError, load_checkpoint, load_config
+from aswl.train.loop import Trainer
+
+TINY = ["progress=false", "data.limit_train=192", "data.limit_test=96", "batch_size=32",
+        "epochs=3", "method.target_sparsity=0.9"]
+
+
+def run(out, *extra, resume=False):
+    args = ["train", "--out", str(out), "--set", *TINY, *extra]
+    return main(args + (["--resume"] if resume else []))
+
+
+def test_cli_train_writes_everything(tmp_path, capsys):
+    assert run(tmp_path / "r") == 0
+    out = tmp_path / "r"
+    for name in ("config.yaml", "report.json", "model.safetensors", "model.sparse.safetensors",
+                 "metrics.jsonl", "training.png", "checkpoints/last.pt", "train.log"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    for key in ("method", "model", "dataset", "test_accuracy", "global_sparsity",
+                "dense_bytes", "sparse_bytes", "layers"):
+        assert key in report
+    assert report["global_sparsity"] == pytest.approx(0.9, abs=3 / 266200 + 1e-9)
+    assert report["sparse_bytes"] < report["dense_bytes"] / 4
+    assert {"name", "numel", "nonzero", "sparsity", "attention"} <= set(report["layers"][0])
+    # zeros in place in the exported file
+    tensors = load_file(str(out / "model.safetensors"))
+    zeros = sum(int((tensors[f"{r['name']}.weight"] == 0).sum()) for r in report["layers"])
+    assert zeros == report["prunable_weights"] - report["nonzero_weights"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    # eval of the exported files gives the reported accuracy
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == pytest.approx(
+        report["test_accuracy"])
+    assert main(["eval", str(out), "--compact"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == pytest.approx(
+        report["test_accuracy"])
+    assert main(["report", str(out)]) == 0
+    assert "fc1" in capsys.readouterr().out
+
+
+def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
+    assert run(tmp_path / "full") == 0
+    original = Trainer.train_epoch
+    calls = {"n": 0}
+
+    def interrupted(self):
+        calls["n"] += 1
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    assert run(tmp_path / "cut") == 130
+    assert not (tmp_path / "cut" / "report.json").exists()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert run(tmp_path / "cut", resume=True) == 0
+    full = load_file(str(tmp_path / "full" / "model.safetensors"))
+    cut = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert full.keys() == cut.keys()
+    for key in full:
+        assert torch.equal(full[key], cut[key]), key
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, caplog):
+    import aswl.train.loop as loop
+
+    real = loop.F.cross_entropy
+
+    def poisoned(logits, labels):
+        loss = real(logits, labels)
+        return loss * float("nan") if poisoned.epoch >= 1 else loss
+
+    poisoned.epoch = 0
+    original = Trainer.train_epoch
+
+    def tracking(self):
+        poisoned.epoch = self.epoch
+        return original(self)
+
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(Trainer, "train_epoch", tracking)
+    assert run(tmp_path / "nan") == 2
+    state = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1
+
+
+def test_bad_config_stops_before_training(tmp_path, capsys):
+    for bad, field in [("method.alpha=0", "alpha"), ("method.gamma=-1", "gamma"),
+                       ("method.target_sparsity=1.0", "target_sparsity"),
+                       ("model=nonet", "model"), ("dataset=nodata", "dataset"),
+                       ("epochs=zero", "epochs"), ("bogus=1", "bogus")]:
+        assert main(["train", "--out", str(tmp_path / "x"), "--set", bad]) == 2
+        err = capsys.readouterr().err
+        assert field in err and "error:" in err
+    assert not (tmp_path / "x" / "metrics.jsonl").exists()
+
+
+def test_set_reaches_nested_keys_and_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: lenet5\nmethod:\n  name: aswl\n  alpha: 2\ndata:\n  root: /x\n")
+    config = load_config(path, ["method.gamma=0.5", "data.limit_train=10", "lr=0.1"])
+    assert config.model == "lenet5" and config.data.root == "/x"
+    assert config.method == {"name": "aswl", "alpha": 2, "gamma": 0.5}
+    assert config.data.limit_train == 10 and config.lr == 0.1
+    assert load_config(None, ["method=dense"]).method == {"name": "dense"}
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path):
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(path)
+    torch.save({"some": "thing"}, path)
+    with pytest.raises(CheckpointError, match="not an aswl checkpoint"):
+        load_checkpoint(path)
