@@ -17,7 +17,6 @@ Two gradient modes:
 from __future__ import annotations
 
 import fnmatch
-import math
 from collections.abc import Iterable, Sequence
 
 import torch
