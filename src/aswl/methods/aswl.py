@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -37,6 +38,8 @@ from aswl.methods.base import (
 from aswl.sparse import dense_weight, masked_weight
 
 ATTENTION_MIN = 0.01
+ESTIMATOR_SAMPLE = 16384
+"""Weights per layer (a strided sample) the loss-aware estimator looks at."""
 
 
 @dataclass
@@ -168,18 +171,18 @@ class ASWL(SparseMethod):
     def _refresh_bands(self) -> None:
         """Magnitudes bounding the band of weights around each layer's threshold.
 
-        Quantiles of a strided sample of at most 8192 weights: cheap, deterministic, and the
-        same on every rank.
+        Order statistics of a strided sample of about ESTIMATOR_SAMPLE weights: cheap,
+        deterministic, and the same on every rank.
         """
         half = self.config.band / 2
         with torch.no_grad():
             for name, module in self.layers.items():
                 flat = dense_weight(module).detach().reshape(-1)
-                sample = flat[:: max(1, flat.numel() // 8192)].abs().float()
-                pruned = 1.0 - float(self.masks[name].mask.sum()) / flat.numel()
-                bounds = torch.tensor([max(0.0, pruned - half), min(1.0, pruned + half)],
-                                      device=sample.device)
-                lo, hi = torch.quantile(sample, bounds).tolist()
+                sample = flat[:: max(1, flat.numel() // ESTIMATOR_SAMPLE)].abs().float()
+                pruned = 1.0 - self.kept[name] / flat.numel()
+                ranks = [min(sample.numel(), max(1, round(q * sample.numel())))
+                         for q in (pruned - half, pruned + half)]
+                lo, hi = (float(torch.kthvalue(sample, rank).values) for rank in ranks)
                 self._bands[name] = (lo, hi)
 
     # ------------------------------------------------------------------ hooks
@@ -227,11 +230,14 @@ class ASWL(SparseMethod):
                 if weight.grad is None:
                     marginal.append(0.0)
                     continue
+                stride = max(1, weight.numel() // ESTIMATOR_SAMPLE)
+                sample = weight.detach().reshape(-1)[::stride]
+                grad = weight.grad.reshape(-1)[::stride]
                 lo, hi = self._bands.get(name, (0.0, float("inf")))
-                magnitude = weight.abs()
+                magnitude = sample.abs()
                 band = (magnitude >= lo) & (magnitude <= hi)
                 count = int(band.sum())
-                value = float((weight.grad * weight * band).sum()) / max(1, count)
+                value = float((grad * sample * band).sum()) / max(1, count)
                 marginal.append(value * self.numels[name])
         self._marginal = dict(zip(self.layers, marginal))
         attention = self._attention_vector().detach().requires_grad_(True)
@@ -284,34 +290,37 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float, floor: floa
 
     Each layer stays in [max(floor, 1/n_l), 1]. The factor of the free (unclamped) layers is
     written differentiably, c = (budget N - kept by clamped layers) / sum_free n_l d_l, so the
-    gradient through it only moves the split, never the total.
+    gradient through it only moves the split, never the total. The search for c runs in numpy
+    (a few dozen layers): it is on every mask update.
     """
-    lower = torch.maximum(torch.full_like(numel, floor), 1.0 / numel)
-    upper = torch.ones_like(numel)
-    target = budget * float(numel.sum())
-    raw = density.detach().clamp_min(1e-12)
-    if target >= float(numel.sum()) - 0.5:
+    sizes = numel.detach().cpu().double().numpy()
+    total = float(sizes.sum())
+    target = budget * total
+    if target >= total - 0.5:
         return torch.ones_like(density)
+    raw = np.maximum(density.detach().cpu().double().numpy(), 1e-12)
+    lower = np.maximum(floor, 1.0 / sizes)
 
     def kept(scale: float) -> float:
-        return float((numel * torch.minimum(torch.maximum(scale * raw, lower), upper)).sum())
+        return float((sizes * np.clip(scale * raw, lower, 1.0)).sum())
 
     low, high = 0.0, 1.0
     while kept(high) < target and high < 1e12:
         high *= 2.0
-    for _ in range(60):
+    for _ in range(50):
         mid = (low + high) / 2
         if kept(mid) < target:
             low = mid
         else:
             high = mid
-    scale = (low + high) / 2
-    scaled = scale * raw
-    free = (scaled > lower) & (scaled < 1.0)
-    clamped = torch.minimum(torch.maximum(scaled, lower), upper)
-    if not bool(free.any()):
+    scaled = high * raw
+    free_np = (scaled > lower) & (scaled < 1.0)
+    clamped = torch.as_tensor(np.clip(scaled, lower, 1.0), dtype=density.dtype,
+                              device=density.device)
+    if not free_np.any():
         return clamped
-    clamped_kept = (numel * clamped * (~free)).sum()
+    free = torch.as_tensor(free_np, device=density.device)
+    clamped_kept = float((sizes * np.clip(scaled, lower, 1.0) * ~free_np).sum())
     shared = (target - clamped_kept) / (numel * density * free).sum()
     return torch.where(free, shared * density, clamped)
 

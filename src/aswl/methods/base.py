@@ -116,6 +116,8 @@ class SparseMethod:
         self.model = model
         self.total_steps = max(1, int(total_steps))
         self.step_count = 0
+        self.kept: dict[str, int] = {}
+        """Weights each layer kept at the last :meth:`update_masks`."""
         self.layers = find_prunable(model, config.include, config.exclude)
         if not self.layers and self.prunes:
             raise ConfigError("no prunable layer found (Conv/Linear) after include/exclude "
@@ -179,6 +181,7 @@ class SparseMethod:
             for name, module in self.layers.items():
                 keep = keep_count(self.numels[name], densities[name])
                 self.masks[name].mask.copy_(topk_mask(self.scores(name, module), keep))
+                self.kept[name] = keep
 
     def finalize(self) -> None:
         """Jump to the end of the schedule and set the final masks."""

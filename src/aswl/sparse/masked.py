@@ -52,10 +52,10 @@ class MaskedWeight(nn.Module):
             self.attention = None
 
     def forward(self, weight: Tensor) -> Tensor:
-        mask = self.mask.to(weight.dtype)
+        # float * bool promotes inside the kernel: no float copy of the mask per forward
         if self.straight_through and torch.is_grad_enabled():
-            return _StraightThroughMask.apply(weight, mask)
-        return weight * mask
+            return _StraightThroughMask.apply(weight, self.mask)
+        return weight * self.mask
 
 
 def find_prunable(model: nn.Module, include: Sequence[str] | None = None,

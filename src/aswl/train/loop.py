@@ -2,7 +2,7 @@
 
 One process, one GPU, or many processes under ``torchrun`` (PyTorch DDP): every rank computes
 the same masks from the same all-reduced gradients, and the mask buffers are broadcast from
-rank 0 at every forward (``broadcast_buffers``), so masks agree across ranks; only rank 0
+rank 0 at every forward (DDP's buffer sync), so masks agree across ranks; only rank 0
 writes files.
 """
 
@@ -43,6 +43,8 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False
+    """The process group was created here (and is destroyed at the end of ``fit``)."""
 
     @property
     def main(self) -> bool:
@@ -62,10 +64,13 @@ def setup_distributed(device_name: str) -> Dist:
 
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if device_name.startswith("cuda") else "gloo"
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        cuda = device_name.startswith("cuda") or (device_name == "auto"
+                                                  and torch.cuda.is_available())
+        backend = "nccl" if cuda else "gloo"
         dist.init_process_group(backend=backend)
-    return Dist(rank, world_size, local_rank)
+    return Dist(rank, world_size, local_rank, owns_group)
 
 
 def resolve_device(name: str, dist: Dist) -> torch.device:
@@ -197,8 +202,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids,
-                                                       broadcast_buffers=True)
+            # Buffers (masks, BN statistics) are broadcast from rank 0 at every forward by
+            # default; `broadcast_buffers=True` is deprecated in newer torch.
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best_val = -1.0
@@ -328,6 +334,8 @@ class Trainer:
             import torch.distributed as dist
 
             dist.barrier()
+            if self.dist.owns_group:
+                dist.destroy_process_group()
         return report
 
     def _maybe_keep_best(self, record: dict[str, Any]) -> None:

@@ -1,0 +1,55 @@
+"""Iterative magnitude pruning with retraining (Han et al. 2015; Frankle & Carbin 2019)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aswl.methods.base import check, register_method
+from aswl.methods.magnitude import MagnitudeFamily, ScopedConfig
+
+
+@dataclass
+class IMPConfig(ScopedConfig):
+    rounds: int = 3
+    """Number of prune/retrain cycles; each round keeps the same fraction of what is left."""
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.rounds >= 1, "rounds", self.rounds, "an integer >= 1")
+
+
+@register_method("imp")
+class IMP(MagnitudeFamily):
+    """Iterative magnitude pruning: prune, retrain, repeat (Han et al., NeurIPS 2015, section
+    3.3; the geometric per-round rate of Frankle & Carbin, "The Lottery Ticket Hypothesis",
+    ICLR 2019).
+
+    ``rounds`` pruning steps are spread evenly over the ramp: round r (1..R) prunes at
+    ``ramp_begin + r (ramp_end - ramp_begin) / R`` of training to sparsity
+    ``1 - (1 - target)^(r / R)`` (each round removes the same fraction of the remaining
+    weights), by magnitude per layer (or ``scope='global'``), then retrains with the masks
+    frozen and pruned weights at zero until the next round. With the defaults (ramp 0 -> 0.75,
+    3 rounds) training is four equal quarters: dense, then three prune/retrain cycles.
+    No weight rewinding: retraining continues from the current weights (this is IMP with
+    fine-tuning, not the lottery-ticket rewind). ``mask_interval`` and ``schedule`` are unused.
+    """
+
+    config_class = IMPConfig
+    config: IMPConfig
+
+    def prune_steps(self) -> list[int]:
+        """The step after which each round prunes (non-decreasing)."""
+        cfg = self.config
+        span = cfg.ramp_end - cfg.ramp_begin
+        return [int(round((cfg.ramp_begin + r * span / cfg.rounds) * self.total_steps))
+                for r in range(1, cfg.rounds + 1)]
+
+    def rounds_done(self, step: int) -> int:
+        return sum(1 for at in self.prune_steps() if step >= at)
+
+    def target_sparsity_now(self) -> float:
+        done = self.rounds_done(self.step_count)
+        return 1.0 - (1.0 - self.config.target_sparsity) ** (done / self.config.rounds)
+
+    def mask_update_due(self) -> bool:
+        return self.rounds_done(self.step_count) != self.rounds_done(self.step_count - 1)

@@ -1,0 +1,200 @@
+"""RigL: sparse-to-sparse training with magnitude drop and gradient growth (Evci et al. 2020)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aswl.methods.base import MethodConfig, SparseMethod, check, register_method
+from aswl.methods.magnitude import zero_pruned
+from aswl.sparse import dense_weight, keep_count, topk_mask
+
+log = logging.getLogger(__name__)
+
+
+def erk_densities(shapes: dict[str, Sequence[int]], density: float) -> dict[str, float]:
+    """Erdős–Rényi-Kernel layer densities with the global kept fraction ``density``.
+
+    Layer l keeps ``eps * sum(shape_l) / prod(shape_l)`` of its weights (for a Linear layer
+    ``(n_in + n_out) / (n_in n_out)``: Erdős–Rényi), ``eps`` chosen so the total kept equals
+    ``density`` times all weights. Layers whose density would exceed 1 are made dense and the
+    budget is re-distributed over the others (RigL's ``get_sparsities_erdos_renyi``).
+    """
+    numels = {name: math.prod(shape) for name, shape in shapes.items()}
+    raw = {name: sum(shape) / numels[name] for name, shape in shapes.items()}
+    budget_total = density * sum(numels.values())
+    dense: set[str] = set()
+    eps = 0.0
+    while True:
+        free = [name for name in shapes if name not in dense]
+        budget = budget_total - sum(numels[name] for name in dense)
+        mass = sum(raw[name] * numels[name] for name in free)
+        if not free or mass <= 0:
+            break
+        eps = budget / mass
+        over = [name for name in free if eps * raw[name] > 1.0]
+        if not over:
+            break
+        dense.update(over)  # making a layer dense only raises eps: marking all at once is exact
+    return {name: 1.0 if name in dense else min(1.0, max(0.0, eps * raw[name]))
+            for name in shapes}
+
+
+@dataclass
+class RigLConfig(MethodConfig):
+    update_interval: int = 100
+    """Steps between mask updates (RigL's delta-T)."""
+    drop_fraction: float = 0.3
+    """Fraction of each layer's active weights dropped (and regrown) at the first update;
+    decays with a cosine to 0 at ``end``."""
+    end: float | None = None
+    """Fraction of training after which the masks stop changing (RigL's T_end); None: the
+    shared ``ramp_end`` (0.75 by default, as in the paper), so a grid that sets ramp_end for
+    every method moves RigL's end too."""
+    distribution: str = "erk"
+    """Layer densities: ``erk`` (Erdős–Rényi-Kernel) or ``uniform`` (every layer at target)."""
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.update_interval >= 1, "update_interval", self.update_interval,
+              "an integer >= 1")
+        check(0.0 <= self.drop_fraction < 1.0, "drop_fraction", self.drop_fraction,
+              "a fraction in [0, 1)")
+        check(self.end is None or 0.0 <= self.end <= 1.0, "end", self.end,
+              "None (use ramp_end) or a fraction in [0, 1]")
+        check(self.distribution in ("erk", "uniform"), "distribution", self.distribution,
+              "'erk' or 'uniform'")
+
+
+@register_method("rigl")
+class RigL(SparseMethod):
+    """RigL: Evci, Gale, Menick, Castro & Elsen, "Rigging the Lottery: Making All Tickets
+    Winners", ICML 2020.
+
+    Sparse from the start at a fixed per-layer count: ERK densities (``distribution='erk'``)
+    scaled to ``target_sparsity``, rounded per layer with ``keep_count``; random initial masks
+    drawn from torch's global RNG when the method is built. Every ``update_interval`` steps
+    before ``end`` of training (default: ``ramp_end``), each layer drops
+    ``floor(f(t) * active)`` of its active weights with the smallest magnitude and grows as
+    many inactive ones with the largest magnitude of the dense gradient,
+    f(t) = drop_fraction / 2 * (1 + cos(pi t / T_end)); newly grown weights start at zero (a
+    weight dropped and regrown in the same update keeps its value, as in the reference code).
+    The layer's count never changes.
+
+    Gradients: the mask is straight-through, so :meth:`after_backward` sees the dense gradient;
+    it keeps a copy on the steps before an update, then zeroes the gradient of every masked
+    weight, so all other optimiser steps use the plain masked gradient. Masked dense weights
+    are re-zeroed after every step (no drift from optimiser momentum). The optimiser state
+    of a grown weight is not reset (the method does not own the optimiser). ``mask_interval``,
+    ``schedule`` and ``ramp_begin`` are not used.
+    """
+
+    config_class = RigLConfig
+    config: RigLConfig
+    straight_through = True
+
+    def __init__(self, model: nn.Module, config: RigLConfig | None = None,
+                 total_steps: int = 1, **overrides: Any) -> None:
+        self.initialized = False
+        self._grads: dict[str, Tensor] = {}
+        super().__init__(model, config, total_steps, **overrides)
+
+    # ------------------------------------------------------------------ allocation
+    def layer_densities(self) -> dict[str, float]:
+        """Constant per-layer densities: ERK (or uniform) at the target."""
+        density = 1.0 - self.config.target_sparsity
+        if self.config.distribution == "uniform":
+            return {name: density for name in self.layers}
+        shapes = {name: tuple(dense_weight(m).shape) for name, m in self.layers.items()}
+        return erk_densities(shapes, density)
+
+    def target_sparsity_now(self) -> float:
+        return self.config.target_sparsity
+
+    def update_masks(self) -> None:
+        """Random initial masks (once, at construction); afterwards only :meth:`rigl_update`."""
+        if self.initialized:
+            return
+        densities = self.layer_densities()
+        with torch.no_grad():
+            for name in self.layers:
+                mask = self.masks[name].mask
+                numel = self.numels[name]
+                keep = keep_count(numel, densities[name])
+                chosen = torch.randperm(numel)[:keep]
+                flat = torch.zeros(numel, dtype=torch.bool)
+                flat[chosen] = True
+                mask.copy_(flat.view(mask.shape))
+        zero_pruned(self)
+        self.initialized = True
+
+    # ------------------------------------------------------------------ drop / grow
+    @property
+    def end_step(self) -> int:
+        end = self.config.ramp_end if self.config.end is None else self.config.end
+        return int(round(end * self.total_steps))
+
+    def update_due(self, step: int) -> bool:
+        return step > 0 and step % self.config.update_interval == 0 and step < self.end_step
+
+    def drop_fraction_at(self, step: int) -> float:
+        """Cosine decay of the drop fraction from ``drop_fraction`` to 0 at ``end``."""
+        if self.end_step <= 0:
+            return 0.0
+        progress = min(1.0, step / self.end_step)
+        return self.config.drop_fraction / 2 * (1.0 + math.cos(math.pi * progress))
+
+    def after_backward(self) -> None:
+        """Keep the dense gradient before an update; mask the gradient of pruned weights."""
+        capture = self.update_due(self.step_count + 1)
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                weight = dense_weight(module)
+                if weight.grad is None:
+                    continue
+                if capture:
+                    self._grads[name] = weight.grad.detach().abs().float()
+                weight.grad.mul_(self.masks[name].mask)
+
+    def rigl_update(self, fraction: float) -> None:
+        """Drop ``floor(fraction * active)`` smallest active weights per layer, grow as many."""
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                grad = self._grads.get(name)
+                if grad is None:
+                    log.warning("rigl: no gradient kept for layer %s at step %d; no update "
+                                "(is after_backward() called?)", name, self.step_count)
+                    continue
+                mask = self.masks[name].mask
+                weight = dense_weight(module)
+                active = int(mask.sum())
+                drop = int(fraction * active)
+                if drop == 0:
+                    continue
+                magnitude = weight.detach().abs().float()
+                kept = topk_mask(torch.where(mask, magnitude, torch.full_like(magnitude, -1.0)),
+                                 active - drop)
+                grown = topk_mask(torch.where(kept, torch.full_like(grad, -1.0), grad), drop)
+                new_mask = kept | grown
+                weight.masked_fill_(grown & ~mask, 0.0)  # new connections start at zero
+                mask.copy_(new_mask)
+        self._grads = {}
+        zero_pruned(self)
+
+    def step(self) -> None:
+        zero_pruned(self)
+        self.step_count += 1
+        if self.update_due(self.step_count):
+            self.rigl_update(self.drop_fraction_at(self.step_count))
+        self._grads = {}
+
+    def finalize(self) -> None:
+        """The per-layer counts are constant: nothing to prune, only pin the zeros."""
+        self.step_count = max(self.step_count, self.total_steps)
+        zero_pruned(self)

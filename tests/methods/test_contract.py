@@ -1,0 +1,130 @@
+"""The contract every registered method keeps: exact final sparsity, exact resume, clean export."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from aswl.methods import SparseMethod, create_method, list_methods
+
+TARGET = 0.8
+STEPS = 30
+HALF = 15
+OWN_TARGET: dict[str, float | None] = {"aswl_paper": None, "dense": 0.0}
+"""Methods without a target: None skips the sparsity check, a number is their own target."""
+
+
+def build(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(),
+                         nn.Linear(16, 4))
+
+
+def data() -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(STEPS, 16, 20, generator=gen), torch.randint(0, 4, (STEPS, 16),
+                                                                    generator=gen)
+
+
+def attach(name: str, seed: int) -> tuple[nn.Module, SparseMethod, torch.optim.Optimizer]:
+    model = build(seed)
+    method = create_method(name, model, total_steps=STEPS, target_sparsity=TARGET)
+    optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.05, momentum=0.9,
+                                weight_decay=1e-4)
+    return model, method, optimizer
+
+
+def train(model: nn.Module, method: SparseMethod, optimizer: torch.optim.Optimizer,
+          xs: Tensor, ys: Tensor, start: int, stop: int) -> None:
+    for i in range(start, stop):
+        loss = F.cross_entropy(model(xs[i]), ys[i]) + method.regularizer()
+        optimizer.zero_grad()
+        method.zero_grad()
+        loss.backward()
+        method.after_backward()
+        optimizer.step()
+        method.step()
+
+
+def roundtrip(state: dict[str, Any]) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def masks_of(method: SparseMethod) -> dict[str, Tensor]:
+    return {name: p.mask.clone() for name, p in method.masks.items()}
+
+
+def assert_same(a: nn.Module, ma: SparseMethod, b: nn.Module, mb: SparseMethod,
+                x: Tensor) -> None:
+    for name, mask in masks_of(ma).items():
+        assert torch.equal(mask, mb.masks[name].mask), name
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+
+
+def test_every_baseline_is_registered() -> None:
+    assert {"aswl", "dense", "magnitude", "imp", "gmp", "gmp_global", "dpf",
+            "snip", "rigl"} <= set(list_methods())
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_contract(name: str) -> None:
+    xs, ys = data()
+    model, method, optimizer = attach(name, seed=0)
+    train(model, method, optimizer, xs, ys, 0, HALF)
+
+    # checkpoint mid-training: build -> attach -> load into a differently initialised model
+    state = roundtrip({"model": model.state_dict(), "method": method.state_dict(),
+                       "optimizer": optimizer.state_dict()})
+    model2, method2, optimizer2 = attach(name, seed=1)
+    model2.load_state_dict(state["model"])
+    method2.load_state_dict(state["method"])
+    optimizer2.load_state_dict(state["optimizer"])
+    assert method2.step_count == method.step_count
+    assert_same(model, method, model2, method2, xs[0])
+
+    # both continue identically (the method state is complete)
+    train(model, method, optimizer, xs, ys, HALF, STEPS)
+    train(model2, method2, optimizer2, xs, ys, HALF, STEPS)
+    method.finalize()
+    method2.finalize()
+    assert_same(model, method, model2, method2, xs[0])
+
+    # exact final sparsity, to within one weight per layer
+    expected = OWN_TARGET.get(name, TARGET)
+    kept = sum(int(p.mask.sum()) for p in method.masks.values())
+    if expected is not None:
+        assert abs(kept - (1 - expected) * method.total_numel) <= len(method.layers)
+        assert abs(method.global_sparsity() - expected) <= len(method.layers) / method.total_numel
+
+    # round trip after finalize
+    state = roundtrip({"model": model.state_dict(), "method": method.state_dict()})
+    model3, method3, _ = attach(name, seed=2)
+    model3.load_state_dict(state["model"])
+    method3.load_state_dict(state["method"])
+    assert_same(model, method, model3, method3, xs[1])
+
+    # export: plain module, same outputs, pruned weights exact zeros
+    plain = method.export()
+    assert not any(parametrize.is_parametrized(m) for m in plain.modules())
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(xs[2]), model(xs[2]), atol=1e-5, rtol=0)
+    nonzero = 0
+    for layer_name, mask in masks_of(method).items():
+        weight = plain.get_submodule(layer_name).weight
+        assert type(weight) is nn.Parameter
+        assert torch.all(weight[~mask] == 0)
+        nonzero += int((weight != 0).sum())
+    assert nonzero <= kept
+    # the trained model itself still works after export
+    assert parametrize.is_parametrized(model[0])
