@@ -3,6 +3,8 @@
     aswl train [--config FILE.yaml] [--set key=value ...] [--out DIR] [--resume]
     aswl eval DIR            accuracy and sparsity of a run's exported model.safetensors
     aswl report DIR          the run's per-layer table
+    aswl compare --methods dense,aswl --sparsities 0.9,0.95 --seeds 3 --out DIR
+                             a grid of runs (resumable) and its summary table and plots
     aswl methods | models | datasets
 """
 
@@ -120,6 +122,37 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from aswl.compare import describe, format_summary, load_grid, run_grid, write_outputs
+    from aswl.train import load_config
+
+    _setup_logging(None, args.verbose)
+    args.out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(args.out / "compare.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           datefmt="%H:%M:%S"))
+    logging.getLogger().addHandler(handler)
+    try:
+        base = load_config(args.config, args.set or [])
+        grid = load_grid(args.grid, methods=args.methods, sparsities=args.sparsities,
+                         seeds=args.seeds, layer_plot_sparsity=args.layer_plot_sparsity)
+        try:
+            rows = run_grid(base, grid, args.out)
+        except KeyboardInterrupt:
+            log.error("interrupted; finished runs and checkpoints are kept. Rerun the same "
+                      "command to continue")
+            return 130
+        summary = write_outputs(rows, args.out, grid, describe(base))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    print(format_summary(summary))
+    failed = sum(row["status"] != "ok" for row in rows)
+    print(f"\n{len(rows)} runs, {failed} not ok; wrote {args.out}/summary.md, results.csv, "
+          "accuracy_vs_sparsity.png, layer_sparsity.png")
+    return 1 if failed else 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.command == "methods":
         from aswl.methods import list_methods
@@ -157,6 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="print a finished run's per-layer table")
     report.add_argument("run", type=Path)
     report.set_defaults(func=cmd_report)
+    compare = sub.add_parser("compare", help="train a grid of methods x sparsities x seeds "
+                             "on one base config and summarise it (resumable)")
+    compare.add_argument("--config", type=Path, help="base YAML config shared by every run")
+    compare.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                         help="override base config keys, e.g. --set epochs=5 model=resnet20")
+    compare.add_argument("--grid", type=Path,
+                         help="YAML with methods, sparsities, seeds (the flags override it)")
+    compare.add_argument("--methods", help="comma list, e.g. dense,aswl,gmp,rigl")
+    compare.add_argument("--sparsities", help="comma list of targets, e.g. 0.9,0.95,0.98")
+    compare.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a comma list (default 3)")
+    compare.add_argument("--out", type=Path, required=True, help="output folder")
+    compare.add_argument("--layer-plot-sparsity", type=float,
+                         help="target of layer_sparsity.png (default: the middle one)")
+    compare.set_defaults(func=cmd_compare)
     for name in ("methods", "models", "datasets"):
         sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list)
     return parser

@@ -1,0 +1,532 @@
+"""Comparison harness: train a grid of methods x target sparsities x seeds on one base config.
+
+    aswl compare --set dataset=cifar10 model=resnet20 epochs=160 \\
+        --methods dense,aswl,gmp,dpf,snip,rigl --sparsities 0.9,0.95,0.98,0.99 --seeds 3 \\
+        --out runs/compare-resnet20
+
+Every run shares the base config (``--config`` + ``--set``): same epochs, optimiser, schedule and,
+per seed, the same data order; only ``method`` (name and ``target_sparsity``) and ``seed`` vary.
+``dense`` runs once per seed (no target: it is the reference row). Options of the base config's
+``method`` section that a method accepts (``mask_interval``, ``ramp_end``, ...) are passed on;
+the others are dropped for that method.
+
+Each run goes to ``OUT/runs/<method>-<sparsity>-seed<K>/`` (``OUT/runs/dense-seed<K>/``). A run
+with a ``report.json`` is not trained again, one with ``checkpoints/last.pt`` but no report is
+resumed, so rerunning the same command after an interruption continues where it stopped. A run
+that raises is logged and recorded as ``failed``; the others go on. A finished run whose saved
+``config.yaml`` differs from what the grid asks for now is recorded as ``stale`` and kept out of
+the summary (delete its folder to retrain it, or use another ``--out``).
+
+Outputs in ``OUT``: ``results.csv`` (one row per run), ``summary.csv`` / ``summary.md`` (per
+method and target: mean and std of test accuracy over seeds, mean achieved sparsity),
+``accuracy_vs_sparsity.png`` and ``layer_sparsity.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import math
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aswl.methods import ConfigError, get_method, list_methods
+from aswl.train.config import Config
+
+log = logging.getLogger(__name__)
+
+DENSE = "dense"
+RESULT_FIELDS = ["run", "method", "target_sparsity", "seed", "status", "test_accuracy",
+                 "global_sparsity", "train_seconds", "epochs", "error"]
+SUMMARY_FIELDS = ["method", "target_sparsity", "accuracy_mean", "accuracy_std",
+                  "sparsity_mean", "seeds", "failed", "stale"]
+# Settings that do not change a run's result: a finished run is not stale for these.
+_IRRELEVANT_KEYS = ("progress", "device", "checkpoint_every")
+ACTIONS = ("trained", "resumed", "cached", "failed")
+GRID_KEYS = ("methods", "sparsities", "seeds", "layer_plot_sparsity")
+
+
+# --------------------------------------------------------------------------- the grid
+@dataclass
+class Grid:
+    """What to compare: method names, target sparsities and seeds."""
+
+    methods: list[str]
+    sparsities: list[float]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    layer_plot_sparsity: float | None = None
+
+    def validate(self) -> None:
+        if not self.methods:
+            raise ConfigError("compare: no methods given; use e.g. --methods dense,aswl "
+                              f"(available: {', '.join(list_methods())})")
+        for name in self.methods:
+            get_method(name)  # ConfigError listing the available ones
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"compare: a method is listed twice in {self.methods}")
+        if any(m != DENSE for m in self.methods) and not self.sparsities:
+            raise ConfigError("compare: no target sparsities given; use e.g. "
+                              "--sparsities 0.9,0.95")
+        for value in self.sparsities:
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"compare: sparsity {value!r} is invalid: expected a "
+                                  "fraction in [0, 1)")
+        if not self.seeds:
+            raise ConfigError("compare: no seeds given; use e.g. --seeds 3")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"compare: a seed is listed twice in {self.seeds}")
+        if (self.layer_plot_sparsity is not None
+                and self.layer_plot_sparsity not in self.sparsities):
+            raise ConfigError(f"compare: layer plot sparsity {self.layer_plot_sparsity} is not "
+                              f"one of the grid's sparsities {self.sparsities}")
+
+    def plot_sparsity(self) -> float | None:
+        """The sparsity of the per-layer plot: as given, else the middle of the grid."""
+        if self.layer_plot_sparsity is not None:
+            return self.layer_plot_sparsity
+        ordered = sorted(self.sparsities)
+        return ordered[len(ordered) // 2] if ordered else None
+
+
+def parse_list(text: str | Sequence[Any] | None, kind: type, what: str) -> list[Any] | None:
+    """``"a,b"`` or a YAML list -> list of ``kind``; None stays None."""
+    if text is None:
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            item = item.strip()
+            if not item:
+                continue
+        try:
+            out.append(kind(item))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"compare: {what} {item!r} is not a {kind.__name__}") from err
+    return out
+
+
+def parse_seeds(value: str | int | Sequence[Any] | None) -> list[int] | None:
+    """``3`` (a count: seeds 0, 1, 2) or a list ``0,4,7`` / ``[0, 4, 7]``."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"compare: seeds = {value!r} is invalid")
+    if isinstance(value, int):
+        count = value
+    elif isinstance(value, str) and "," not in value:
+        try:
+            count = int(value)
+        except ValueError as err:
+            raise ConfigError(f"compare: seeds = {value!r} is not a count or a list") from err
+    else:
+        return parse_list(value, int, "seed")
+    if count < 1:
+        raise ConfigError(f"compare: seeds = {count} is invalid: expected a count >= 1")
+    return list(range(count))
+
+
+def load_grid(path: str | Path | None = None, *, methods: str | None = None,
+              sparsities: str | None = None, seeds: str | int | None = None,
+              layer_plot_sparsity: float | None = None) -> Grid:
+    """Grid from an optional YAML file (keys ``methods``, ``sparsities``, ``seeds``,
+    ``layer_plot_sparsity``), each key overridden by the matching argument when given."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"grid file {str(path)!r} not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"grid file {str(path)!r} is not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"grid file {str(path)!r} must hold a mapping")
+        unknown = sorted(set(loaded) - set(GRID_KEYS))
+        if unknown:
+            raise ConfigError(f"grid file {str(path)!r}: unknown key(s) {unknown}; "
+                              f"valid keys: {list(GRID_KEYS)}")
+        values = loaded
+    method_list = parse_list(methods if methods is not None else values.get("methods"),
+                             str, "method") or []
+    sparsity_list = parse_list(sparsities if sparsities is not None
+                               else values.get("sparsities"), float, "sparsity") or []
+    seed_list = parse_seeds(seeds if seeds is not None else values.get("seeds", 3))
+    plot = layer_plot_sparsity if layer_plot_sparsity is not None \
+        else values.get("layer_plot_sparsity")
+    grid = Grid(methods=method_list, sparsities=sorted(set(sparsity_list)),
+                seeds=seed_list or [], layer_plot_sparsity=None if plot is None else float(plot))
+    grid.validate()
+    return grid
+
+
+@dataclass
+class RunSpec:
+    """One cell of the grid: where it goes and the config it trains with."""
+
+    name: str
+    method: str
+    target_sparsity: float | None
+    seed: int
+    config: Config
+
+
+def sparsity_label(value: float) -> str:
+    return f"{value:g}"
+
+
+def run_name(method: str, target_sparsity: float | None, seed: int) -> str:
+    if target_sparsity is None:
+        return f"{method}-seed{seed}"
+    return f"{method}-{sparsity_label(target_sparsity)}-seed{seed}"
+
+
+def method_section(base: Config, method: str, target_sparsity: float | None) -> dict[str, Any]:
+    """The base config's method options that ``method`` accepts, plus name and target."""
+    accepted = {f.name for f in dataclasses.fields(get_method(method).config_class)}
+    section: dict[str, Any] = {"name": method}
+    dropped = []
+    for key, value in base.method.items():
+        if key in ("name", "target_sparsity"):
+            continue
+        if key in accepted:
+            section[key] = value
+        else:
+            dropped.append(key)
+    if dropped and base.method.get("name") != method:
+        log.debug("method %s: base option(s) %s do not apply, dropped", method, dropped)
+    if target_sparsity is not None:
+        section["target_sparsity"] = target_sparsity
+    return section
+
+
+def plan_runs(base: Config, grid: Grid) -> list[RunSpec]:
+    """Every run of the grid with its validated config (all checked before any training)."""
+    runs = []
+    for seed in grid.seeds:
+        for method in grid.methods:
+            targets: list[float | None] = [None] if method == DENSE else list(grid.sparsities)
+            for target in targets:
+                config = dataclasses.replace(base, method=method_section(base, method, target),
+                                             seed=seed)
+                try:
+                    config.validate()
+                except ConfigError as err:
+                    raise ConfigError(f"compare: {run_name(method, target, seed)}: {err}") \
+                        from err
+                runs.append(RunSpec(run_name(method, target, seed), method, target, seed,
+                                    config))
+    return runs
+
+
+# --------------------------------------------------------------------------- running
+def _comparable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in _IRRELEVANT_KEYS}
+
+
+def _stale_keys(run_dir: Path, config: Config) -> list[str]:
+    """Config keys whose saved value in ``run_dir/config.yaml`` differs from ``config``."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return ["config.yaml (unreadable)"]
+    mine = _comparable(config.to_dict())
+    saved = _comparable(saved)
+    return sorted(k for k in set(mine) | set(saved) if saved.get(k) != mine.get(k))
+
+
+@contextlib.contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Copy the log records of the block into ``path`` (the run's own ``train.log``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _row(spec: RunSpec, status: str, report: dict[str, Any] | None = None,
+         error: str = "") -> dict[str, Any]:
+    report = report or {}
+    return {"run": spec.name, "method": spec.method, "target_sparsity": spec.target_sparsity,
+            "seed": spec.seed, "status": status,
+            "test_accuracy": report.get("test_accuracy"),
+            "global_sparsity": report.get("global_sparsity"),
+            "train_seconds": report.get("train_seconds"), "epochs": report.get("epochs"),
+            "error": error, "layers": report.get("layers")}
+
+
+def run_one(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], str]:
+    """Train (or resume, or reuse) one run; returns its result row and what was done:
+    ``cached``, ``resumed``, ``trained`` or ``failed``."""
+    from aswl.train import train
+
+    report_path = run_dir / "report.json"
+    if report_path.is_file():
+        stale = _stale_keys(run_dir, spec.config)
+        try:
+            report = json.loads(report_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            log.error("%s: report.json unreadable (%s); delete %s to retrain it",
+                      spec.name, err, run_dir)
+            return _row(spec, "failed", error=f"unreadable report.json: {err}"), "failed"
+        if stale:
+            message = (f"finished with other settings for {stale}; delete {run_dir} to "
+                       "retrain it with the current ones")
+            log.warning("%s: %s", spec.name, message)
+            return _row(spec, "stale", report, message), "cached"
+        log.info("%s: finished already, reusing %s", spec.name, report_path)
+        return _row(spec, "ok", report), "cached"
+    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    if not resume and (run_dir / "metrics.jsonl").exists():
+        # A start that stopped before its first checkpoint: begin again from a clean log.
+        (run_dir / "metrics.jsonl").unlink()
+    action = "resumed" if resume else "trained"
+    log.info("%s: %s", spec.name, "resuming from its checkpoint" if resume else "training")
+    start = time.time()
+    with _log_to(run_dir / "train.log"):
+        try:
+            report = train(spec.config, run_dir, resume=resume)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # one failed run must not stop the grid
+            log.error("%s failed after %.1fs: %s: %s", spec.name, time.time() - start,
+                      type(err).__name__, err, exc_info=True)
+            return _row(spec, "failed", error=f"{type(err).__name__}: {err}"), "failed"
+    return _row(spec, "ok", report), action
+
+
+def run_grid(base: Config, grid: Grid, out_dir: str | Path) -> list[dict[str, Any]]:
+    """Run (or resume, or reuse) every run of the grid; one result row per run.
+
+    The rows hold the per-layer table under ``layers`` (used by the layer plot, not written to
+    ``results.csv``)."""
+    out_dir = Path(out_dir)
+    specs = plan_runs(base, grid)
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    log.info("compare: %d runs (%s x %s x seeds %s) into %s", len(specs),
+             ",".join(grid.methods), ",".join(map(sparsity_label, grid.sparsities)),
+             ",".join(map(str, grid.seeds)), out_dir)
+    rows = []
+    counts: dict[str, int] = {}
+    for index, spec in enumerate(specs, 1):
+        log.info("[%d/%d] %s", index, len(specs), spec.name)
+        row, action = run_one(spec, out_dir / "runs" / spec.name)
+        counts[action] = counts.get(action, 0) + 1
+        rows.append(row)
+    log.info("compare: %s", ", ".join(f"{counts[a]} {a}" for a in ACTIONS if a in counts))
+    return rows
+
+
+# --------------------------------------------------------------------------- summary
+def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Dense first, then methods in their first-seen order, targets ascending, then seeds."""
+    order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in rows))}
+
+    def key(row: dict[str, Any]) -> tuple[int, int, float, int]:
+        target = row["target_sparsity"]
+        return (0 if row["method"] == DENSE else 1, order[row["method"]],
+                -1.0 if target is None else target, row["seed"])
+
+    return sorted(rows, key=key)
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (method, target sparsity), in the rows' method order, targets ascending (dense
+    first): accuracy mean and sample std over the finished seeds (in %), mean achieved global
+    sparsity, number of finished seeds and of failed and stale ones."""
+    groups: dict[tuple[str, float | None], list[dict[str, Any]]] = {}
+    for row in sort_rows(rows):
+        groups.setdefault((row["method"], row["target_sparsity"]), []).append(row)
+    summary = []
+    for method, target in groups:
+        members = groups[(method, target)]
+        done = [r for r in members if r["status"] == "ok"]
+        accuracy = [100.0 * r["test_accuracy"] for r in done]
+        sparsity = [r["global_sparsity"] for r in done]
+        summary.append({
+            "method": method, "target_sparsity": target,
+            "accuracy_mean": statistics.fmean(accuracy) if accuracy else None,
+            "accuracy_std": statistics.stdev(accuracy) if len(accuracy) > 1 else (
+                0.0 if accuracy else None),
+            "sparsity_mean": statistics.fmean(sparsity) if sparsity else None,
+            "seeds": len(done),
+            "failed": sum(r["status"] == "failed" for r in members),
+            "stale": sum(r["status"] == "stale" for r in members),
+        })
+    return summary
+
+
+def _fmt(value: Any, spec: str = ".2f", scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(scale * value, spec)
+
+
+def format_summary(summary: list[dict[str, Any]]) -> str:
+    """The summary as a Markdown table."""
+    lines = ["| method | target sparsity | test accuracy (%) | achieved sparsity (%) | seeds |",
+             "|---|---:|---:|---:|---:|"]
+    for row in summary:
+        accuracy = "-" if row["accuracy_mean"] is None else (
+            f"{row['accuracy_mean']:.2f} ± {row['accuracy_std']:.2f}")
+        notes = [f"{row[k]} {k}" for k in ("failed", "stale") if row.get(k)]
+        seeds = str(row["seeds"]) + (f" ({', '.join(notes)})" if notes else "")
+        target = "-" if row["target_sparsity"] is None else _fmt(row["target_sparsity"], "g",
+                                                                   100.0)
+        lines.append(f"| {row['method']} | {target} | {accuracy} | "
+                     f"{_fmt(row['sparsity_mean'], '.2f', 100.0)} | {seeds} |")
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """``results.csv`` back into rows (numbers parsed, empty cells None; no ``layers``)."""
+    rows = []
+    with open(path, newline="") as file:
+        for raw in csv.DictReader(file):
+            row: dict[str, Any] = dict(raw)
+            for key in ("target_sparsity", "test_accuracy", "global_sparsity", "train_seconds"):
+                row[key] = float(raw[key]) if raw[key] else None
+            for key in ("seed", "epochs"):
+                row[key] = int(raw[key]) if raw[key] else None
+            rows.append(row)
+    return rows
+
+
+def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, grid: Grid,
+                  title: str = "") -> list[dict[str, Any]]:
+    """``results.csv``, ``summary.csv``, ``summary.md`` and the two plots; returns the summary.
+
+    A plot that cannot be drawn is logged, never raised: the tables are what matters."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_csv(out_dir / "results.csv", sort_rows(rows), RESULT_FIELDS)
+    summary = summarize(rows)
+    _write_csv(out_dir / "summary.csv", summary, SUMMARY_FIELDS)
+    text = [f"# {title}" if title else "# Comparison", "", format_summary(summary), ""]
+    failed = [r for r in sort_rows(rows) if r["status"] != "ok"]
+    if failed:
+        text += ["## Not in the summary", ""]
+        text += [f"- `{r['run']}` ({r['status']}): {r['error']}" for r in failed]
+        text.append("")
+    (out_dir / "summary.md").write_text("\n".join(text))
+    for name, draw in (("accuracy_vs_sparsity.png", plot_accuracy_vs_sparsity),
+                       ("layer_sparsity.png", plot_layer_sparsity)):
+        try:
+            draw(rows, summary, grid, out_dir / name, title)
+        except Exception as err:  # a plot must never lose the tables
+            log.warning("could not draw %s: %s", name, err)
+    return summary
+
+
+# --------------------------------------------------------------------------- plots
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_sparsity(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
+                              grid: Grid, path: Path, title: str = "") -> None:
+    """Test accuracy against target sparsity, one line per method with std error bars; dense
+    as a horizontal line with a ± std band."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sparse = [m for m in dict.fromkeys(r["method"] for r in summary) if m != DENSE]
+    for method in sparse:
+        points = [r for r in summary if r["method"] == method and r["accuracy_mean"] is not None]
+        if not points:
+            continue
+        ax.errorbar([100 * r["target_sparsity"] for r in points],
+                    [r["accuracy_mean"] for r in points],
+                    yerr=[r["accuracy_std"] for r in points], marker="o", capsize=3,
+                    label=method)
+    dense = [r for r in summary if r["method"] == DENSE and r["accuracy_mean"] is not None]
+    if dense:
+        mean, std = dense[0]["accuracy_mean"], dense[0]["accuracy_std"]
+        ax.axhline(mean, color="black", linestyle="--", linewidth=1, label="dense")
+        ax.axhspan(mean - std, mean + std, color="black", alpha=0.1)
+    if grid.sparsities:
+        ax.set_xticks([100 * s for s in grid.sparsities],
+                      [sparsity_label(100 * s) for s in grid.sparsities])
+    ax.set_xlabel("target sparsity (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "accuracy vs sparsity")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_layer_sparsity(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
+                        grid: Grid, path: Path, title: str = "") -> None:
+    """Grouped bars: per-layer sparsity of each sparse method at one target, first seed."""
+    target = grid.plot_sparsity()
+    if target is None:
+        return
+    seed = grid.seeds[0]
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if (row["method"] != DENSE and row["target_sparsity"] == target and row["seed"] == seed
+                and row["status"] == "ok" and row.get("layers")):
+            tables[row["method"]] = row["layers"]
+    if not tables:
+        log.warning("no finished run at sparsity %s, seed %d: layer_sparsity.png not drawn",
+                    sparsity_label(target), seed)
+        return
+    names = list(dict.fromkeys(layer["name"] for table in tables.values() for layer in table))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(names) * (1 + 0.3 * len(tables))),
+                                    4.5))
+    width = 0.8 / len(tables)
+    for i, (method, table) in enumerate(tables.items()):
+        by_name = {layer["name"]: layer["sparsity"] for layer in table}
+        ax.bar([j + (i - (len(tables) - 1) / 2) * width for j in range(len(names))],
+               [100 * by_name.get(name, float("nan")) for name in names], width, label=method)
+    ax.axhline(100 * target, color="black", linestyle=":", linewidth=1, label="target")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("sparsity (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{title + ': ' if title else ''}per-layer sparsity at "
+                 f"{sparsity_label(100 * target)}% target, seed {seed}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def describe(base: Config) -> str:
+    """One line naming the shared setting, for titles."""
+    return (f"{base.model} / {base.dataset} / {base.epochs} "
+            f"epoch{'s' if base.epochs != 1 else ''}")
