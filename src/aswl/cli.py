@@ -57,8 +57,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.error("interrupted; the last finished epoch is saved. Continue with: "
                   "aswl train --out %s --resume", out)
         return 130
-    print(json.dumps({k: report[k] for k in ("method", "model", "dataset", "test_accuracy",
-                                             "global_sparsity", "train_seconds")}))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: report[k] for k in ("method", "model", "dataset", "test_accuracy",
+                                                 "global_sparsity", "train_seconds")}))
     return 0
 
 

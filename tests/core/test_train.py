@@ -124,3 +124,9 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     torch.save({"some": "thing"}, path)
     with pytest.raises(CheckpointError, match="not an aswl checkpoint"):
         load_checkpoint(path)
+
+
+def test_bf16_autocast_path_on_cpu(tmp_path):
+    assert run(tmp_path / "amp", "amp=bf16", "epochs=1") == 0
+    report = json.loads((tmp_path / "amp" / "report.json").read_text())
+    assert report["global_sparsity"] == pytest.approx(0.9, abs=1e-4)
