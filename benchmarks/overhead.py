@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aswl.methods import SparseMethod, create_method, get_method
+from aswl.methods import SparseMethod, create_method, get_method, training_step
 from aswl.models import create_model, default_input_shape
 from aswl.train.config import Config
 from aswl.train.loop import build_optimizer
@@ -92,14 +91,7 @@ def build_variant(model_name: str, shape: tuple[int, int, int], method: str,
 
 
 def train_step(v: Variant, images: Tensor, labels: Tensor) -> None:
-    logits = v.model(images)
-    loss = F.cross_entropy(logits, labels) + v.sparse.regularizer()
-    v.optimizer.zero_grad(set_to_none=True)
-    v.sparse.zero_grad()
-    loss.backward()
-    v.sparse.after_backward()
-    v.optimizer.step()
-    v.sparse.step()
+    training_step(v.model, v.sparse, v.optimizer, images, labels)
 
 
 def bench_model(spec: str, methods: list[str], intervals: list[str], steps: int, warmup: int,

@@ -8,9 +8,10 @@ from aswl.methods import (
     create_method,
     list_methods,
     register_method,
+    training_step,
 )
 
 __version__ = "0.1.0"
 
 __all__ = ["ASWL", "ConfigError", "SparseMethod", "__version__", "create_method",
-           "list_methods", "register_method"]
+           "list_methods", "register_method", "training_step"]

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from aswl.methods import ConfigError, create_method, project_to_budget
+from aswl.methods import ConfigError, create_method, project_to_budget, training_step
 
 
 def mlp():
@@ -20,13 +19,7 @@ def train(method, model, steps, lr=0.05):
     x = torch.randn(64, 20, generator=generator)
     y = torch.randint(0, 4, (64,), generator=generator)
     for _ in range(steps):
-        loss = F.cross_entropy(model(x), y) + method.regularizer()
-        optimizer.zero_grad()
-        method.zero_grad()
-        loss.backward()
-        method.after_backward()
-        optimizer.step()
-        method.step()
+        training_step(model, method, optimizer, x, y)
     return x
 
 

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from aswl.methods import create_method
+from aswl.methods import create_method, training_step
 from aswl.models import create_model, default_input_shape, list_models
 
 
@@ -26,13 +25,7 @@ def test_model_trains_with_aswl_and_exports(name):
     x = torch.randn(4, *shape)
     y = torch.tensor([1, 3, 0, 2])
     for _ in range(2):
-        loss = F.cross_entropy(model(x), y) + method.regularizer()
-        optimizer.zero_grad()
-        method.zero_grad()
-        loss.backward()
-        method.after_backward()
-        optimizer.step()
-        method.step()
+        loss = training_step(model, method, optimizer, x, y)
     assert torch.isfinite(loss)
     method.finalize()
     model.eval()

@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.methods import SparseMethod, create_method, list_methods
+from aswl.methods import SparseMethod, create_method, list_methods, training_step
 
 TARGET = 0.8
 STEPS = 30
@@ -43,13 +42,7 @@ def attach(name: str, seed: int) -> tuple[nn.Module, SparseMethod, torch.optim.O
 def train(model: nn.Module, method: SparseMethod, optimizer: torch.optim.Optimizer,
           xs: Tensor, ys: Tensor, start: int, stop: int) -> None:
     for i in range(start, stop):
-        loss = F.cross_entropy(model(xs[i]), ys[i]) + method.regularizer()
-        optimizer.zero_grad()
-        method.zero_grad()
-        loss.backward()
-        method.after_backward()
-        optimizer.step()
-        method.step()
+        training_step(model, method, optimizer, xs[i], ys[i])
 
 
 def roundtrip(state: dict[str, Any]) -> dict[str, Any]:

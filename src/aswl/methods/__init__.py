@@ -13,9 +13,11 @@ from aswl.methods.base import (
     get_method,
     list_methods,
     register_method,
+    training_step,
 )
 
 __all__ = [
     "ASWL", "ASWLConfig", "METHODS", "ConfigError", "MethodConfig", "SparseMethod",
     "create_method", "get_method", "list_methods", "project_to_budget", "register_method",
+    "training_step",
 ]

@@ -10,7 +10,8 @@ Life cycle (same for the built-in trainer and a user's own loop)::
         loss.backward()
         method.after_backward()
         optimizer.step()
-        method.step()
+        method.step()                # or all of the above: training_step(model, method, ...)
+    method.finalize()
     plain = method.export()          # plain nn.Module, pruned weights are exact zeros
 
 A method overrides only what differs: ``layer_densities`` (how many weights each layer keeps
@@ -234,6 +235,26 @@ class SparseMethod:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step"])
+
+
+def training_step(model: nn.Module, method: SparseMethod, optimizer: torch.optim.Optimizer,
+                  inputs: Tensor, targets: Tensor,
+                  loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+    """One step of the life cycle in a user's own loop; returns the (detached) loss.
+
+    ``loss_fn(outputs, targets)`` defaults to cross-entropy; the method's regulariser is added.
+    """
+    import torch.nn.functional as F
+
+    outputs = model(inputs)
+    loss = (loss_fn or F.cross_entropy)(outputs, targets) + method.regularizer()
+    optimizer.zero_grad()
+    method.zero_grad()
+    loss.backward()
+    method.after_backward()
+    optimizer.step()
+    method.step()
+    return loss.detach()
 
 
 METHODS: dict[str, type[SparseMethod]] = {}
