@@ -24,7 +24,8 @@ from aswl.train.loop import Trainer
 
 WORLD = 2
 OVERRIDES = ["dataset=synthetic", "device=cpu", "epochs=2", "progress=false", "batch_size=8",
-             "data.limit_train=48", "data.limit_test=20", "method.target_sparsity=0.9"]
+             "data.limit_train=48", "data.limit_test=20", "method.target_sparsity=0.9",
+             "method.mask_interval=2"]
 # 48 samples / 2 ranks / batch 8: 3 steps per epoch on each rank.
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
