@@ -130,3 +130,8 @@ def test_bf16_autocast_path_on_cpu(tmp_path):
     assert run(tmp_path / "amp", "amp=bf16", "epochs=1") == 0
     report = json.loads((tmp_path / "amp" / "report.json").read_text())
     assert report["global_sparsity"] == pytest.approx(0.9, abs=1e-4)
+
+
+def test_gradient_clipping_option_runs(tmp_path):
+    assert run(tmp_path / "clip", "grad_clip=0.5", "epochs=1") == 0
+    assert main(["train", "--out", str(tmp_path / "bad"), "--set", "grad_clip=-1"]) == 2

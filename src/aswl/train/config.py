@@ -60,6 +60,8 @@ class Config:
     """Fractions of training at which the step schedule multiplies the lr by lr_gamma."""
     lr_gamma: float = 0.1
     warmup_epochs: float = 0.0
+    grad_clip: float | None = None
+    """Clip the global gradient norm of the weights to this value (None: no clipping)."""
     seed: int = 0
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:N``."""
@@ -87,6 +89,7 @@ class Config:
         need(all(0 < m < 1 for m in self.lr_milestones), "lr_milestones",
              "fractions of training in (0, 1)")
         need(self.warmup_epochs >= 0, "warmup_epochs", "a number >= 0")
+        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "null or a number > 0")
         need(self.amp in ("none", "bf16", "fp16"), "amp", "'none', 'bf16' or 'fp16'")
         need(self.select in ("last", "best_val"), "select", "'last' or 'best_val'")
         need(self.select == "last" or self.data.val_fraction > 0, "select",

@@ -196,6 +196,7 @@ class Trainer:
                                     total_steps=self.total_steps,
                                     config=config.method_config())
         self.optimizer = build_optimizer(config, self.method)
+        self.weight_params = self.method.weight_parameters()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.train_model: nn.Module = self.model
         if self.dist.enabled:
@@ -279,6 +280,8 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
             method.after_backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.weight_params, config.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             method.step()
