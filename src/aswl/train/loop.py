@@ -274,7 +274,8 @@ class Trainer:
                 raise TrainingError(
                     f"loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {step}; "
                     f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch}). "
-                    "Lower lr (or method.attention_lr), or use amp=none, then --resume")
+                    "Lower lr (or method.attention_lr), set grad_clip, or use amp=none, "
+                    "then --resume")
             self.optimizer.zero_grad(set_to_none=True)
             method.zero_grad()
             self.scaler.scale(loss).backward()
