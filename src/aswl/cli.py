@@ -32,6 +32,11 @@ def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
                         force=True)
 
 
+RUN_FILES = ("metrics.jsonl", "report.json", "model.safetensors", "model.sparse.safetensors",
+             "training.png", "checkpoints/last.pt", "checkpoints/best.pt")
+"""What --overwrite removes from a previous run in the same folder."""
+
+
 def _default_out(config) -> Path:
     return Path("runs") / f"{config.method_name()}-{config.model}-{config.dataset}-s{config.seed}"
 
@@ -49,8 +54,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.warning("--resume: no checkpoint in %s yet, starting from scratch", out)
         args.resume = False
     elif not args.resume and (out / "metrics.jsonl").exists():
-        log.error("%s already holds a run; use --resume to continue it or another --out", out)
-        return 2
+        if not args.overwrite:
+            log.error("%s already holds a run; use --resume to continue it, --overwrite to "
+                      "replace it, or another --out", out)
+            return 2
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
     try:
         report = train(config, out, resume=args.resume)
     except KeyboardInterrupt:
@@ -182,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override config keys, e.g. --set epochs=5 method.alpha=2")
     train.add_argument("--out", type=Path, help="output folder (default runs/<name>)")
     train.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a previous run in --out instead of refusing")
     train.set_defaults(func=cmd_train)
     evaluate = sub.add_parser("eval", help="test accuracy of a finished run's exported model")
     evaluate.add_argument("run", type=Path)

@@ -135,3 +135,13 @@ def test_bf16_autocast_path_on_cpu(tmp_path):
 def test_gradient_clipping_option_runs(tmp_path):
     assert run(tmp_path / "clip", "grad_clip=0.5", "epochs=1") == 0
     assert main(["train", "--out", str(tmp_path / "bad"), "--set", "grad_clip=-1"]) == 2
+
+
+def test_second_run_in_same_folder_refused_unless_overwrite(tmp_path):
+    assert run(tmp_path / "r", "epochs=1") == 0
+    first = (tmp_path / "r" / "report.json").read_text()
+    assert run(tmp_path / "r", "epochs=1") == 2
+    assert (tmp_path / "r" / "report.json").read_text() == first  # nothing lost
+    assert main(["train", "--out", str(tmp_path / "r"), "--overwrite", "--set", *TINY,
+                 "epochs=1", "seed=1"]) == 0
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 1

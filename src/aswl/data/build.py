@@ -55,7 +55,7 @@ def _canonical_name(name: str) -> str:
     if key is None:
         raise DatasetError(
             f"Unknown dataset {name!r}. Valid names: {', '.join(DATASET_NAMES)} "
-            "(set data.name to one of them)."
+            "(set dataset= to one of them)."
         )
     return key
 
