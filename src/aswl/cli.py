@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         report = train(config, out, resume=args.resume)
     except KeyboardInterrupt:
-        log.error("interrupted; the last finished epoch is saved. Continue with: "
+        log.error("interrupted; the last checkpoint is kept. Continue with: "
                   "aswl train --out %s --resume", out)
         return 130
     if int(os.environ.get("RANK", "0")) == 0:

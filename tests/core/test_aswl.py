@@ -31,6 +31,8 @@ def test_pruning_ratio_equation_and_cap():
     assert torch.allclose(p, torch.tensor([0.99**2, 0.25, 0.0]), atol=1e-6)
     method = create_method("aswl_paper", mlp(), alpha=0.5)
     assert float(method.pruning_ratios(torch.tensor([0.01]))) == pytest.approx(0.99)  # capped
+    method = create_method("aswl_paper", mlp(), alpha=0.1)
+    assert float(method.pruning_ratios(torch.tensor([1.0]))) == 0.0  # a = 1 prunes nothing
 
 
 def test_attention_clipped_to_range():
@@ -128,3 +130,22 @@ def test_project_to_budget_meets_budget_and_bounds():
 def test_bad_options_name_the_field(options, field):
     with pytest.raises(ConfigError, match=field):
         create_method("aswl", mlp(), **options)
+
+
+def test_paper_variant_without_output_scaling_still_learns_from_phi():
+    model = mlp()
+    method = create_method("aswl_paper", model, scale_output=False, gamma=1.0)
+    assert method.regularizer().requires_grad
+    before = method.attentions()
+    train(method, model, 3)
+    assert method.attentions() != before
+
+
+def test_target_mode_needs_a_gradient_source():
+    with pytest.raises(ConfigError, match="scale_output"):
+        create_method("aswl", mlp(), estimator="paper")
+
+
+def test_method_options_are_type_checked():
+    with pytest.raises(ConfigError, match="exclude"):
+        create_method("aswl", mlp(), exclude="4")

@@ -145,3 +145,9 @@ def test_second_run_in_same_folder_refused_unless_overwrite(tmp_path):
     assert main(["train", "--out", str(tmp_path / "r"), "--overwrite", "--set", *TINY,
                  "epochs=1", "seed=1"]) == 0
     assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_fp16_scaler_path_on_cpu(tmp_path):
+    assert run(tmp_path / "fp16", "amp=fp16", "epochs=1", "method=aswl_paper") == 0
+    report = json.loads((tmp_path / "fp16" / "report.json").read_text())
+    assert all(0.01 - 1e-6 <= row["attention"] <= 1.0 for row in report["layers"])

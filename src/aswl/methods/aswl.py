@@ -20,6 +20,8 @@ dense magnitudes. Two variants, both with per-layer ratios from the attentions:
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from aswl.methods.base import (
+    ConfigError,
     MethodConfig,
     SparseMethod,
     check,
@@ -36,6 +39,8 @@ from aswl.methods.base import (
     scaled_output_hook,
 )
 from aswl.sparse import dense_weight, masked_weight
+
+log = logging.getLogger(__name__)
 
 ATTENTION_MIN = 0.01
 ESTIMATOR_SAMPLE = 16384
@@ -115,11 +120,20 @@ class ASWL(SparseMethod):
             cfg.estimator == "auto" and cfg.variant == "paper")
         self.scales_output = (cfg.variant == "paper") if cfg.scale_output is None \
             else cfg.scale_output
+        if cfg.variant == "target" and self.paper_estimator and not self.scales_output:
+            raise ConfigError("method.estimator = 'paper' in the target variant needs "
+                              "method.scale_output = true (equation 1 is then the attentions' "
+                              "only gradient); or use estimator = 'loss_aware'")
+        self.attention_floor = max(ATTENTION_MIN, 1.0 - cfg.max_ratio ** (1.0 / cfg.alpha))
+        """Below this attention p is capped anyway, and the gradient through the cap is 0."""
+        self._numel = torch.tensor([float(self.numels[n]) for n in self.layers])
+        self._samples = self._sample_indices()
         for name, module in self.layers.items():
             if self.scales_output:
                 module.register_forward_hook(scaled_output_hook)
-            else:
-                # The attention then gets its gradient from the estimator only.
+            elif cfg.variant == "target":
+                # Not used in the forward pass: its gradient comes from the estimator only
+                # (and DDP must not wait for a gradient that autograd never produces).
                 self.masks[name].attention.requires_grad_(False)
         params = self.parameters()
         if cfg.attention_optimizer == "sgd":
@@ -135,8 +149,11 @@ class ASWL(SparseMethod):
     def parameters(self) -> list[nn.Parameter]:
         return [self.masks[name].attention for name in self.layers]
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
+
     def decayed_parameters(self) -> list[nn.Parameter]:
-        if not self.config.weight_decay:
+        if self.config.weight_decay is None:
             return []
         return [dense_weight(module) for module in self.layers.values()]
 
@@ -146,11 +163,15 @@ class ASWL(SparseMethod):
 
     def pruning_ratios(self, attention: Tensor) -> Tensor:
         """Equation 2: p = min((1 - a)^alpha, max_ratio), differentiable in a."""
-        base = (1.0 - attention).clamp_min(1e-6)
-        return (base ** self.config.alpha).clamp_max(self.config.max_ratio)
+        base = 1.0 - attention
+        ratio = torch.where(base > 0, base.clamp_min(1e-12) ** self.config.alpha,
+                            torch.zeros_like(base))  # a = 1 prunes nothing, for every alpha
+        return ratio.clamp_max(self.config.max_ratio)
 
     def _numel_vector(self, like: Tensor) -> Tensor:
-        return torch.tensor([float(self.numels[n]) for n in self.layers], device=like.device)
+        if self._numel.device != like.device:
+            self._numel = self._numel.to(like.device)
+        return self._numel
 
     def density_vector(self, attention: Tensor | None = None) -> Tensor:
         """Per-layer kept fraction now, differentiable in the attentions."""
@@ -174,18 +195,37 @@ class ASWL(SparseMethod):
         if hasattr(self, "optimizer") and not self.paper_estimator:
             self._refresh_bands()
 
+    def _sample_indices(self) -> dict[str, Tensor | None]:
+        """A fixed random subset of each large layer's weights for the estimator.
+
+        Drawn once from a generator with a constant seed, so it is the same on every rank and
+        after a resume; random rather than strided, since a stride aliases with the layout of
+        the weight (e.g. the same pixel column of every row of a first Linear layer).
+        """
+        generator = torch.Generator().manual_seed(20211103)
+        samples: dict[str, Tensor | None] = {}
+        for name, module in self.layers.items():
+            numel = self.numels[name]
+            device = dense_weight(module).device
+            samples[name] = None if numel <= ESTIMATOR_SAMPLE else torch.randperm(
+                numel, generator=generator)[:ESTIMATOR_SAMPLE].sort().values.to(device)
+        return samples
+
+    def _sample(self, name: str, tensor: Tensor) -> Tensor:
+        flat = tensor.reshape(-1)
+        index = self._samples[name]
+        return flat if index is None else flat[index]
+
     def _refresh_bands(self) -> None:
         """Magnitudes bounding the band of weights around each layer's threshold.
 
-        Order statistics of a strided sample of about ESTIMATOR_SAMPLE weights: cheap,
-        deterministic, and the same on every rank.
+        Order statistics of the layer's fixed sample of at most ESTIMATOR_SAMPLE weights.
         """
         half = self.config.band / 2
         with torch.no_grad():
             for name, module in self.layers.items():
-                flat = dense_weight(module).detach().reshape(-1)
-                sample = flat[:: max(1, flat.numel() // ESTIMATOR_SAMPLE)].abs().float()
-                pruned = 1.0 - self.kept[name] / flat.numel()
+                sample = self._sample(name, dense_weight(module).detach()).abs().float()
+                pruned = 1.0 - self.kept[name] / self.numels[name]
                 ranks = [min(sample.numel(), max(1, round(q * sample.numel())))
                          for q in (pruned - half, pruned + half)]
                 lo, hi = (float(torch.kthvalue(sample, rank).values) for rank in ranks)
@@ -221,7 +261,7 @@ class ASWL(SparseMethod):
         """
         if self._estimating_now():
             self._estimate_attention_gradient()
-        if self.config.weight_decay:  # equation 3's lambda * sum(w_hat^2), as a gradient
+        if self.config.weight_decay:  # equation 3: lambda * sum(w_hat^2), as a gradient
             with torch.no_grad():
                 for module in self.layers.values():
                     weight = dense_weight(module)
@@ -236,15 +276,18 @@ class ASWL(SparseMethod):
                 if weight.grad is None:
                     marginal.append(0.0)
                     continue
-                stride = max(1, weight.numel() // ESTIMATOR_SAMPLE)
-                sample = weight.detach().reshape(-1)[::stride]
-                grad = weight.grad.reshape(-1)[::stride]
+                sample = self._sample(name, weight.detach())
+                grad = self._sample(name, weight.grad)
                 lo, hi = self._bands.get(name, (0.0, float("inf")))
                 magnitude = sample.abs()
                 band = (magnitude >= lo) & (magnitude <= hi)
                 count = int(band.sum())
                 value = float((grad * sample * band).sum()) / max(1, count)
                 marginal.append(value * self.numels[name])
+        if not all(math.isfinite(value) for value in marginal):
+            log.warning("non-finite gradient at step %d: attention update skipped",
+                        self.step_count)
+            return
         self._marginal = dict(zip(self.layers, marginal))
         attention = self._attention_vector().detach().requires_grad_(True)
         with torch.enable_grad():
@@ -263,7 +306,7 @@ class ASWL(SparseMethod):
             self.optimizer.step()
             with torch.no_grad():
                 for param in self.parameters():
-                    param.clamp_(ATTENTION_MIN, 1.0)
+                    param.clamp_(self.attention_floor, 1.0)
             self.zero_grad()
         super().step()
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -84,13 +86,47 @@ def check(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"method.{name} = {value!r} is invalid: expected {allowed}")
 
 
+def coerce_value(value: Any, hint: Any, name: str) -> Any:
+    """Check ``value`` against a field's type hint, converting int to float where asked."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce_value(value, option, name)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any:
+        return value
+    check_type = origin or hint
+    if check_type is float and isinstance(value, float):
+        return value
+    if check_type in (int, str, bool, list, dict):
+        if isinstance(value, check_type) and not (check_type is int and isinstance(value, bool)):
+            return value
+    raise ConfigError(f"{name} = {value!r} has the wrong type: expected "
+                      f"{getattr(hint, '__name__', hint)}")
+
+
 def build_config(config_class: type[MethodConfig], values: dict[str, Any]) -> MethodConfig:
-    """Typed config from a dict; unknown keys are an error that lists the valid ones."""
+    """Typed config from a dict; unknown keys or values of the wrong type are errors that name
+    the field."""
     names = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"unknown method option(s) {unknown} for {config_class.__name__}; "
                           f"valid: {sorted(names)}")
+    hints = typing.get_type_hints(config_class)
+    values = {key: coerce_value(value, hints[key], f"method.{key}")
+              for key, value in values.items()}
     config = config_class(**values)
     config.validate()
     return config
@@ -169,6 +205,10 @@ class SparseMethod:
         self.step_count += 1
         if self.step_count % self.config.mask_interval == 0:
             self.update_masks()
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The method's own optimisers (the trainer unscales their gradients under fp16)."""
+        return []
 
     def zero_grad(self) -> None:
         for param in self.parameters():

@@ -7,7 +7,6 @@ of range stops the run with a message naming the field and the values it may tak
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import yaml
 
 from aswl.methods import ConfigError, get_method
-from aswl.methods.base import build_config
+from aswl.methods.base import build_config, coerce_value
 
 
 @dataclass
@@ -135,36 +134,6 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
-def _coerce(value: Any, hint: Any, name: str) -> Any:
-    """Check ``value`` against a field's type hint, converting int to float where asked."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, name)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[0]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is Any:
-        return value
-    check_type = origin or hint
-    if check_type is float and isinstance(value, float):
-        return value
-    if check_type in (int, str, bool, list, dict):
-        if isinstance(value, check_type) and not (check_type is int and isinstance(value, bool)):
-            return value
-    raise ConfigError(f"{name} = {value!r} has the wrong type: expected "
-                      f"{getattr(hint, '__name__', hint)}")
-
-
 def _fill(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -181,7 +150,7 @@ def _fill(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
                 raise ConfigError(f"{prefix}{key} must be a mapping of its own keys")
             kwargs[key] = _fill(hint, value, f"{prefix}{key}.")
         else:
-            kwargs[key] = _coerce(value, hint, prefix + key)
+            kwargs[key] = coerce_value(value, hint, prefix + key)
     return cls(**kwargs)
 
 

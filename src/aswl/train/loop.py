@@ -220,6 +220,7 @@ class Trainer:
             "epoch": self.epoch, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state(),
+            "cuda_rng": (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []),
             "history": json.dumps(self.history), "best_val": self.best_val,
             "config": json.dumps(self.config.to_dict()),
         }
@@ -239,9 +240,14 @@ class Trainer:
         self.method.load_state_dict(state["method"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"].cpu())
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([r.cpu() for r in state["cuda_rng"]])
         self.epoch = int(state["epoch"])
         self.history = json.loads(state["history"])
         self.best_val = float(state["best_val"])
+        if self.dist.main:  # epochs after the checkpoint were lost: drop their metric lines
+            with open(self.out_dir / "metrics.jsonl", "w") as file:
+                file.writelines(json.dumps(record) + "\n" for record in self.history)
         log.info("resumed from %s at epoch %d", path or self.checkpoint_path, self.epoch)
 
     # -- one epoch -----------------------------------------------------------------------
@@ -270,7 +276,7 @@ class Trainer:
                 logits = model(images)
                 task_loss = F.cross_entropy(logits.float(), labels)
             loss = task_loss + method.regularizer()
-            if not torch.isfinite(loss):
+            if not self._finite_on_every_rank(loss):
                 raise TrainingError(
                     f"loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {step}; "
                     f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch}). "
@@ -280,12 +286,19 @@ class Trainer:
             method.zero_grad()
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-            method.after_backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.weight_params, config.grad_clip)
+            for own in method.optimizers():  # attention gradients are scaled too under fp16
+                self.scaler.unscale_(own)
+            overflow = self._fp16_overflow(method)
+            if not overflow:  # the scaler skips this step: so does the method
+                method.after_backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.weight_params, config.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            method.step()
+            if overflow:
+                method.zero_grad()
+            else:
+                method.step()
             loss_sum += task_loss.detach() * labels.numel()
             correct += (logits.argmax(1) == labels).sum()
             seen += 1
@@ -296,6 +309,25 @@ class Trainer:
         samples = max(1, seen * config.batch_size)
         samples = min(samples, math.ceil(len(self.data.train) / self.dist.world_size))
         return {"train_loss": float(loss_sum) / samples, "train_accuracy": float(correct) / samples}
+
+    def _finite_on_every_rank(self, loss: Tensor) -> bool:
+        """Is the loss finite on every rank (so that all ranks stop together)?"""
+        finite = torch.isfinite(loss.detach()).float()
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite > 0)
+
+    def _fp16_overflow(self, method: SparseMethod) -> bool:
+        """Did the fp16 loss scale overflow this step (inf/NaN gradients)?"""
+        if not self.scaler.is_enabled():
+            return False
+        found = 0.0
+        for optimizer in [self.optimizer, *method.optimizers()]:
+            found += sum(float(v) for v in
+                         self.scaler._found_inf_per_device(optimizer).values())
+        return found > 0
 
     # -- the whole run -------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -333,10 +365,12 @@ class Trainer:
                 self._maybe_keep_best(record)
                 if self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs:
                     save_checkpoint(self.state(), self.checkpoint_path)
-        report = self.finish(time.time() - start)
-        if self.dist.enabled:
+        if self.dist.enabled:  # rank 0 may still be writing best.pt, which finish() reads
             import torch.distributed as dist
 
+            dist.barrier()
+        report = self.finish(time.time() - start)
+        if self.dist.enabled:
             dist.barrier()
             if self.dist.owns_group:
                 dist.destroy_process_group()
