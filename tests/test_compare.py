@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 import aswl.export.plot
 import aswl.train
@@ -25,13 +24,9 @@ UNTARGETED = {"aswl_paper"}
 
 @pytest.fixture(autouse=True)
 def _fast_tiny_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each run's own training.png is not under test here and costs most of a tiny run; one
-    thread keeps tiny runs fast when the cores are busy (oversubscribed threads stall)."""
+    """Each run's own training.png is not under test here and costs most of a tiny run."""
     monkeypatch.setattr(aswl.export.plot, "plot_run", lambda *args, **kwargs: None)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
 
 
 def _compare(out: Path, methods: str, sparsities: str, seeds: str, *extra: str) -> int:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from aswl.cli import main
 from aswl.train import load_config
@@ -57,14 +56,6 @@ def write_image_folders(root: Path, n: int = 4) -> None:
 WRITERS = {"mnist": write_idx_files, "fashion-mnist": write_idx_files,
            "cifar10": write_cifar_batches, "imagenet": write_image_folders}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, more threads only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_every_paper_experiment_has_a_config() -> None:

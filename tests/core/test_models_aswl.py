@@ -7,14 +7,6 @@ from aswl.methods import create_method, training_step
 from aswl.models import create_model, default_input_shape, list_models
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", list_models())
 def test_model_trains_with_aswl_and_exports(name):
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Method tests run on tiny models: one intra-op thread is faster than two busy ones."""
+"""The tests run tiny models: one intra-op thread is faster than two busy ones."""
 
 from __future__ import annotations
 
