@@ -163,3 +163,14 @@ def test_other_methods_reach_their_target(tmp_path: Path) -> None:
     for name in OTHERS:
         assert rows[name]["status"] == "ok", (name, rows[name]["error"])
         assert rows[name]["global_sparsity"] == pytest.approx(0.8, abs=2e-3), name
+
+
+def test_report_only_trains_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "grid"
+    assert _compare(out, "dense", "0.5", "1") == 0
+    code = main(["compare", "--set", *TINY, "--methods", "dense,aswl", "--sparsities", "0.5",
+                 "--seeds", "1", "--out", str(out), "--report-only"])
+    assert code == 1  # the aswl run is missing
+    assert not (out / "runs" / "aswl-0.5-seed0").exists()
+    text = (out / "summary.md").read_text()
+    assert "not trained yet (1): aswl-0.5-seed0" in text

@@ -147,7 +147,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         grid = load_grid(args.grid, methods=args.methods, sparsities=args.sparsities,
                          seeds=args.seeds, layer_plot_sparsity=args.layer_plot_sparsity)
         try:
-            rows = run_grid(base, grid, args.out)
+            rows = run_grid(base, grid, args.out, train_missing=not args.report_only)
         except KeyboardInterrupt:
             log.error("interrupted; finished runs and checkpoints are kept. Rerun the same "
                       "command to continue")
@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, required=True, help="output folder")
     compare.add_argument("--layer-plot-sparsity", type=float,
                          help="target of layer_sparsity.png (default: the middle one)")
+    compare.add_argument("--report-only", action="store_true",
+                         help="train nothing: tables and plots of the runs finished so far")
     compare.set_defaults(func=cmd_compare)
     for name in ("methods", "models", "datasets"):
         sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list)

@@ -51,7 +51,7 @@ SUMMARY_FIELDS = ["method", "target_sparsity", "accuracy_mean", "accuracy_std",
                   "sparsity_mean", "seeds", "failed", "stale"]
 # Settings that do not change a run's result: a finished run is not stale for these.
 _IRRELEVANT_KEYS = ("progress", "device", "checkpoint_every")
-ACTIONS = ("trained", "resumed", "cached", "failed")
+ACTIONS = ("trained", "resumed", "cached", "failed", "missing")
 GRID_KEYS = ("methods", "sparsities", "seeds", "layer_plot_sparsity")
 
 
@@ -274,9 +274,10 @@ def _row(spec: RunSpec, status: str, report: dict[str, Any] | None = None,
             "error": error, "layers": report.get("layers")}
 
 
-def run_one(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], str]:
+def run_one(spec: RunSpec, run_dir: Path,
+            train_missing: bool = True) -> tuple[dict[str, Any], str]:
     """Train (or resume, or reuse) one run; returns its result row and what was done:
-    ``cached``, ``resumed``, ``trained`` or ``failed``."""
+    ``cached``, ``resumed``, ``trained``, ``failed`` or (``train_missing=False``) ``missing``."""
     from aswl.train import train
 
     report_path = run_dir / "report.json"
@@ -295,6 +296,8 @@ def run_one(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], str]:
             return _row(spec, "stale", report, message), "cached"
         log.info("%s: finished already, reusing %s", spec.name, report_path)
         return _row(spec, "ok", report), "cached"
+    if not train_missing:
+        return _row(spec, "missing", error="not trained yet (--report-only)"), "missing"
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
     if not resume and (run_dir / "metrics.jsonl").exists():
         # A start that stopped before its first checkpoint: begin again from a clean log.
@@ -314,8 +317,10 @@ def run_one(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], str]:
     return _row(spec, "ok", report), action
 
 
-def run_grid(base: Config, grid: Grid, out_dir: str | Path) -> list[dict[str, Any]]:
-    """Run (or resume, or reuse) every run of the grid; one result row per run.
+def run_grid(base: Config, grid: Grid, out_dir: str | Path,
+             train_missing: bool = True) -> list[dict[str, Any]]:
+    """Run (or resume, or reuse) every run of the grid; one result row per run. With
+    ``train_missing=False`` only finished runs are read (a table of a grid still running).
 
     The rows hold the per-layer table under ``layers`` (used by the layer plot, not written to
     ``results.csv``)."""
@@ -329,7 +334,7 @@ def run_grid(base: Config, grid: Grid, out_dir: str | Path) -> list[dict[str, An
     counts: dict[str, int] = {}
     for index, spec in enumerate(specs, 1):
         log.info("[%d/%d] %s", index, len(specs), spec.name)
-        row, action = run_one(spec, out_dir / "runs" / spec.name)
+        row, action = run_one(spec, out_dir / "runs" / spec.name, train_missing)
         counts[action] = counts.get(action, 0) + 1
         rows.append(row)
     log.info("compare: %s", ", ".join(f"{counts[a]} {a}" for a in ACTIONS if a in counts))
@@ -430,10 +435,13 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, grid: Grid,
     summary = summarize(rows)
     _write_csv(out_dir / "summary.csv", summary, SUMMARY_FIELDS)
     text = [f"# {title}" if title else "# Comparison", "", format_summary(summary), ""]
-    failed = [r for r in sort_rows(rows) if r["status"] != "ok"]
-    if failed:
+    failed = [r for r in sort_rows(rows) if r["status"] not in ("ok", "missing")]
+    missing = [r["run"] for r in sort_rows(rows) if r["status"] == "missing"]
+    if failed or missing:
         text += ["## Not in the summary", ""]
         text += [f"- `{r['run']}` ({r['status']}): {r['error']}" for r in failed]
+        if missing:
+            text.append(f"- not trained yet ({len(missing)}): {', '.join(missing)}")
         text.append("")
     (out_dir / "summary.md").write_text("\n".join(text))
     for name, draw in (("accuracy_vs_sparsity.png", plot_accuracy_vs_sparsity),
