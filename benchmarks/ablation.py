@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--set", nargs="*", default=[], help="extra base overrides")
+    parser.add_argument("--no-train", action="store_true",
+                        help="train nothing: the table of the runs finished so far")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -61,19 +63,24 @@ def main() -> None:
         for seed in seeds:
             out = args.out / f"{name.replace(' ', '_').replace('=', '')}-seed{seed}"
             if not (out / "report.json").is_file():
+                if args.no_train:
+                    continue
                 config = load_config(args.config, ["progress=false", f"seed={seed}",
                                                    *args.set, *overrides])
                 train(config, out)
             reports.append(json.loads((out / "report.json").read_text()))
+        if not reports:
+            continue
         accuracy = [100 * r["test_accuracy"] for r in reports]
         sparsity = [100 * r["global_sparsity"] for r in reports]
         spread = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
         layers = " / ".join(f"{100 * layer['sparsity']:.1f}" for layer in reports[0]["layers"])
         rows.append(f"| {name} | {statistics.mean(accuracy):.2f} ± {spread:.2f} | "
-                    f"{statistics.mean(sparsity):.2f} | {layers} |")
+                    f"{len(reports)} | {statistics.mean(sparsity):.2f} | {layers} |")
     print(f"\nTarget {args.sparsity:.0%}, seeds {args.seeds}, config {args.config}\n")
-    print("| variant | test accuracy (%) | global sparsity (%) | per-layer sparsity, seed 0 (%) |")
-    print("|---|---|---|---|")
+    print("| variant | test accuracy (%) | seeds | global sparsity (%) | "
+          "per-layer sparsity, first seed (%) |")
+    print("|---|---|---|---|---|")
     print("\n".join(rows))
 
 
