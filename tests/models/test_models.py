@@ -125,6 +125,8 @@ def test_forward_hook_scaling_conv_outputs() -> None:
         model(torch.randn(2, *default_input_shape(name))).sum().backward()
         for h in handles:
             h.remove()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
 
 
 def test_zero_init_residual() -> None:

@@ -7,7 +7,6 @@ from aswl.sparse.masked import (
     dense_weight,
     find_prunable,
     keep_count,
-    magnitude_threshold,
     masked_weight,
     remove_masks,
     topk_mask,
@@ -16,6 +15,6 @@ from aswl.sparse.schedules import ConstantSchedule, CubicSchedule, build_schedul
 
 __all__ = [
     "PRUNABLE_TYPES", "MaskedWeight", "attach_masks", "dense_weight", "find_prunable",
-    "keep_count", "magnitude_threshold", "masked_weight", "remove_masks", "topk_mask",
+    "keep_count", "masked_weight", "remove_masks", "topk_mask",
     "ConstantSchedule", "CubicSchedule", "build_schedule",
 ]

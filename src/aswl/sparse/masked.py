@@ -145,10 +145,3 @@ def topk_mask(scores: Tensor, keep: int) -> Tensor:
         mask = torch.zeros_like(flat, dtype=torch.bool)
         mask[torch.topk(flat, keep, sorted=False).indices] = True
     return mask.view_as(scores)
-
-
-def magnitude_threshold(weight_abs: Tensor, keep: int) -> float:
-    """Magnitude of the smallest kept weight when keeping ``keep`` largest (for band estimates)."""
-    flat = weight_abs.reshape(-1)
-    keep = max(1, min(flat.numel(), keep))
-    return float(torch.kthvalue(flat.float(), flat.numel() - keep + 1).values)
