@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from aswl.methods import ConfigError, get_method, list_methods
-from aswl.train.config import Config
+from aswl.train.config import Config, read_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +142,7 @@ def load_grid(path: str | Path | None = None, *, methods: str | None = None,
     ``layer_plot_sparsity``), each key overridden by the matching argument when given."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"grid file {str(path)!r} not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"grid file {str(path)!r} is not valid YAML: {err}") from err
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"grid file {str(path)!r} must hold a mapping")
+        loaded = read_yaml_mapping(path, "grid file")
         unknown = sorted(set(loaded) - set(GRID_KEYS))
         if unknown:
             raise ConfigError(f"grid file {str(path)!r}: unknown key(s) {unknown}; "
