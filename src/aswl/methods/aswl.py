@@ -38,21 +38,27 @@ from aswl.methods.base import (
     remove_output_scaling,
     scaled_output_hook,
 )
-from aswl.sparse import dense_weight, masked_weight
+from aswl.sparse import dense_weight, keep_count, masked_weight, topk_mask
 
 log = logging.getLogger(__name__)
 
 ATTENTION_MIN = 0.01
 ESTIMATOR_SAMPLE = 16384
-"""Weights per layer (a strided sample) the loss-aware estimator looks at."""
+"""Weights per layer (a fixed random sample) the estimator and the sampled masks look at."""
+MIN_SAMPLED_KEPT = 64
+"""Fewer kept weights than this in a layer's sample: its mask is exact (a sampled threshold
+would be too coarse)."""
 
 
 @dataclass
 class ASWLConfig(MethodConfig):
-    mask_interval: int = 16
-    """Masks and attentions are updated every this many steps. 16 (as DPF) costs about 1.01x a
-    dense step; 1 (the paper's cadence, and the paper variant's default) about 1.5x, and was
-    0.4 points more accurate at 98% on Fashion-MNIST LeNet-300-100 (docs/RESULTS.md)."""
+    mask_interval: int = 1
+    """Masks are recomputed every this many steps. Between the start and the end of the ramp
+    the kept count comes from a threshold read off a fixed sample of each layer's magnitudes
+    (``exact_masks=false``), which costs about as much as applying the mask once."""
+    attention_interval: int = 16
+    """Target variant: the attentions take one optimiser step every this many steps, from the
+    estimator's statistic accumulated over all the steps in between."""
     variant: str = "target"
     """``target`` (reaches target_sparsity exactly, learned split) or ``paper`` (equations 1-3)."""
     alpha: float = 1.0
@@ -62,6 +68,10 @@ class ASWLConfig(MethodConfig):
     density_target: float = 0.0
     """r in phi = (S - r)^2: the global kept fraction the regulariser pulls towards (paper)."""
     init_attention: float = 0.5
+    """Starting attention (with ``prior='erk'``: the attention of the densest layer)."""
+    prior: str = "uniform"
+    """Starting split: ``uniform`` (every attention at init_attention) or ``erk`` (attentions
+    proportional to the Erdos-Renyi-kernel densities of Evci et al. 2020)."""
     attention_optimizer: str = "adam"
     """``sgd`` (momentum 0.9, as the authors) or ``adam``."""
     attention_lr: float = 0.01
@@ -69,39 +79,75 @@ class ASWLConfig(MethodConfig):
     estimator: str = "auto"
     """``paper`` (gradient from eq. 1 and phi only), ``loss_aware`` (adds the straight-through
     marginal-loss estimate), ``auto`` (paper for the paper variant, loss_aware for target)."""
+    saliency: str = "first_order"
+    """What the loss-aware estimator averages over the weights near each layer's threshold:
+    ``first_order`` (g * w, the loss change of restoring or removing the weight) or
+    ``second_order`` (0.5 * (g * w)^2, an optimal-brain-damage saliency with the squared
+    gradient as the curvature)."""
+    accumulate: bool = True
+    """Accumulate the estimator's statistic on every step between attention updates (False:
+    only on the update step itself)."""
     scale_output: bool | None = None
     """Equation 1. None: on for the paper variant, off for target (keeps the output scale)."""
     weight_decay: float | None = None
     """Equation 3's lambda: a number adds lambda * sum(w_hat^2) on the *sparse* weights of the
     pruned layers (gradient 2 lambda w_hat; 2.5e-4 matches an optimiser weight decay of 5e-4),
     as published. None (target default): the optimiser's weight decay acts on the dense
-    weights, pruned ones included, which measured better (docs/RESULTS.md)."""
-    max_ratio: float = 0.99
-    """Cap on every layer's pruning ratio."""
+    weights, pruned ones included."""
+    max_ratio: float | None = None
+    """Cap on every layer's pruning ratio. None: 0.99 for the paper variant (the authors'
+    cap), no cap for target, where ``min_kept`` protects small layers instead."""
+    min_kept: int | None = None
+    """Fewest weights any layer keeps. None: its number of output units (rows of the weight)
+    in the target variant, 1 in the paper variant."""
     band: float = 0.05
     """Fraction of a layer's weights around its threshold used by the loss-aware estimator."""
+    exact_masks: bool = False
+    """True: exact top-k masks at every update. False: during the ramp, a threshold from a
+    fixed sample of each large layer (cheap; the count is approximate); exact from the end of
+    the ramp on and at ``finalize``."""
+    freeze_after_ramp: bool = True
+    """Target variant: when the ramp ends, set exact masks at the target, then keep masks and
+    attentions fixed, so the rest of training fine-tunes exactly the model that is exported."""
 
     def validate(self) -> None:
         super().validate()
         check(self.variant in ("target", "paper"), "variant", self.variant, "'target' or 'paper'")
-        check(self.alpha > 0, "alpha", self.alpha, "a number > 0")
+        check(math.isfinite(self.alpha) and self.alpha > 0, "alpha", self.alpha,
+              "a finite number > 0")
         check(self.gamma >= 0, "gamma", self.gamma, "a number >= 0")
         check(0.0 <= self.density_target <= 1.0, "density_target", self.density_target,
               "a fraction in [0, 1]")
         check(ATTENTION_MIN <= self.init_attention <= 1.0, "init_attention",
               self.init_attention, "a number in [0.01, 1]")
+        check(self.prior in ("uniform", "erk"), "prior", self.prior, "'uniform' or 'erk'")
         check(self.attention_optimizer in ("sgd", "adam"), "attention_optimizer",
               self.attention_optimizer, "'sgd' or 'adam'")
-        check(self.attention_lr >= 0, "attention_lr", self.attention_lr, "a number >= 0")
+        check(math.isfinite(self.attention_lr) and self.attention_lr >= 0, "attention_lr",
+              self.attention_lr, "a finite number >= 0")
+        check(self.attention_interval >= 1, "attention_interval", self.attention_interval,
+              "an integer >= 1")
         check(self.estimator in ("auto", "paper", "loss_aware"), "estimator", self.estimator,
               "'auto', 'paper' or 'loss_aware'")
+        check(self.saliency in ("first_order", "second_order"), "saliency", self.saliency,
+              "'first_order' or 'second_order'")
         check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
               self.weight_decay, "null or a number >= 0")
-        check(0.0 < self.max_ratio <= 0.99, "max_ratio", self.max_ratio, "a number in (0, 0.99]")
+        check(self.max_ratio is None or 0.0 < self.max_ratio <= 1.0, "max_ratio",
+              self.max_ratio, "null or a number in (0, 1]")
+        check(self.min_kept is None or self.min_kept >= 1, "min_kept", self.min_kept,
+              "null or an integer >= 1")
         check(0.0 < self.band <= 0.5, "band", self.band, "a fraction in (0, 0.5]")
         if self.variant == "target":
-            check(self.target_sparsity <= self.max_ratio, "target_sparsity",
-                  self.target_sparsity, f"at most max_ratio = {self.max_ratio}")
+            check(self.target_sparsity <= self.ratio_cap, "target_sparsity",
+                  self.target_sparsity, f"at most max_ratio = {self.ratio_cap}")
+
+    @property
+    def ratio_cap(self) -> float:
+        """The cap in force: ``max_ratio``, or its variant default."""
+        if self.max_ratio is not None:
+            return self.max_ratio
+        return 0.99 if self.variant == "paper" else 1.0
 
 
 @register_method("aswl")
@@ -113,8 +159,8 @@ class ASWL(SparseMethod):
 
     def __init__(self, model: nn.Module, config: ASWLConfig | None = None,
                  total_steps: int = 1, **overrides: Any) -> None:
-        self._bands: dict[str, tuple[float, float]] = {}
-        self._marginal: dict[str, float] = {}
+        self._bands: dict[str, tuple[Tensor, Tensor]] = {}
+        self.frozen = False
         super().__init__(model, config, total_steps, **overrides)
         cfg = self.config
         self.paper_estimator = cfg.estimator == "paper" or (
@@ -125,10 +171,15 @@ class ASWL(SparseMethod):
             raise ConfigError("method.estimator = 'paper' in the target variant needs "
                               "method.scale_output = true (equation 1 is then the attentions' "
                               "only gradient); or use estimator = 'loss_aware'")
-        self.attention_floor = max(ATTENTION_MIN, 1.0 - cfg.max_ratio ** (1.0 / cfg.alpha))
+        self.attention_floor = max(ATTENTION_MIN, 1.0 - cfg.ratio_cap ** (1.0 / cfg.alpha))
         """Below this attention p is capped anyway, and the gradient through the cap is 0."""
         self._numel = torch.tensor([float(self.numels[n]) for n in self.layers])
+        self.min_counts = self._min_counts()
+        self._check_budget()
         self._samples = self._sample_indices()
+        device = self._numel.device
+        self._stat_sum = torch.zeros(len(self.layers), device=device)
+        self._stat_count = torch.zeros(len(self.layers), device=device)
         for name, module in self.layers.items():
             if self.scales_output:
                 module.register_forward_hook(scaled_output_hook)
@@ -136,6 +187,8 @@ class ASWL(SparseMethod):
                 # Not used in the forward pass: its gradient comes from the estimator only
                 # (and DDP must not wait for a gradient that autograd never produces).
                 self.masks[name].attention.requires_grad_(False)
+        if cfg.prior == "erk":
+            self._init_from_erk()
         params = self.parameters()
         if cfg.attention_optimizer == "sgd":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
@@ -146,6 +199,43 @@ class ASWL(SparseMethod):
 
     def _attention_init(self) -> float:
         return self.config.init_attention  # type: ignore[attr-defined]
+
+    def _min_counts(self) -> dict[str, int]:
+        cfg = self.config
+        counts = {}
+        for name, module in self.layers.items():
+            if cfg.min_kept is not None:
+                wanted = cfg.min_kept
+            elif cfg.variant == "target":
+                wanted = int(dense_weight(module).shape[0])  # one weight per output unit
+            else:
+                wanted = 1
+            counts[name] = max(1, min(self.numels[name], wanted))
+        return counts
+
+    def _check_budget(self) -> None:
+        cfg = self.config
+        if cfg.variant != "target" or not self.total_numel:
+            return
+        budget = (1.0 - cfg.target_sparsity) * self.total_numel
+        needed = sum(self.min_counts.values())
+        if needed > budget + 0.5:
+            raise ConfigError(
+                f"method.target_sparsity = {cfg.target_sparsity} leaves {budget:.0f} weights, "
+                f"but the layers' minimum counts (method.min_kept) add up to {needed}: lower "
+                f"target_sparsity to at most {1.0 - needed / self.total_numel:.5f} or set "
+                f"method.min_kept to a smaller number")
+
+    def _init_from_erk(self) -> None:
+        """Attentions whose raw densities follow the ERK split (Evci et al. 2020)."""
+        scores = torch.tensor([sum(dense_weight(m).shape) / dense_weight(m).numel()
+                               for m in self.layers.values()], dtype=torch.float64)
+        density = scores / scores.max() * (
+            1.0 - (1.0 - self.config.init_attention) ** self.config.alpha)
+        attention = 1.0 - (1.0 - density) ** (1.0 / self.config.alpha)
+        with torch.no_grad():
+            for name, value in zip(self.layers, attention.tolist()):
+                self.masks[name].attention.fill_(min(1.0, max(self.attention_floor, value)))
 
     def parameters(self) -> list[nn.Parameter]:
         return [self.masks[name].attention for name in self.layers]
@@ -163,11 +253,11 @@ class ASWL(SparseMethod):
         return torch.stack([self.masks[name].attention for name in self.layers]).float()
 
     def pruning_ratios(self, attention: Tensor) -> Tensor:
-        """Equation 2: p = min((1 - a)^alpha, max_ratio), differentiable in a."""
+        """Equation 2: p = min((1 - a)^alpha, cap), differentiable in a."""
         base = 1.0 - attention
         ratio = torch.where(base > 0, base.clamp_min(1e-12) ** self.config.alpha,
                             torch.zeros_like(base))  # a = 1 prunes nothing, for every alpha
-        return ratio.clamp_max(self.config.max_ratio)
+        return ratio.clamp_max(self.config.ratio_cap)
 
     def _numel_vector(self, like: Tensor) -> Tensor:
         if self._numel.device != like.device:
@@ -181,8 +271,10 @@ class ASWL(SparseMethod):
         raw = 1.0 - self.pruning_ratios(attention)
         if self.config.variant == "paper":
             return raw
+        floor = [max(1.0 - self.config.ratio_cap, self.min_counts[n] / self.numels[n])
+                 for n in self.layers]
         return project_to_budget(raw, self._numel_vector(raw), 1.0 - self.target_sparsity_now(),
-                                 1.0 - self.config.max_ratio)
+                                 floor)
 
     def layer_densities(self) -> dict[str, float]:
         if not hasattr(self, "optimizer"):  # during base __init__: nothing pruned yet
@@ -191,10 +283,62 @@ class ASWL(SparseMethod):
             densities = self.density_vector().tolist()
         return dict(zip(self.layers, densities))
 
-    def update_masks(self) -> None:
-        super().update_masks()
-        if hasattr(self, "optimizer") and not self.paper_estimator:
-            self._refresh_bands()
+    def _ramp_done(self) -> bool:
+        end = getattr(self.schedule, "end_step", 0)
+        return self.step_count >= end
+
+    def update_masks(self, exact: bool | None = None) -> None:
+        """Masks at the current per-layer densities, and the estimator's bands.
+
+        ``exact`` (default: ``exact_masks``, or the ramp is over) keeps exactly the rounded
+        count; otherwise a large layer's threshold is read off its fixed sample.
+        """
+        if not hasattr(self, "optimizer"):
+            super().update_masks()
+            return
+        if exact is None:
+            exact = self.config.exact_masks or self._ramp_done()
+        densities = self.layer_densities()
+        half = self.config.band / 2
+        bands = not self.paper_estimator
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                numel = self.numels[name]
+                keep = max(self.min_counts[name], keep_count(numel, densities[name]))
+                magnitude = dense_weight(module).detach().abs()
+                index = self._samples[name]
+                sample = magnitude.reshape(-1) if index is None \
+                    else magnitude.reshape(-1)[index]
+                size = sample.numel()
+                ordered = sample.float().sort().values if (bands or not exact) else None
+                kept_in_sample = keep / numel * size
+                if exact or index is None or kept_in_sample < MIN_SAMPLED_KEPT:
+                    mask = topk_mask(magnitude, keep)
+                else:
+                    position = min(size - 1, max(0, size - round(kept_in_sample)))
+                    mask = magnitude >= ordered[position].to(magnitude.dtype)
+                self.masks[name].mask.copy_(mask)
+                self.kept[name] = keep
+                if bands:
+                    pruned = 1.0 - keep / numel
+                    lo, hi = (min(size - 1, max(0, round(q * size) - 1))
+                              for q in (pruned - half, pruned + half))
+                    self._bands[name] = (ordered[lo], ordered[hi])
+
+    def finalize(self) -> None:
+        """Jump to the end of the schedule; set the final masks unless they are frozen."""
+        if self.frozen:
+            self.step_count = max(self.step_count, self.total_steps)
+            return
+        self.step_count = max(self.step_count, self.total_steps)
+        self.update_masks(exact=True)
+
+    def _freeze(self) -> None:
+        """End of the ramp: exact masks at the target, then nothing changes any more."""
+        self.update_masks(exact=True)
+        self.frozen = True
+        self.zero_grad()
+        log.debug("masks and attentions frozen at step %d", self.step_count)
 
     def _sample_indices(self) -> dict[str, Tensor | None]:
         """A fixed random subset of each large layer's weights for the estimator.
@@ -217,21 +361,6 @@ class ASWL(SparseMethod):
         index = self._samples[name]
         return flat if index is None else flat[index]
 
-    def _refresh_bands(self) -> None:
-        """Magnitudes bounding the band of weights around each layer's threshold.
-
-        Order statistics of the layer's fixed sample of at most ESTIMATOR_SAMPLE weights.
-        """
-        half = self.config.band / 2
-        with torch.no_grad():
-            for name, module in self.layers.items():
-                sample = self._sample(name, dense_weight(module).detach()).abs().float()
-                pruned = 1.0 - self.kept[name] / self.numels[name]
-                ranks = [min(sample.numel(), max(1, round(q * sample.numel())))
-                         for q in (pruned - half, pruned + half)]
-                lo, hi = (float(torch.kthvalue(sample, rank).values) for rank in ranks)
-                self._bands[name] = (lo, hi)
-
     # ------------------------------------------------------------------ hooks
     def regularizer(self) -> Tensor | float:
         """gamma * (S(A) - r)^2, the paper variant's sparsity regulariser on the attentions.
@@ -240,16 +369,15 @@ class ASWL(SparseMethod):
         (same gradient, 2 lambda w_hat, without building a graph for it).
         """
         cfg = self.config
-        if cfg.variant != "paper" or cfg.gamma == 0:
+        if cfg.variant != "paper" or cfg.gamma == 0 or self.frozen:
             return 0.0
         density = self.density_vector()
         numel = self._numel_vector(density)
         kept_fraction = (density * numel).sum() / numel.sum()
         return cfg.gamma * (kept_fraction - cfg.density_target) ** 2
 
-    def _estimating_now(self) -> bool:
-        return (not self.paper_estimator
-                and (self.step_count + 1) % self.config.mask_interval == 0)
+    def _attention_step_now(self) -> bool:
+        return (self.step_count + 1) % self.config.attention_interval == 0
 
     def after_backward(self) -> None:
         """Loss-aware estimate of dL/d(density) per layer, carried to a_l through p_l.
@@ -259,9 +387,17 @@ class ASWL(SparseMethod):
         mask gives for every weight). Averaging g_j * w_j over the band of weights whose
         magnitudes straddle the layer's threshold, times the layer size, estimates the change
         of the loss per unit of kept fraction: a soft-mask surrogate of the threshold gradient.
+        With ``saliency='second_order'`` the average is of 0.5 (g_j w_j)^2, the loss that
+        removing such a weight costs under a squared-gradient curvature, and the marginal is
+        its negative. The statistic is accumulated over every step (``accumulate``) and turned
+        into an attention gradient every ``attention_interval`` steps.
         """
-        if self._estimating_now():
-            self._estimate_attention_gradient()
+        if not self.paper_estimator and not self.frozen:
+            step_now = self._attention_step_now()
+            if self.config.accumulate or step_now:
+                self._accumulate_statistic()
+            if step_now:
+                self._estimate_attention_gradient()
         if self.config.weight_decay:  # equation 3: lambda * sum(w_hat^2), as a gradient
             with torch.no_grad():
                 for module in self.layers.values():
@@ -269,31 +405,42 @@ class ASWL(SparseMethod):
                     if weight.grad is not None:
                         weight.grad.add_(module.weight, alpha=2 * self.config.weight_decay)
 
-    def _estimate_attention_gradient(self) -> None:
-        marginal = []
+    def _accumulate_statistic(self) -> None:
+        second = self.config.saliency == "second_order"
         with torch.no_grad():
-            for name, module in self.layers.items():
+            for i, (name, module) in enumerate(self.layers.items()):
                 weight = dense_weight(module)
-                if weight.grad is None:
-                    marginal.append(0.0)
+                if weight.grad is None or name not in self._bands:
                     continue
-                sample = self._sample(name, weight.detach())
-                grad = self._sample(name, weight.grad)
-                lo, hi = self._bands.get(name, (0.0, float("inf")))
+                sample = self._sample(name, weight.detach()).float()
+                grad = self._sample(name, weight.grad).float()
+                lo, hi = self._bands[name]
                 magnitude = sample.abs()
                 band = (magnitude >= lo) & (magnitude <= hi)
-                count = int(band.sum())
-                value = float((grad * sample * band).sum()) / max(1, count)
-                marginal.append(value * self.numels[name])
-        if not all(math.isfinite(value) for value in marginal):
+                value = grad * sample
+                if second:
+                    value = 0.5 * value * value
+                if self._stat_sum.device != value.device:
+                    self._stat_sum = self._stat_sum.to(value.device)
+                    self._stat_count = self._stat_count.to(value.device)
+                self._stat_sum[i] += (value * band).sum()
+                self._stat_count[i] += band.sum()
+
+    def _estimate_attention_gradient(self) -> None:
+        mean = self._stat_sum / self._stat_count.clamp_min(1.0)
+        self._stat_sum.zero_()
+        self._stat_count.zero_()
+        if not bool(torch.isfinite(mean).all()):
             log.warning("non-finite gradient at step %d: attention update skipped",
                         self.step_count)
             return
-        self._marginal = dict(zip(self.layers, marginal))
+        sign = -1.0 if self.config.saliency == "second_order" else 1.0
         attention = self._attention_vector().detach().requires_grad_(True)
         with torch.enable_grad():
             density = self.density_vector(attention)
-            surrogate = (density * torch.tensor(marginal, device=density.device)).sum()
+            numel = self._numel_vector(density)
+            marginal = sign * mean.to(density.device, density.dtype) * numel
+            surrogate = (density * marginal).sum()
             if not surrogate.requires_grad:  # every layer clamped: nothing to learn now
                 return
             (grad,) = torch.autograd.grad(surrogate, attention)
@@ -302,7 +449,11 @@ class ASWL(SparseMethod):
             param.grad = value.detach() if param.grad is None else param.grad + value.detach()
 
     def step(self) -> None:
-        """Attention step, clip to [0.01, 1], then the masks (every ``mask_interval`` steps)."""
+        """Attention step, clip to [floor, 1], masks every ``mask_interval`` steps; at the end
+        of the ramp (target variant) exact masks, then masks and attentions stay fixed."""
+        if self.frozen:
+            self.step_count += 1
+            return
         if any(p.grad is not None for p in self.parameters()):
             self.optimizer.step()
             with torch.no_grad():
@@ -310,6 +461,9 @@ class ASWL(SparseMethod):
                     param.clamp_(self.attention_floor, 1.0)
             self.zero_grad()
         super().step()
+        cfg = self.config
+        if cfg.variant == "target" and cfg.freeze_after_ramp and self._ramp_done():
+            self._freeze()
 
     # ------------------------------------------------------------------ export and state
     def fold_into_weights(self, model: nn.Module) -> None:
@@ -327,18 +481,29 @@ class ASWL(SparseMethod):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "attention_optimizer": self.optimizer.state_dict(),
-                "bands": {k: list(v) for k, v in self._bands.items()}}
+                "bands": {k: [float(v[0]), float(v[1])] for k, v in self._bands.items()},
+                "frozen": self.frozen,
+                "statistic": [self._stat_sum.cpu().tolist(), self._stat_count.cpu().tolist()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["attention_optimizer"])
-        self._bands = {k: (float(v[0]), float(v[1])) for k, v in state.get("bands", {}).items()}
+        device = self._stat_sum.device
+        self._bands = {k: (torch.tensor(float(v[0]), device=device),
+                           torch.tensor(float(v[1]), device=device))
+                       for k, v in state.get("bands", {}).items()}
+        self.frozen = bool(state.get("frozen", False))
+        if "statistic" in state:
+            total, count = state["statistic"]
+            self._stat_sum = torch.tensor(total, dtype=torch.float32, device=device)
+            self._stat_count = torch.tensor(count, dtype=torch.float32, device=device)
 
 
-def project_to_budget(density: Tensor, numel: Tensor, budget: float, floor: float) -> Tensor:
+def project_to_budget(density: Tensor, numel: Tensor, budget: float,
+                      floor: float | list[float]) -> Tensor:
     """Scale raw densities by one shared factor c so sum(n_l * clamp(c d_l)) = budget * N.
 
-    Each layer stays in [max(floor, 1/n_l), 1]. The factor of the free (unclamped) layers is
+    Each layer stays in [max(floor_l, 1/n_l), 1] (``floor``: one number, or one per layer). The factor of the free (unclamped) layers is
     written differentiably, c = (budget N - kept by clamped layers) / sum_free n_l d_l, so the
     gradient through it only moves the split, never the total. The search for c runs in numpy
     (a few dozen layers): it is on every mask update.
@@ -349,7 +514,7 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float, floor: floa
     if target >= total - 0.5:
         return torch.ones_like(density)
     raw = np.maximum(density.detach().cpu().double().numpy(), 1e-12)
-    lower = np.maximum(floor, 1.0 / sizes)
+    lower = np.maximum(np.asarray(floor, dtype=np.float64), 1.0 / sizes)
 
     def kept(scale: float) -> float:
         return float((sizes * np.clip(scale * raw, lower, 1.0)).sum())
@@ -382,7 +547,10 @@ class ASWLPaperConfig(ASWLConfig):
     weight_decay: float | None = 2.5e-4
     attention_optimizer: str = "sgd"
     attention_lr: float = 0.005
+    attention_interval: int = 1
     gamma: float = 0.1
+    exact_masks: bool = True
+    freeze_after_ramp: bool = False
 
 
 @register_method("aswl_paper")

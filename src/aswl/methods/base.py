@@ -71,8 +71,8 @@ class MethodConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""
-        check(0.0 <= self.target_sparsity <= 0.99, "target_sparsity", self.target_sparsity,
-              "a fraction in [0, 0.99] (every layer keeps at least 1% of its weights)")
+        check(0.0 <= self.target_sparsity < 1.0, "target_sparsity", self.target_sparsity,
+              "a fraction in [0, 1) (every layer keeps at least one weight)")
         check(self.mask_interval >= 1, "mask_interval", self.mask_interval, "an integer >= 1")
         check(self.schedule in ("cubic", "constant"), "schedule", self.schedule,
               "'cubic' or 'constant'")

@@ -1,0 +1,154 @@
+"""The target variant: no cap, minimum counts, frozen masks after the ramp, sampled masks,
+the accumulated estimator and the ERK prior."""
+
+import pytest
+import torch
+from torch import nn
+
+from aswl.methods import ConfigError, create_method, training_step
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(200, 100), nn.ReLU(), nn.Linear(100, 40), nn.ReLU(),
+                         nn.Linear(40, 10))
+
+
+def batch():
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(64, 200, generator=generator), torch.randint(0, 10, (64,),
+                                                                    generator=generator)
+
+
+def train(method, model, steps):
+    optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.05, momentum=0.9)
+    x, y = batch()
+    for _ in range(steps):
+        training_step(model, method, optimizer, x, y)
+
+
+def test_no_cap_reaches_the_exact_target_with_minimum_counts():
+    model = mlp()
+    numel = 200 * 100 + 100 * 40 + 40 * 10
+    method = create_method("aswl", model, total_steps=40, target_sparsity=0.998,
+                           min_kept=4)
+    train(method, model, 40)
+    method.finalize()
+    rows = method.layer_report()
+    kept = sum(r["nonzero"] for r in rows)
+    assert abs(kept - 0.002 * numel) <= len(rows) * 0.5 + 1e-9
+    assert all(r["nonzero"] >= 4 for r in rows)
+    assert max(r["sparsity"] for r in rows) > 0.99  # beyond the paper's 0.99 cap
+
+
+def test_default_minimum_is_one_weight_per_output_unit():
+    model = mlp()
+    method = create_method("aswl", model, total_steps=20, target_sparsity=0.97)
+    assert method.min_counts == {"0": 100, "2": 40, "4": 10}
+    train(method, model, 20)
+    method.finalize()
+    for row in method.layer_report():
+        assert row["nonzero"] >= method.min_counts[row["name"]]
+
+
+def test_target_beyond_the_minimum_counts_is_refused():
+    with pytest.raises(ConfigError, match="min_kept"):
+        create_method("aswl", mlp(), total_steps=10, target_sparsity=0.999)
+
+
+def test_paper_variant_keeps_its_cap():
+    method = create_method("aswl_paper", mlp())
+    assert float(method.pruning_ratios(torch.tensor([0.0]))) == pytest.approx(0.99)
+
+
+def test_masks_freeze_at_the_end_of_the_ramp_and_finalize_changes_nothing():
+    model = mlp()
+    method = create_method("aswl", model, total_steps=40, target_sparsity=0.9, ramp_end=0.5)
+    train(method, model, 19)
+    assert not method.frozen
+    train(method, model, 1)
+    assert method.frozen
+    masks = {name: param.mask.clone() for name, param in method.masks.items()}
+    attentions = method.attentions()
+    train(method, model, 20)
+    assert method.attentions() == attentions
+    method.finalize()
+    for name, param in method.masks.items():
+        assert torch.equal(param.mask, masks[name])
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert abs(kept - 0.1 * method.total_numel) <= 3 * 0.5 + 1e-9  # exact at the freeze
+
+
+def test_without_freezing_finalize_recomputes_masks():
+    model = mlp()
+    method = create_method("aswl", model, total_steps=40, target_sparsity=0.9, ramp_end=0.5,
+                           freeze_after_ramp=False)
+    train(method, model, 40)
+    assert not method.frozen
+
+
+def test_sampled_masks_approximate_the_count_on_large_layers(monkeypatch):
+    import aswl.methods.aswl as module
+
+    monkeypatch.setattr(module, "ESTIMATOR_SAMPLE", 5000)  # the 20,000-weight layer is sampled
+    model = mlp()
+    method = create_method("aswl", model, total_steps=100, target_sparsity=0.9)
+    assert method._samples["0"] is not None and method._samples["2"] is None
+    method.step_count = 50  # mid-ramp
+    method.update_masks()
+    kept = int(method.masks["0"].mask.sum())
+    assert kept == pytest.approx(method.kept["0"], rel=0.15)
+    method.update_masks(exact=True)
+    assert int(method.masks["0"].mask.sum()) == method.kept["0"]
+    assert int(method.masks["2"].mask.sum()) == method.kept["2"]  # small layers: always exact
+
+
+def test_estimator_accumulates_between_attention_updates():
+    counts = {}
+    for accumulate in (True, False):
+        model = mlp()
+        method = create_method("aswl", model, total_steps=100, target_sparsity=0.9,
+                               attention_interval=5, accumulate=accumulate)
+        seen = []
+        original = method._estimate_attention_gradient
+
+        def spy(method=method, seen=seen, original=original):
+            seen.append(method._stat_count.clone())
+            original()
+
+        method._estimate_attention_gradient = spy
+        train(method, model, 10)
+        assert len(seen) == 2
+        counts[accumulate] = seen[1].sum()
+    # the bands barely move over five steps: five steps' worth against one
+    assert float(counts[True] / counts[False]) == pytest.approx(5.0, rel=0.2)
+
+
+@pytest.mark.parametrize("saliency", ["first_order", "second_order"])
+def test_estimators_learn_a_split(saliency):
+    model = mlp()
+    method = create_method("aswl", model, total_steps=80, target_sparsity=0.9,
+                           saliency=saliency, attention_interval=2)
+    train(method, model, 80)
+    assert len(set(method.attentions().values())) > 1
+
+
+def test_erk_prior_orders_the_attentions():
+    method = create_method("aswl", mlp(), total_steps=10, target_sparsity=0.9, prior="erk")
+    a = method.attentions()
+    assert a["0"] < a["2"] < a["4"]  # ERK keeps small layers denser
+    assert max(a.values()) == pytest.approx(0.5)
+
+
+def test_state_round_trip_keeps_frozen_and_statistic():
+    model = mlp()
+    method = create_method("aswl", model, total_steps=40, target_sparsity=0.9, ramp_end=0.5)
+    train(method, model, 13)
+    state = method.state_dict()
+    other = create_method("aswl", mlp(), total_steps=40, target_sparsity=0.9, ramp_end=0.5)
+    other.load_state_dict(state)
+    assert torch.equal(other._stat_sum, method._stat_sum)
+    assert other.frozen == method.frozen
+    train(method, model, 10)
+    other.load_state_dict(method.state_dict())
+    assert other.frozen
