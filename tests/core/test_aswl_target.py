@@ -90,10 +90,10 @@ def test_without_freezing_finalize_recomputes_masks():
 def test_sampled_masks_approximate_the_count_on_large_layers(monkeypatch):
     import aswl.methods.aswl as module
 
-    monkeypatch.setattr(module, "ESTIMATOR_SAMPLE", 5000)  # the 20,000-weight layer is sampled
+    monkeypatch.setattr(module, "MASK_SAMPLE", 5000)  # the 20,000-weight layer is sampled
     model = mlp()
     method = create_method("aswl", model, total_steps=100, target_sparsity=0.9)
-    assert method._samples["0"] is not None and method._samples["2"] is None
+    assert method._mask_index["0"] is not None and method._mask_index["2"] is None
     method.step_count = 50  # mid-ramp
     method.update_masks()
     kept = int(method.masks["0"].mask.sum())

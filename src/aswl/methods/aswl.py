@@ -43,8 +43,12 @@ from aswl.sparse import dense_weight, keep_count, masked_weight, topk_mask
 log = logging.getLogger(__name__)
 
 ATTENTION_MIN = 0.01
-ESTIMATOR_SAMPLE = 16384
-"""Weights per layer (a fixed random sample) the estimator and the sampled masks look at."""
+ESTIMATOR_SAMPLE = 4096
+"""Weights per layer (a fixed random sample) the loss-aware estimator looks at."""
+MASK_SAMPLE = 16384
+"""Weights per layer (a fixed random sample) whose order statistic sets a sampled mask."""
+ATTENTION_UPDATES = 512
+"""Attention updates over the ramp when ``attention_interval`` is None."""
 MIN_SAMPLED_KEPT = 64
 """Fewer kept weights than this in a layer's sample: its mask is exact (a sampled threshold
 would be too coarse)."""
@@ -56,9 +60,11 @@ class ASWLConfig(MethodConfig):
     """Masks are recomputed every this many steps. Between the start and the end of the ramp
     the kept count comes from a threshold read off a fixed sample of each layer's magnitudes
     (``exact_masks=false``), which costs about as much as applying the mask once."""
-    attention_interval: int = 16
+    attention_interval: int | None = None
     """Target variant: the attentions take one optimiser step every this many steps, from the
-    estimator's statistic accumulated over all the steps in between."""
+    estimator's statistic accumulated over the steps in between. None: about 512 steps over
+    the ramp (a multiple of mask_interval), so a short run learns its split as fully as a
+    long one."""
     variant: str = "target"
     """``target`` (reaches target_sparsity exactly, learned split) or ``paper`` (equations 1-3)."""
     alpha: float = 1.0
@@ -85,8 +91,8 @@ class ASWLConfig(MethodConfig):
     ``second_order`` (0.5 * (g * w)^2, an optimal-brain-damage saliency with the squared
     gradient as the curvature)."""
     accumulate: bool = True
-    """Accumulate the estimator's statistic on every step between attention updates (False:
-    only on the update step itself)."""
+    """Accumulate the estimator's statistic on every mask-update step between attention updates
+    (False: only on the attention-update step itself)."""
     scale_output: bool | None = None
     """Equation 1. None: on for the paper variant, off for target (keeps the output scale)."""
     weight_decay: float | None = None
@@ -125,8 +131,8 @@ class ASWLConfig(MethodConfig):
               self.attention_optimizer, "'sgd' or 'adam'")
         check(math.isfinite(self.attention_lr) and self.attention_lr >= 0, "attention_lr",
               self.attention_lr, "a finite number >= 0")
-        check(self.attention_interval >= 1, "attention_interval", self.attention_interval,
-              "an integer >= 1")
+        check(self.attention_interval is None or self.attention_interval >= 1,
+              "attention_interval", self.attention_interval, "null or an integer >= 1")
         check(self.estimator in ("auto", "paper", "loss_aware"), "estimator", self.estimator,
               "'auto', 'paper' or 'loss_aware'")
         check(self.saliency in ("first_order", "second_order"), "saliency", self.saliency,
@@ -174,9 +180,11 @@ class ASWL(SparseMethod):
         self.attention_floor = max(ATTENTION_MIN, 1.0 - cfg.ratio_cap ** (1.0 / cfg.alpha))
         """Below this attention p is capped anyway, and the gradient through the cap is 0."""
         self._numel = torch.tensor([float(self.numels[n]) for n in self.layers])
+        self.attention_interval = cfg.attention_interval or self._auto_attention_interval()
         self.min_counts = self._min_counts()
         self._check_budget()
-        self._samples = self._sample_indices()
+        self._samples = self._sample_indices(ESTIMATOR_SAMPLE)
+        self._mask_index = self._sample_indices(MASK_SAMPLE)
         device = self._numel.device
         self._stat_sum = torch.zeros(len(self.layers), device=device)
         self._stat_count = torch.zeros(len(self.layers), device=device)
@@ -199,6 +207,13 @@ class ASWL(SparseMethod):
 
     def _attention_init(self) -> float:
         return self.config.init_attention  # type: ignore[attr-defined]
+
+    def _auto_attention_interval(self) -> int:
+        """About ATTENTION_UPDATES attention steps over the ramp, on mask-update steps only
+        (an attention change between two mask updates would not be seen by the masks)."""
+        ramp = getattr(self.schedule, "end_step", 0) - getattr(self.schedule, "begin_step", 0)
+        every = self.config.mask_interval
+        return every * max(1, round(ramp / ATTENTION_UPDATES / every))
 
     def _min_counts(self) -> dict[str, int]:
         cfg = self.config
@@ -291,7 +306,8 @@ class ASWL(SparseMethod):
         """Masks at the current per-layer densities, and the estimator's bands.
 
         ``exact`` (default: ``exact_masks``, or the ramp is over) keeps exactly the rounded
-        count; otherwise a large layer's threshold is read off its fixed sample.
+        count; otherwise the threshold is an order statistic (``kthvalue``, linear time) of a
+        fixed sample of the layer's magnitudes (of the whole layer when it is small).
         """
         if not hasattr(self, "optimizer"):
             super().update_masks()
@@ -300,30 +316,34 @@ class ASWL(SparseMethod):
             exact = self.config.exact_masks or self._ramp_done()
         densities = self.layer_densities()
         half = self.config.band / 2
-        bands = not self.paper_estimator
+        # the estimator's bands: refreshed at the start of each attention interval
+        bands = not self.paper_estimator and (
+            not self._bands or self.step_count % self.attention_interval == 0)
         with torch.no_grad():
             for name, module in self.layers.items():
                 numel = self.numels[name]
                 keep = max(self.min_counts[name], keep_count(numel, densities[name]))
                 magnitude = dense_weight(module).detach().abs()
-                index = self._samples[name]
-                sample = magnitude.reshape(-1) if index is None \
-                    else magnitude.reshape(-1)[index]
-                size = sample.numel()
-                ordered = sample.float().sort().values if (bands or not exact) else None
+                flat = magnitude.reshape(-1)
+                buffer = self.masks[name].mask
+                index = self._mask_index[name]
+                size = numel if index is None else index.numel()
                 kept_in_sample = keep / numel * size
-                if exact or index is None or kept_in_sample < MIN_SAMPLED_KEPT:
-                    mask = topk_mask(magnitude, keep)
+                if exact or keep >= numel or (index is not None
+                                             and kept_in_sample < MIN_SAMPLED_KEPT):
+                    buffer.copy_(topk_mask(magnitude, keep))
                 else:
-                    position = min(size - 1, max(0, size - round(kept_in_sample)))
-                    mask = magnitude >= ordered[position].to(magnitude.dtype)
-                self.masks[name].mask.copy_(mask)
+                    sample = flat if index is None else flat[index]
+                    rank = min(size, max(1, size - round(kept_in_sample) + 1))
+                    torch.ge(magnitude, torch.kthvalue(sample, rank).values, out=buffer)
                 self.kept[name] = keep
                 if bands:
+                    sample = self._sample(name, flat).float()
+                    size = sample.numel()
                     pruned = 1.0 - keep / numel
-                    lo, hi = (min(size - 1, max(0, round(q * size) - 1))
+                    lo, hi = (torch.kthvalue(sample, min(size, max(1, round(q * size)))).values
                               for q in (pruned - half, pruned + half))
-                    self._bands[name] = (ordered[lo], ordered[hi])
+                    self._bands[name] = (lo, hi)
 
     def finalize(self) -> None:
         """Jump to the end of the schedule; set the final masks unless they are frozen."""
@@ -340,8 +360,8 @@ class ASWL(SparseMethod):
         self.zero_grad()
         log.debug("masks and attentions frozen at step %d", self.step_count)
 
-    def _sample_indices(self) -> dict[str, Tensor | None]:
-        """A fixed random subset of each large layer's weights for the estimator.
+    def _sample_indices(self, size: int) -> dict[str, Tensor | None]:
+        """A fixed random subset of at most ``size`` of each layer's weights (None: all).
 
         Drawn once from a generator with a constant seed, so it is the same on every rank and
         after a resume; random rather than strided, since a stride aliases with the layout of
@@ -352,11 +372,12 @@ class ASWL(SparseMethod):
         for name, module in self.layers.items():
             numel = self.numels[name]
             device = dense_weight(module).device
-            samples[name] = None if numel <= ESTIMATOR_SAMPLE else torch.randperm(
-                numel, generator=generator)[:ESTIMATOR_SAMPLE].sort().values.to(device)
+            samples[name] = None if numel <= size else torch.randperm(
+                numel, generator=generator)[:size].sort().values.to(device)
         return samples
 
     def _sample(self, name: str, tensor: Tensor) -> Tensor:
+        """The estimator's sample of a layer's tensor (weights or gradients)."""
         flat = tensor.reshape(-1)
         index = self._samples[name]
         return flat if index is None else flat[index]
@@ -377,7 +398,10 @@ class ASWL(SparseMethod):
         return cfg.gamma * (kept_fraction - cfg.density_target) ** 2
 
     def _attention_step_now(self) -> bool:
-        return (self.step_count + 1) % self.config.attention_interval == 0
+        return (self.step_count + 1) % self.attention_interval == 0
+
+    def _mask_step_now(self) -> bool:
+        return (self.step_count + 1) % self.config.mask_interval == 0
 
     def after_backward(self) -> None:
         """Loss-aware estimate of dL/d(density) per layer, carried to a_l through p_l.
@@ -389,12 +413,12 @@ class ASWL(SparseMethod):
         of the loss per unit of kept fraction: a soft-mask surrogate of the threshold gradient.
         With ``saliency='second_order'`` the average is of 0.5 (g_j w_j)^2, the loss that
         removing such a weight costs under a squared-gradient curvature, and the marginal is
-        its negative. The statistic is accumulated over every step (``accumulate``) and turned
-        into an attention gradient every ``attention_interval`` steps.
+        its negative. The statistic is accumulated on every mask-update step (``accumulate``)
+        and turned into an attention gradient every ``attention_interval`` steps.
         """
         if not self.paper_estimator and not self.frozen:
             step_now = self._attention_step_now()
-            if self.config.accumulate or step_now:
+            if step_now or (self.config.accumulate and self._mask_step_now()):
                 self._accumulate_statistic()
             if step_now:
                 self._estimate_attention_gradient()
@@ -503,10 +527,11 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float,
                       floor: float | list[float]) -> Tensor:
     """Scale raw densities by one shared factor c so sum(n_l * clamp(c d_l)) = budget * N.
 
-    Each layer stays in [max(floor_l, 1/n_l), 1] (``floor``: one number, or one per layer). The factor of the free (unclamped) layers is
-    written differentiably, c = (budget N - kept by clamped layers) / sum_free n_l d_l, so the
-    gradient through it only moves the split, never the total. The search for c runs in numpy
-    (a few dozen layers): it is on every mask update.
+    Each layer stays in [max(floor_l, 1/n_l), 1] (``floor``: one number, or one per layer).
+    The factor of the free (unclamped) layers is written differentiably, c = (budget N - kept
+    by clamped layers) / sum_free n_l d_l, so the gradient through it only moves the split,
+    never the total. c itself is found exactly in numpy (:func:`_shared_scale`): this runs on
+    every mask update.
     """
     sizes = numel.detach().cpu().double().numpy()
     total = float(sizes.sum())
@@ -516,19 +541,8 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float,
     raw = np.maximum(density.detach().cpu().double().numpy(), 1e-12)
     lower = np.maximum(np.asarray(floor, dtype=np.float64), 1.0 / sizes)
 
-    def kept(scale: float) -> float:
-        return float((sizes * np.clip(scale * raw, lower, 1.0)).sum())
-
-    low, high = 0.0, 1.0
-    while kept(high) < target and high < 1e12:
-        high *= 2.0
-    for _ in range(50):
-        mid = (low + high) / 2
-        if kept(mid) < target:
-            low = mid
-        else:
-            high = mid
-    scaled = high * raw
+    scale = _shared_scale(raw, sizes, lower, target)
+    scaled = scale * raw
     free_np = (scaled > lower) & (scaled < 1.0)
     clamped = torch.as_tensor(np.clip(scaled, lower, 1.0), dtype=density.dtype,
                               device=density.device)
@@ -538,6 +552,31 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float,
     clamped_kept = float((sizes * np.clip(scaled, lower, 1.0) * ~free_np).sum())
     shared = (target - clamped_kept) / (numel * density * free).sum()
     return torch.where(free, shared * density, clamped)
+
+
+def _shared_scale(raw: np.ndarray, sizes: np.ndarray, lower: np.ndarray,
+                  target: float) -> float:
+    """The c with sum(sizes * clip(c * raw, lower, 1)) = target.
+
+    The kept count is piecewise linear and nondecreasing in c, with breakpoints where a layer
+    leaves its lower bound (c = lower / raw) or reaches 1 (c = 1 / raw): evaluate it at every
+    breakpoint, then solve the linear piece that crosses the target.
+    """
+    points = np.unique(np.concatenate([lower / raw, 1.0 / raw]))
+    kept = (sizes * np.clip(points[:, None] * raw, lower, 1.0)).sum(axis=1)
+    above = int(np.searchsorted(kept, target))  # first breakpoint keeping >= target
+    if above == 0:
+        return float(points[0])  # every layer at its lower bound already keeps enough
+    if above >= len(points):
+        return float(points[-1])
+    lo, hi = points[above - 1], points[above]
+    middle = (lo + hi) / 2 * raw
+    free = (middle > lower) & (middle < 1.0)
+    slope = float((sizes * raw * free).sum())
+    if slope <= 0:
+        return float(hi)
+    fixed = float((sizes * np.clip(lo * raw, lower, 1.0) * ~free).sum())
+    return float((target - fixed) / slope)
 
 
 @dataclass

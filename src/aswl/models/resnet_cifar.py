@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import register_model
+from .registry import ModelError, register_model
 
 
 def _init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
@@ -183,14 +183,22 @@ def _cifar_builder(depth: int) -> None:
 
     @register_model(name, input_shape=(3, 32, 32))
     def build(
-        num_classes: int, input_shape: tuple[int, int, int], zero_init_residual: bool = False
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        zero_init_residual: bool = False,
+        width: int = 16,
     ) -> nn.Module:
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ModelError(f"model_args.width = {width!r} is invalid: expected an integer >= 1 "
+                             "(the first stage's channels; the stages use width, 2x, 4x)")
         return CifarResNet(
-            depth, num_classes, input_shape[0], zero_init_residual=zero_init_residual
+            depth, num_classes, input_shape[0], widths=(width, 2 * width, 4 * width),
+            zero_init_residual=zero_init_residual,
         )
 
     build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"CIFAR ResNet-{depth} (He et al. 2016), basic blocks, option-B shortcuts."
+    build.__doc__ = (f"CIFAR ResNet-{depth} (He et al. 2016), basic blocks, option-B shortcuts; "
+                     "model_args.width narrows or widens it (default 16).")
 
 
 for _depth in (20, 32, 56, 110):
