@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aswl.methods import ConfigError, SparseMethod, create_method
+from aswl.methods import ConfigError, SparseMethod, create_method, training_step
 from aswl.methods.rigl import RigL, erk_densities
 from aswl.sparse import dense_weight, keep_count
 
@@ -45,16 +45,21 @@ def optimizer_for(method: SparseMethod) -> torch.optim.Optimizer:
 
 def one_step(model: nn.Module, method: SparseMethod, optimizer: torch.optim.Optimizer,
              i: int, before_method_step: object = None) -> None:
+    """One :func:`training_step`; ``before_method_step`` runs after the optimiser step, right
+    before ``method.step``."""
     x, y = batch(i)
-    loss = F.cross_entropy(model(x), y) + method.regularizer()
-    optimizer.zero_grad()
-    method.zero_grad()
-    loss.backward()
-    method.after_backward()
-    optimizer.step()
     if callable(before_method_step):
-        before_method_step()
-    method.step()
+        method_step = method.step
+
+        def step(opt: torch.optim.Optimizer | None = None) -> None:
+            before_method_step()
+            method_step(opt)
+
+        method.step = step  # type: ignore[method-assign]
+    try:
+        training_step(model, method, optimizer, x, y)
+    finally:
+        method.__dict__.pop("step", None)
 
 
 def masks_of(method: SparseMethod) -> dict[str, Tensor]:
@@ -401,3 +406,15 @@ def test_rigl_grows_by_dense_gradient() -> None:
         if grown.any():  # every weight left out had no larger gradient than any grown one
             assert grads[name][grown].min() >= grads[name][~new].max()
     assert grew > 0
+
+
+def test_one_rule_for_when_the_schedule_is_done() -> None:
+    """schedule_done(step): from there on the sparsity no longer changes (best-val selection)."""
+    steps = 100
+    cases = {("magnitude", (("prune_at", 0.9),)): 90, ("snip", (("snip_batches", 3),)): 3,
+             ("imp", (("rounds", 2), ("ramp_end", 0.5))): 50, ("gmp", ()): 75,
+             ("rigl", (("end", 0.6),)): 60, ("aswl", ()): 75, ("dense", ()): 0}
+    for (name, options), first in cases.items():
+        method = create_method(name, mlp(), total_steps=steps, **dict(options))
+        done = [t for t in range(steps + 1) if method.schedule_done(t)]
+        assert done[0] == first and done == list(range(first, steps + 1)), name

@@ -35,8 +35,6 @@ from aswl.methods.base import (
     SparseMethod,
     check,
     register_method,
-    remove_output_scaling,
-    scaled_output_hook,
 )
 from aswl.sparse import dense_weight, masked_weight
 
@@ -113,10 +111,9 @@ class ASWL(SparseMethod):
 
     def __init__(self, model: nn.Module, config: ASWLConfig | None = None,
                  total_steps: int = 1, **overrides: Any) -> None:
-        self._bands: dict[str, tuple[float, float]] = {}
-        self._marginal: dict[str, float] = {}
         super().__init__(model, config, total_steps, **overrides)
         cfg = self.config
+        self._bands: dict[str, tuple[float, float]] = {}
         self.paper_estimator = cfg.estimator == "paper" or (
             cfg.estimator == "auto" and cfg.variant == "paper")
         self.scales_output = (cfg.variant == "paper") if cfg.scale_output is None \
@@ -129,7 +126,13 @@ class ASWL(SparseMethod):
         """Below this attention p is capped anyway, and the gradient through the cap is 0."""
         self._numel = torch.tensor([float(self.numels[n]) for n in self.layers])
         self._samples = self._sample_indices()
+
+    def on_attach(self) -> None:
+        """One attention per layer (on its mask parametrization, so it is in the model's
+        state_dict), the output hook of equation 1, and the attentions' optimiser."""
+        cfg = self.config
         for name, module in self.layers.items():
+            attach_attention(self.masks[name], cfg.init_attention)
             if self.scales_output:
                 module.register_forward_hook(scaled_output_hook)
             elif cfg.variant == "target":
@@ -142,10 +145,9 @@ class ASWL(SparseMethod):
                 params, lr=cfg.attention_lr, momentum=cfg.attention_momentum)
         else:
             self.optimizer = torch.optim.Adam(params, lr=cfg.attention_lr)
-        self.update_masks()
 
-    def _attention_init(self) -> float:
-        return self.config.init_attention  # type: ignore[attr-defined]
+    def attentions(self) -> dict[str, float]:
+        return {name: float(self.masks[name].attention.detach()) for name in self.layers}
 
     def parameters(self) -> list[nn.Parameter]:
         return [self.masks[name].attention for name in self.layers]
@@ -185,15 +187,13 @@ class ASWL(SparseMethod):
                                  1.0 - self.config.max_ratio)
 
     def layer_densities(self) -> dict[str, float]:
-        if not hasattr(self, "optimizer"):  # during base __init__: nothing pruned yet
-            return {name: 1.0 for name in self.layers}
         with torch.no_grad():
             densities = self.density_vector().tolist()
         return dict(zip(self.layers, densities))
 
-    def update_masks(self) -> None:
-        super().update_masks()
-        if hasattr(self, "optimizer") and not self.paper_estimator:
+    def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        super().update_masks(optimizer)
+        if not self.paper_estimator:
             self._refresh_bands()
 
     def _sample_indices(self) -> dict[str, Tensor | None]:
@@ -207,7 +207,7 @@ class ASWL(SparseMethod):
         samples: dict[str, Tensor | None] = {}
         for name, module in self.layers.items():
             numel = self.numels[name]
-            device = dense_weight(module).device
+            device = module.weight.device
             samples[name] = None if numel <= ESTIMATOR_SAMPLE else torch.randperm(
                 numel, generator=generator)[:ESTIMATOR_SAMPLE].sort().values.to(device)
         return samples
@@ -248,8 +248,7 @@ class ASWL(SparseMethod):
         return cfg.gamma * (kept_fraction - cfg.density_target) ** 2
 
     def _estimating_now(self) -> bool:
-        return (not self.paper_estimator
-                and (self.step_count + 1) % self.config.mask_interval == 0)
+        return not self.paper_estimator and self.update_due(self.step_count + 1)
 
     def after_backward(self) -> None:
         """Loss-aware estimate of dL/d(density) per layer, carried to a_l through p_l.
@@ -289,7 +288,6 @@ class ASWL(SparseMethod):
             log.warning("non-finite gradient at step %d: attention update skipped",
                         self.step_count)
             return
-        self._marginal = dict(zip(self.layers, marginal))
         attention = self._attention_vector().detach().requires_grad_(True)
         with torch.enable_grad():
             density = self.density_vector(attention)
@@ -301,7 +299,7 @@ class ASWL(SparseMethod):
             param = self.masks[name].attention
             param.grad = value.detach() if param.grad is None else param.grad + value.detach()
 
-    def step(self) -> None:
+    def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Attention step, clip to [0.01, 1], then the masks (every ``mask_interval`` steps)."""
         if any(p.grad is not None for p in self.parameters()):
             self.optimizer.step()
@@ -309,7 +307,7 @@ class ASWL(SparseMethod):
                 for param in self.parameters():
                     param.clamp_(self.attention_floor, 1.0)
             self.zero_grad()
-        super().step()
+        super().step(optimizer)
 
     # ------------------------------------------------------------------ export and state
     def fold_into_weights(self, model: nn.Module) -> None:
@@ -333,6 +331,24 @@ class ASWL(SparseMethod):
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["attention_optimizer"])
         self._bands = {k: (float(v[0]), float(v[1])) for k, v in state.get("bands", {}).items()}
+
+
+# --------------------------------------------------------------------------- attention parts
+def attach_attention(mask: nn.Module, init: float) -> None:
+    """Register ASWL's learnable scalar ``attention`` on a layer's mask parametrization."""
+    mask.register_parameter("attention",
+                            nn.Parameter(torch.tensor(float(init), dtype=torch.float32)))
+
+
+def scaled_output_hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
+    """Forward hook for ASWL's equation 1: the layer's output times its attention."""
+    return output * masked_weight(module).attention
+
+
+def remove_output_scaling(module: nn.Module) -> None:
+    for key, hook in list(module._forward_hooks.items()):
+        if hook is scaled_output_hook:
+            del module._forward_hooks[key]
 
 
 def project_to_budget(density: Tensor, numel: Tensor, budget: float, floor: float) -> Tensor:

@@ -8,6 +8,7 @@ writes files.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
-from aswl.methods import SparseMethod, create_method
+from aswl.methods import SparseMethod, create_method, training_step
 from aswl.models import create_model
 from aswl.train.checkpoint import load_checkpoint, save_checkpoint
 from aswl.train.config import Config
@@ -196,7 +197,6 @@ class Trainer:
                                     total_steps=self.total_steps,
                                     config=config.method_config())
         self.optimizer = build_optimizer(config, self.method)
-        self.weight_params = self.method.weight_parameters()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.train_model: nn.Module = self.model
         if self.dist.enabled:
@@ -258,6 +258,13 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
+        seen_outputs: dict[str, Tensor] = {}
+
+        def task_loss_fn(outputs: Tensor, targets: Tensor) -> Tensor:
+            loss = F.cross_entropy(outputs.float(), targets)
+            seen_outputs["logits"], seen_outputs["loss"] = outputs, loss
+            return loss
+
         progress = None
         if config.progress and self.dist.main:
             from tqdm import tqdm
@@ -272,33 +279,10 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(config, step, self.total_steps,
                                                     self.per_epoch)
-            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(images)
-                task_loss = F.cross_entropy(logits.float(), labels)
-            loss = task_loss + method.regularizer()
-            if not self._finite_on_every_rank(loss):
-                raise TrainingError(
-                    f"loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {step}; "
-                    f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch}). "
-                    "Lower lr (or method.attention_lr), set grad_clip, or use amp=none, "
-                    "then --resume")
-            self.optimizer.zero_grad(set_to_none=True)
-            method.zero_grad()
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            for own in method.optimizers():  # attention gradients are scaled too under fp16
-                self.scaler.unscale_(own)
-            overflow = self._fp16_overflow(method)
-            if not overflow:  # the scaler skips this step: so does the method
-                method.after_backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.weight_params, config.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if overflow:
-                method.zero_grad()
-            else:
-                method.step()
+            training_step(model, method, self.optimizer, images, labels, scaler=self.scaler,
+                          grad_clip=config.grad_clip, loss_fn=task_loss_fn, amp_dtype=amp_dtype,
+                          check_loss=functools.partial(self._check_loss, step=step))
+            logits, task_loss = seen_outputs["logits"], seen_outputs["loss"]
             loss_sum += task_loss.detach() * labels.numel()
             correct += (logits.argmax(1) == labels).sum()
             seen += 1
@@ -310,6 +294,14 @@ class Trainer:
         samples = min(samples, math.ceil(len(self.data.train) / self.dist.world_size))
         return {"train_loss": float(loss_sum) / samples, "train_accuracy": float(correct) / samples}
 
+    def _check_loss(self, loss: Tensor, step: int) -> None:
+        if not self._finite_on_every_rank(loss):
+            raise TrainingError(
+                f"loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {step}; "
+                f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch}). "
+                "Lower lr (or method.attention_lr), set grad_clip, or use amp=none, "
+                "then --resume")
+
     def _finite_on_every_rank(self, loss: Tensor) -> bool:
         """Is the loss finite on every rank (so that all ranks stop together)?"""
         finite = torch.isfinite(loss.detach()).float()
@@ -318,16 +310,6 @@ class Trainer:
 
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         return bool(finite > 0)
-
-    def _fp16_overflow(self, method: SparseMethod) -> bool:
-        """Did the fp16 loss scale overflow this step (inf/NaN gradients)?"""
-        if not self.scaler.is_enabled():
-            return False
-        found = 0.0
-        for optimizer in [self.optimizer, *method.optimizers()]:
-            found += sum(float(v) for v in
-                         self.scaler._found_inf_per_device(optimizer).values())
-        return found > 0
 
     # -- the whole run -------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -377,11 +359,13 @@ class Trainer:
         return report
 
     def _maybe_keep_best(self, record: dict[str, Any]) -> None:
-        """With a validation split: keep the best-validation model once the ramp is done."""
+        """With a validation split: keep the best-validation model once the method's schedule
+        is done (:meth:`~aswl.methods.SparseMethod.schedule_done`), so it is never a model
+        that ``finish()`` would still have to prune."""
         if self.config.select != "best_val":
             return
-        ramp_done = self.epoch * self.per_epoch >= self.method.config.ramp_end * self.total_steps
-        if ramp_done and record["val_accuracy"] > self.best_val:
+        done = self.method.schedule_done(self.epoch * self.per_epoch)
+        if done and record["val_accuracy"] > self.best_val:
             self.best_val = record["val_accuracy"]
             save_checkpoint(self.state(), self.out_dir / "checkpoints" / "best.pt")
 
