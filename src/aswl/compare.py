@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from aswl.methods import ConfigError, get_method, list_methods
-from aswl.train.config import Config, read_yaml_mapping
+from aswl.config import NEUTRAL_KEYS, Config, config_diff, read_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ RESULT_FIELDS = ["run", "method", "target_sparsity", "seed", "status", "test_acc
 SUMMARY_FIELDS = ["method", "target_sparsity", "accuracy_mean", "accuracy_std",
                   "sparsity_mean", "seeds", "failed", "stale"]
 # Settings that do not change a run's result: a finished run is not stale for these.
-_IRRELEVANT_KEYS = ("progress", "device", "checkpoint_every")
 ACTIONS = ("trained", "resumed", "cached", "failed", "missing")
 GRID_KEYS = ("methods", "sparsities", "seeds", "layer_plot_sparsity")
 
@@ -221,10 +220,6 @@ def plan_runs(base: Config, grid: Grid) -> list[RunSpec]:
 
 
 # --------------------------------------------------------------------------- running
-def _comparable(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k not in _IRRELEVANT_KEYS}
-
-
 def _stale_keys(run_dir: Path, config: Config) -> list[str]:
     """Config keys whose saved value in ``run_dir/config.yaml`` differs from ``config``."""
     path = run_dir / "config.yaml"
@@ -234,9 +229,9 @@ def _stale_keys(run_dir: Path, config: Config) -> list[str]:
         saved = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError:
         return ["config.yaml (unreadable)"]
-    mine = _comparable(config.to_dict())
-    saved = _comparable(saved)
-    return sorted(k for k in set(mine) | set(saved) if saved.get(k) != mine.get(k))
+    if not isinstance(saved, dict):
+        return ["config.yaml (not a mapping)"]
+    return config_diff(saved, config.to_dict(), NEUTRAL_KEYS)
 
 
 @contextlib.contextmanager

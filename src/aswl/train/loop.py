@@ -29,7 +29,7 @@ from aswl.export import format_table, layer_table, save_compact, save_dense
 from aswl.methods import SparseMethod, create_method, training_step
 from aswl.models import create_model
 from aswl.train.checkpoint import load_checkpoint, save_checkpoint
-from aswl.train.config import Config
+from aswl.config import RESUMABLE_KEYS, Config, config_diff
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +228,11 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> None:
         """Build -> attach -> load: continue a run from its last checkpoint."""
         state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
-        saved = json.loads(state["config"])
-        mine = self.config.to_dict()
-        changed = sorted(k for k in mine if k not in ("epochs", "progress")
-                         and saved.get(k) != mine[k])
+        changed = config_diff(json.loads(state["config"]), self.config.to_dict())
         if changed:
             raise TrainingError(f"cannot resume: the checkpoint was made with other settings "
-                                f"for {changed}; resume with the run's own config.yaml")
+                                f"for {changed} (only {sorted(RESUMABLE_KEYS)} may change); "
+                                "resume with the run's own config.yaml")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
