@@ -39,8 +39,8 @@ from typing import Any
 
 import yaml
 
-from aswl.methods import ConfigError, get_method, list_methods
 from aswl.config import NEUTRAL_KEYS, Config, config_diff, read_yaml_mapping
+from aswl.methods import ConfigError, get_method, list_methods
 
 log = logging.getLogger(__name__)
 

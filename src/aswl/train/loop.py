@@ -24,12 +24,12 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
+from aswl.config import RESUMABLE_KEYS, Config, config_diff
 from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
 from aswl.methods import SparseMethod, create_method, training_step
 from aswl.models import create_model
 from aswl.train.checkpoint import load_checkpoint, save_checkpoint
-from aswl.config import RESUMABLE_KEYS, Config, config_diff
 
 log = logging.getLogger(__name__)
 
