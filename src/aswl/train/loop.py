@@ -1,9 +1,8 @@
-"""The training loop: knows only the method's hooks.
+"""The trainer: builds a run from its config and drives :func:`~aswl.methods.training_step`.
 
-One process, one GPU, or many processes under ``torchrun`` (PyTorch DDP): every rank computes
-the same masks from the same all-reduced gradients, and the mask buffers are broadcast from
-rank 0 at every forward (DDP's buffer sync), so masks agree across ranks; only rank 0
-writes files.
+One process, one GPU, or many processes under ``torchrun`` (PyTorch DDP, see
+:mod:`aswl.train.dist`); only rank 0 writes files. Batching and evaluation are in
+:mod:`aswl.train.data_loop`, the optimiser and learning rate in :mod:`aswl.train.optim`.
 """
 
 from __future__ import annotations
@@ -12,10 +11,7 @@ import functools
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,150 +23,14 @@ from torch import Tensor, nn
 from aswl.config import RESUMABLE_KEYS, Config, config_diff
 from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
-from aswl.methods import SparseMethod, create_method, training_step
+from aswl.methods import create_method, training_step
 from aswl.models import create_model
 from aswl.train.checkpoint import load_checkpoint, save_checkpoint
+from aswl.train.data_loop import batches, evaluate, steps_per_epoch
+from aswl.train.dist import TrainingError, resolve_device, setup_distributed
+from aswl.train.optim import build_optimizer, lr_factor
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, unusable resume state, ...)."""
-
-
-# --------------------------------------------------------------------------- distributed
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-    """The process group was created here (and is destroyed at the end of ``fit``)."""
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_distributed(device_name: str) -> Dist:
-    """Join the process group that ``torchrun`` describes in the environment, if any."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        cuda = device_name.startswith("cuda") or (device_name == "auto"
-                                                  and torch.cuda.is_available())
-        backend = "nccl" if cuda else "gloo"
-        dist.init_process_group(backend=backend)
-    return Dist(rank, world_size, local_rank, owns_group)
-
-
-def resolve_device(name: str, dist: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError("device = cuda but no CUDA device is available; "
-                                "use --set device=cpu")
-        if name == "cuda":
-            name = f"cuda:{dist.local_rank}" if dist.enabled else "cuda"
-        torch.cuda.set_device(torch.device(name))
-    return torch.device(name)
-
-
-# --------------------------------------------------------------------------- data
-def batches(dataset: Any, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
-            dist: Dist, device: torch.device, workers: int = 0,
-            augment: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
-    """Batches of one epoch; the order depends only on (seed, epoch), so resume is exact.
-
-    In-memory datasets are sliced directly (much faster than a DataLoader on small images);
-    others go through a DataLoader with worker processes and pinned memory on GPU.
-    """
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    count = len(dataset)
-    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
-    if dist.enabled:
-        per_rank = math.ceil(count / dist.world_size)
-        order = torch.cat([order, order[: per_rank * dist.world_size - count]])
-        order = order[dist.rank::dist.world_size]
-    if hasattr(dataset, "images"):
-        augment_batch = getattr(dataset, "augment_batch", None) if augment else None
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            images = dataset.images[index]
-            if augment_batch is not None:
-                images = augment_batch(images, generator)
-            yield (images.to(device, non_blocking=True),
-                   dataset.labels[index].to(device, non_blocking=True))
-        return
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, order.tolist()), batch_size=batch_size,
-        shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
-        persistent_workers=False)
-    for images, labels in loader:
-        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-
-
-def steps_per_epoch(dataset: Any, batch_size: int, dist: Dist) -> int:
-    return math.ceil(math.ceil(len(dataset) / dist.world_size) / batch_size)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Any, batch_size: int, device: torch.device,
-             dist: Dist, workers: int = 0) -> float:
-    """Top-1 accuracy (fraction) over ``dataset``, summed across ranks."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros(2, device=device)
-    single = Dist()  # every rank scores the whole set: simple and exact
-    for images, labels in batches(dataset, max(batch_size, 256), shuffle=False, seed=0, epoch=0,
-                                  dist=single, device=device, workers=workers, augment=False):
-        logits = model(images)
-        correct[0] += (logits.argmax(1) == labels).sum()
-        correct[1] += labels.numel()
-    model.train(was_training)
-    return float(correct[0] / correct[1].clamp_min(1))
-
-
-# --------------------------------------------------------------------------- optimisation
-def build_optimizer(config: Config, method: SparseMethod) -> torch.optim.Optimizer:
-    handled = {id(p) for p in method.decayed_parameters()}
-    params = method.weight_parameters()
-    groups = [
-        {"params": [p for p in params if id(p) not in handled],
-         "weight_decay": config.weight_decay},
-        {"params": [p for p in params if id(p) in handled], "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                               nesterov=config.nesterov and config.momentum > 0)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def lr_factor(config: Config, step: int, total: int, per_epoch: int) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up, then the chosen schedule."""
-    warmup = int(config.warmup_epochs * per_epoch)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    if config.lr_schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    if config.lr_schedule == "step":
-        return config.lr_gamma ** sum(progress >= m for m in config.lr_milestones)
-    return 1.0
 
 
 # --------------------------------------------------------------------------- the run
