@@ -418,3 +418,42 @@ def test_one_rule_for_when_the_schedule_is_done() -> None:
         method = create_method(name, mlp(), total_steps=steps, **dict(options))
         done = [t for t in range(steps + 1) if method.schedule_done(t)]
         assert done[0] == first and done == list(range(first, steps + 1)), name
+
+
+def test_lamp_scores_and_global_threshold() -> None:
+    from aswl.methods.lamp import lamp_scores
+
+    weight = torch.tensor([[3.0, -1.0], [2.0, 0.5]])
+    # ascending w^2: 0.25, 1, 4, 9 -> 0.25/14.25, 1/14, 4/13, 9/9
+    expected = torch.tensor([[1.0, 1 / 14], [4 / 13, 0.25 / 14.25]])
+    torch.testing.assert_close(lamp_scores(weight), expected)
+    # layer a has large weights but LAMP (unlike global magnitude) spares layer b's best ones
+    a = torch.tensor([[10.0, 9.0, 8.0, 7.0]])
+    b = torch.tensor([[1.0], [0.9], [0.1], [0.05]])
+    method = create_method("lamp", toy(a, b), total_steps=1, target_sparsity=0.5,
+                           schedule="constant")
+    assert counts(method) == {"0": 2, "1": 2}
+    glob = create_method("gmp_global", toy(a, b), total_steps=1, target_sparsity=0.5,
+                         schedule="constant")
+    assert counts(glob) == {"0": 3, "1": 1}
+
+
+def test_rigl_resets_the_momentum_of_grown_weights() -> None:
+    model = mlp()
+    method = create_method("rigl", model, total_steps=20, target_sparsity=0.8,
+                           update_interval=5, drop_fraction=0.3, end=1.0)
+    optimizer = optimizer_for(method)
+    for i in range(4):
+        one_step(model, method, optimizer, i)
+    before = masks_of(method)
+    for module in method.layers.values():  # pretend old momentum sits on every weight
+        optimizer.state[dense_weight(module)]["momentum_buffer"].fill_(1.0)
+    one_step(model, method, optimizer, 4)
+    grown_any = False
+    for name, module in method.layers.items():
+        grown = method.masks[name].mask & ~before[name]
+        buffer = optimizer.state[dense_weight(module)]["momentum_buffer"]
+        assert torch.all(buffer[grown] == 0)
+        assert torch.all(buffer[before[name] & method.masks[name].mask] != 0)
+        grown_any = grown_any or bool(grown.any())
+    assert grown_any
