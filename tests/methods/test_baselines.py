@@ -341,13 +341,19 @@ def test_rigl_cosine_drop_fraction() -> None:
     assert create_method("rigl", mlp(), total_steps=100, ramp_end=0.5).end_step == 50
 
 
-def test_rigl_update_drops_smallest_grows_largest_gradient_at_zero() -> None:
+def rigl_before_update() -> tuple[nn.Module, SparseMethod, torch.optim.Optimizer]:
+    """RigL after 4 steps; its mask update is due at step 5."""
     model = mlp()
     method = create_method("rigl", model, total_steps=20, target_sparsity=0.8,
                            update_interval=5, drop_fraction=0.3, end=1.0)
     optimizer = optimizer_for(method)
     for i in range(4):
         one_step(model, method, optimizer, i)
+    return model, method, optimizer
+
+
+def test_rigl_update_drops_smallest_grows_largest_gradient_at_zero() -> None:
+    model, method, optimizer = rigl_before_update()
     before = masks_of(method)
     seen: dict[str, Tensor] = {}
 
@@ -439,12 +445,7 @@ def test_lamp_scores_and_global_threshold() -> None:
 
 
 def test_rigl_resets_the_momentum_of_grown_weights() -> None:
-    model = mlp()
-    method = create_method("rigl", model, total_steps=20, target_sparsity=0.8,
-                           update_interval=5, drop_fraction=0.3, end=1.0)
-    optimizer = optimizer_for(method)
-    for i in range(4):
-        one_step(model, method, optimizer, i)
+    model, method, optimizer = rigl_before_update()
     before = masks_of(method)
     for module in method.layers.values():  # pretend old momentum sits on every weight
         optimizer.state[dense_weight(module)]["momentum_buffer"].fill_(1.0)
