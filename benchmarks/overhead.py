@@ -37,10 +37,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aswl.config import Config
 from aswl.methods import SparseMethod, create_method, get_method, training_step
 from aswl.models import create_model, default_input_shape
-from aswl.train.config import Config
-from aswl.train.loop import build_optimizer
+from aswl.train.optim import build_optimizer
 
 
 @dataclass

@@ -89,3 +89,16 @@ def test_config_trains_from_the_cli(path: Path, tmp_path: Path, capsys) -> None:
     assert report["epochs"] == 1 and report["world_size"] == 1
     assert report["target_sparsity"] == pytest.approx(config.method_config().target_sparsity)
     assert (out / "model.safetensors").is_file() and (out / "checkpoints" / "last.pt").is_file()
+
+
+def test_one_config_diff_for_resume_and_compare() -> None:
+    from aswl.config import NEUTRAL_KEYS, RESUMABLE_KEYS, config_diff
+
+    old = load_config(overrides=["epochs=3", "device=cpu"]).to_dict()
+    new = load_config(overrides=["epochs=5", "device=auto", "lr=0.01", "progress=false",
+                                 "data.limit_train=10", "method.target_sparsity=0.8"]).to_dict()
+    assert config_diff(old, new) == ["data.limit_train", "method.target_sparsity"]
+    assert config_diff(old, new, NEUTRAL_KEYS) == ["data.limit_train", "epochs", "lr",
+                                                   "method.target_sparsity"]
+    assert NEUTRAL_KEYS <= RESUMABLE_KEYS
+    assert config_diff(old, old) == []

@@ -58,11 +58,10 @@ def _record_steps(trainer: Trainer) -> list[dict[str, str]]:
     method, steps = trainer.method, []
     step = method.step
 
-    def recording_step() -> None:
-        step()
+    def recording_step(optimizer: object = None) -> None:
+        step(optimizer)
         masks = [method.masks[name].mask for name in method.layers]
-        attentions = [method.masks[name].attention for name in method.layers
-                      if method.masks[name].attention is not None]
+        attentions = method.parameters()
         steps.append({"masks": _digest(masks), "attentions": _digest(attentions),
                       "weights": _digest(trainer.model.state_dict().values()),
                       "attention_values": [float(a) for a in attentions]})

@@ -96,7 +96,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from safetensors.torch import load_file
 
     from aswl.export.compact import ExportError, load_compact
-    from aswl.train.loop import Dist, evaluate
+    from aswl.train.data_loop import evaluate
+    from aswl.train.dist import Dist
 
     _setup_logging(None, args.verbose)
     config, data, model = _load_run(args.run)

@@ -39,8 +39,9 @@ from typing import Any
 
 import yaml
 
+from aswl.config import NEUTRAL_KEYS, Config, config_diff, read_yaml_mapping
+from aswl.export.plot import plot_accuracy_vs_sparsity, plot_layer_sparsity
 from aswl.methods import ConfigError, get_method, list_methods
-from aswl.train.config import Config, read_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ RESULT_FIELDS = ["run", "method", "target_sparsity", "seed", "status", "test_acc
 SUMMARY_FIELDS = ["method", "target_sparsity", "accuracy_mean", "accuracy_std",
                   "sparsity_mean", "seeds", "failed", "stale"]
 # Settings that do not change a run's result: a finished run is not stale for these.
-_IRRELEVANT_KEYS = ("progress", "device", "checkpoint_every")
 ACTIONS = ("trained", "resumed", "cached", "failed", "missing")
 GRID_KEYS = ("methods", "sparsities", "seeds", "layer_plot_sparsity")
 
@@ -221,10 +221,6 @@ def plan_runs(base: Config, grid: Grid) -> list[RunSpec]:
 
 
 # --------------------------------------------------------------------------- running
-def _comparable(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k not in _IRRELEVANT_KEYS}
-
-
 def _stale_keys(run_dir: Path, config: Config) -> list[str]:
     """Config keys whose saved value in ``run_dir/config.yaml`` differs from ``config``."""
     path = run_dir / "config.yaml"
@@ -234,9 +230,9 @@ def _stale_keys(run_dir: Path, config: Config) -> list[str]:
         saved = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError:
         return ["config.yaml (unreadable)"]
-    mine = _comparable(config.to_dict())
-    saved = _comparable(saved)
-    return sorted(k for k in set(mine) | set(saved) if saved.get(k) != mine.get(k))
+    if not isinstance(saved, dict):
+        return ["config.yaml (not a mapping)"]
+    return config_diff(saved, config.to_dict(), NEUTRAL_KEYS)
 
 
 @contextlib.contextmanager
@@ -443,87 +439,6 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, grid: Grid,
         except Exception as err:  # a plot must never lose the tables
             log.warning("could not draw %s: %s", name, err)
     return summary
-
-
-# --------------------------------------------------------------------------- plots
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_accuracy_vs_sparsity(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
-                              grid: Grid, path: Path, title: str = "") -> None:
-    """Test accuracy against target sparsity, one line per method with std error bars; dense
-    as a horizontal line with a ± std band."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sparse = [m for m in dict.fromkeys(r["method"] for r in summary) if m != DENSE]
-    for method in sparse:
-        points = [r for r in summary if r["method"] == method and r["accuracy_mean"] is not None]
-        if not points:
-            continue
-        ax.errorbar([100 * r["target_sparsity"] for r in points],
-                    [r["accuracy_mean"] for r in points],
-                    yerr=[r["accuracy_std"] for r in points], marker="o", capsize=3,
-                    label=method)
-    dense = [r for r in summary if r["method"] == DENSE and r["accuracy_mean"] is not None]
-    if dense:
-        mean, std = dense[0]["accuracy_mean"], dense[0]["accuracy_std"]
-        ax.axhline(mean, color="black", linestyle="--", linewidth=1, label="dense")
-        ax.axhspan(mean - std, mean + std, color="black", alpha=0.1)
-    if grid.sparsities:
-        ax.set_xticks([100 * s for s in grid.sparsities],
-                      [sparsity_label(100 * s) for s in grid.sparsities])
-    ax.set_xlabel("target sparsity (%)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "accuracy vs sparsity")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_layer_sparsity(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
-                        grid: Grid, path: Path, title: str = "") -> None:
-    """Grouped bars: per-layer sparsity of each sparse method at one target, first seed."""
-    target = grid.plot_sparsity()
-    if target is None:
-        return
-    seed = grid.seeds[0]
-    tables: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        if (row["method"] != DENSE and row["target_sparsity"] == target and row["seed"] == seed
-                and row["status"] == "ok" and row.get("layers")):
-            tables[row["method"]] = row["layers"]
-    if not tables:
-        log.warning("no finished run at sparsity %s, seed %d: layer_sparsity.png not drawn",
-                    sparsity_label(target), seed)
-        return
-    names = list(dict.fromkeys(layer["name"] for table in tables.values() for layer in table))
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(names) * (1 + 0.3 * len(tables))),
-                                    4.5))
-    width = 0.8 / len(tables)
-    for i, (method, table) in enumerate(tables.items()):
-        by_name = {layer["name"]: layer["sparsity"] for layer in table}
-        ax.bar([j + (i - (len(tables) - 1) / 2) * width for j in range(len(names))],
-               [100 * by_name.get(name, float("nan")) for name in names], width, label=method)
-    ax.axhline(100 * target, color="black", linestyle=":", linewidth=1, label="target")
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("sparsity (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{title + ': ' if title else ''}per-layer sparsity at "
-                 f"{sparsity_label(100 * target)}% target, seed {seed}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def describe(base: Config) -> str:

@@ -151,3 +151,24 @@ def test_fp16_scaler_path_on_cpu(tmp_path):
     assert run(tmp_path / "fp16", "amp=fp16", "epochs=1", "method=aswl_paper") == 0
     report = json.loads((tmp_path / "fp16" / "report.json").read_text())
     assert all(0.01 - 1e-6 <= row["attention"] <= 1.0 for row in report["layers"])
+
+
+def test_best_val_selection_waits_for_the_method_schedule(tmp_path, monkeypatch):
+    """magnitude prunes at 90% of training, after ramp_end (75%): a best.pt saved before the
+    pruning would be a dense model that finish() prunes once with no fine-tuning."""
+    import aswl.train.loop as loop
+
+    saved = []
+    original = loop.save_checkpoint
+
+    def spy(state, path):
+        if path.name == "best.pt":
+            saved.append(state["epoch"])
+        return original(state, path)
+
+    monkeypatch.setattr(loop, "save_checkpoint", spy)
+    assert run(tmp_path / "r", "epochs=4", "method=magnitude", "method.prune_at=0.9",
+               "data.val_fraction=0.25", "select=best_val") == 0
+    assert saved and min(saved) == 4  # epoch 3 ends at 75% of training, before the pruning
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["global_sparsity"] == pytest.approx(0.9, abs=1e-3)

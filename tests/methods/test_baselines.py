@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aswl.methods import ConfigError, SparseMethod, create_method
+from aswl.methods import ConfigError, SparseMethod, create_method, training_step
 from aswl.methods.rigl import RigL, erk_densities
 from aswl.sparse import dense_weight, keep_count
 
@@ -45,16 +45,21 @@ def optimizer_for(method: SparseMethod) -> torch.optim.Optimizer:
 
 def one_step(model: nn.Module, method: SparseMethod, optimizer: torch.optim.Optimizer,
              i: int, before_method_step: object = None) -> None:
+    """One :func:`training_step`; ``before_method_step`` runs after the optimiser step, right
+    before ``method.step``."""
     x, y = batch(i)
-    loss = F.cross_entropy(model(x), y) + method.regularizer()
-    optimizer.zero_grad()
-    method.zero_grad()
-    loss.backward()
-    method.after_backward()
-    optimizer.step()
     if callable(before_method_step):
-        before_method_step()
-    method.step()
+        method_step = method.step
+
+        def step(opt: torch.optim.Optimizer | None = None) -> None:
+            before_method_step()
+            method_step(opt)
+
+        method.step = step  # type: ignore[method-assign]
+    try:
+        training_step(model, method, optimizer, x, y)
+    finally:
+        method.__dict__.pop("step", None)
 
 
 def masks_of(method: SparseMethod) -> dict[str, Tensor]:
@@ -336,13 +341,19 @@ def test_rigl_cosine_drop_fraction() -> None:
     assert create_method("rigl", mlp(), total_steps=100, ramp_end=0.5).end_step == 50
 
 
-def test_rigl_update_drops_smallest_grows_largest_gradient_at_zero() -> None:
+def rigl_before_update() -> tuple[nn.Module, SparseMethod, torch.optim.Optimizer]:
+    """RigL after 4 steps; its mask update is due at step 5."""
     model = mlp()
     method = create_method("rigl", model, total_steps=20, target_sparsity=0.8,
                            update_interval=5, drop_fraction=0.3, end=1.0)
     optimizer = optimizer_for(method)
     for i in range(4):
         one_step(model, method, optimizer, i)
+    return model, method, optimizer
+
+
+def test_rigl_update_drops_smallest_grows_largest_gradient_at_zero() -> None:
+    model, method, optimizer = rigl_before_update()
     before = masks_of(method)
     seen: dict[str, Tensor] = {}
 
@@ -401,3 +412,49 @@ def test_rigl_grows_by_dense_gradient() -> None:
         if grown.any():  # every weight left out had no larger gradient than any grown one
             assert grads[name][grown].min() >= grads[name][~new].max()
     assert grew > 0
+
+
+def test_one_rule_for_when_the_schedule_is_done() -> None:
+    """schedule_done(step): from there on the sparsity no longer changes (best-val selection)."""
+    steps = 100
+    cases = {("magnitude", (("prune_at", 0.9),)): 90, ("snip", (("snip_batches", 3),)): 3,
+             ("imp", (("rounds", 2), ("ramp_end", 0.5))): 50, ("gmp", ()): 75,
+             ("rigl", (("end", 0.6),)): 60, ("aswl", ()): 75, ("dense", ()): 0}
+    for (name, options), first in cases.items():
+        method = create_method(name, mlp(), total_steps=steps, **dict(options))
+        done = [t for t in range(steps + 1) if method.schedule_done(t)]
+        assert done[0] == first and done == list(range(first, steps + 1)), name
+
+
+def test_lamp_scores_and_global_threshold() -> None:
+    from aswl.methods.lamp import lamp_scores
+
+    weight = torch.tensor([[3.0, -1.0], [2.0, 0.5]])
+    # ascending w^2: 0.25, 1, 4, 9 -> 0.25/14.25, 1/14, 4/13, 9/9
+    expected = torch.tensor([[1.0, 1 / 14], [4 / 13, 0.25 / 14.25]])
+    torch.testing.assert_close(lamp_scores(weight), expected)
+    # layer a has large weights but LAMP (unlike global magnitude) spares layer b's best ones
+    a = torch.tensor([[10.0, 9.0, 8.0, 7.0]])
+    b = torch.tensor([[1.0], [0.9], [0.1], [0.05]])
+    method = create_method("lamp", toy(a, b), total_steps=1, target_sparsity=0.5,
+                           schedule="constant")
+    assert counts(method) == {"0": 2, "1": 2}
+    glob = create_method("gmp_global", toy(a, b), total_steps=1, target_sparsity=0.5,
+                         schedule="constant")
+    assert counts(glob) == {"0": 3, "1": 1}
+
+
+def test_rigl_resets_the_momentum_of_grown_weights() -> None:
+    model, method, optimizer = rigl_before_update()
+    before = masks_of(method)
+    for module in method.layers.values():  # pretend old momentum sits on every weight
+        optimizer.state[dense_weight(module)]["momentum_buffer"].fill_(1.0)
+    one_step(model, method, optimizer, 4)
+    grown_any = False
+    for name, module in method.layers.items():
+        grown = method.masks[name].mask & ~before[name]
+        buffer = optimizer.state[dense_weight(module)]["momentum_buffer"]
+        assert torch.all(buffer[grown] == 0)
+        assert torch.all(buffer[before[name] & method.masks[name].mask] != 0)
+        grown_any = grown_any or bool(grown.any())
+    assert grown_any

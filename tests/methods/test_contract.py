@@ -66,7 +66,7 @@ def assert_same(a: nn.Module, ma: SparseMethod, b: nn.Module, mb: SparseMethod,
 
 def test_every_baseline_is_registered() -> None:
     assert {"aswl", "dense", "magnitude", "imp", "gmp", "gmp_global", "dpf",
-            "snip", "rigl"} <= set(list_methods())
+            "snip", "rigl", "lamp"} <= set(list_methods())
 
 
 @pytest.mark.parametrize("name", list_methods())

@@ -53,13 +53,13 @@ def tensor_bytes(tensors: Iterable[Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def prunable_weight_keys(model: nn.Module, layer_names: Iterable[str]) -> list[str]:
+def prunable_weight_keys(layer_names: Iterable[str]) -> list[str]:
     return [f"{name}.weight" if name else "weight" for name in layer_names]
 
 
 def save_compact(model: nn.Module, layer_names: Iterable[str], path: str | Path) -> int:
     """Write the compact file; returns its payload bytes (tensor data, no header)."""
-    tensors, metadata = sparse_tensors(model, prunable_weight_keys(model, layer_names))
+    tensors, metadata = sparse_tensors(model, prunable_weight_keys(layer_names))
     save_file(tensors, str(path), metadata=metadata)
     return tensor_bytes(tensors.values())
 

@@ -2,7 +2,7 @@
 
 from aswl.methods import aswl as _aswl  # noqa: F401  (registers)
 from aswl.methods import dense as _dense  # noqa: F401
-from aswl.methods import dpf, gmp, imp, magnitude, rigl, snip  # noqa: F401  (baselines)
+from aswl.methods import dpf, gmp, imp, lamp, magnitude, rigl, snip  # noqa: F401  (baselines)
 from aswl.methods.aswl import ASWL, ASWLConfig, project_to_budget
 from aswl.methods.base import (
     METHODS,

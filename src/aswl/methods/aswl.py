@@ -35,8 +35,6 @@ from aswl.methods.base import (
     SparseMethod,
     check,
     register_method,
-    remove_output_scaling,
-    scaled_output_hook,
 )
 from aswl.sparse import dense_weight, keep_count, masked_weight, topk_mask
 
@@ -165,10 +163,10 @@ class ASWL(SparseMethod):
 
     def __init__(self, model: nn.Module, config: ASWLConfig | None = None,
                  total_steps: int = 1, **overrides: Any) -> None:
-        self._bands: dict[str, tuple[Tensor, Tensor]] = {}
-        self.frozen = False
         super().__init__(model, config, total_steps, **overrides)
         cfg = self.config
+        self._bands: dict[str, tuple[Tensor, Tensor]] = {}
+        self.frozen = False
         self.paper_estimator = cfg.estimator == "paper" or (
             cfg.estimator == "auto" and cfg.variant == "paper")
         self.scales_output = (cfg.variant == "paper") if cfg.scale_output is None \
@@ -185,10 +183,15 @@ class ASWL(SparseMethod):
         self._check_budget()
         self._samples = self._sample_indices(ESTIMATOR_SAMPLE)
         self._mask_index = self._sample_indices(MASK_SAMPLE)
-        device = self._numel.device
-        self._stat_sum = torch.zeros(len(self.layers), device=device)
-        self._stat_count = torch.zeros(len(self.layers), device=device)
+        self._stat_sum = torch.zeros(len(self.layers))
+        self._stat_count = torch.zeros(len(self.layers))
+
+    def on_attach(self) -> None:
+        """One attention per layer (on its mask parametrization, so it is in the model's
+        state_dict), the output hook of equation 1, the prior and the attentions' optimiser."""
+        cfg = self.config
         for name, module in self.layers.items():
+            attach_attention(self.masks[name], cfg.init_attention)
             if self.scales_output:
                 module.register_forward_hook(scaled_output_hook)
             elif cfg.variant == "target":
@@ -203,10 +206,9 @@ class ASWL(SparseMethod):
                 params, lr=cfg.attention_lr, momentum=cfg.attention_momentum)
         else:
             self.optimizer = torch.optim.Adam(params, lr=cfg.attention_lr)
-        self.update_masks()
 
-    def _attention_init(self) -> float:
-        return self.config.init_attention  # type: ignore[attr-defined]
+    def attentions(self) -> dict[str, float]:
+        return {name: float(self.masks[name].attention.detach()) for name in self.layers}
 
     def _auto_attention_interval(self) -> int:
         """About ATTENTION_UPDATES attention steps over the ramp, on mask-update steps only
@@ -222,7 +224,7 @@ class ASWL(SparseMethod):
             if cfg.min_kept is not None:
                 wanted = cfg.min_kept
             elif cfg.variant == "target":
-                wanted = int(dense_weight(module).shape[0])  # one weight per output unit
+                wanted = int(module.weight.shape[0])  # one weight per output unit
             else:
                 wanted = 1
             counts[name] = max(1, min(self.numels[name], wanted))
@@ -292,26 +294,21 @@ class ASWL(SparseMethod):
                                  floor)
 
     def layer_densities(self) -> dict[str, float]:
-        if not hasattr(self, "optimizer"):  # during base __init__: nothing pruned yet
-            return {name: 1.0 for name in self.layers}
         with torch.no_grad():
             densities = self.density_vector().tolist()
         return dict(zip(self.layers, densities))
 
     def _ramp_done(self) -> bool:
-        end = getattr(self.schedule, "end_step", 0)
-        return self.step_count >= end
+        return self.schedule_done(self.step_count)
 
-    def update_masks(self, exact: bool | None = None) -> None:
+    def update_masks(self, optimizer: torch.optim.Optimizer | None = None,
+                     exact: bool | None = None) -> None:
         """Masks at the current per-layer densities, and the estimator's bands.
 
         ``exact`` (default: ``exact_masks``, or the ramp is over) keeps exactly the rounded
         count; otherwise the threshold is an order statistic (``kthvalue``, linear time) of a
         fixed sample of the layer's magnitudes (of the whole layer when it is small).
         """
-        if not hasattr(self, "optimizer"):
-            super().update_masks()
-            return
         if exact is None:
             exact = self.config.exact_masks or self._ramp_done()
         densities = self.layer_densities()
@@ -371,7 +368,7 @@ class ASWL(SparseMethod):
         samples: dict[str, Tensor | None] = {}
         for name, module in self.layers.items():
             numel = self.numels[name]
-            device = dense_weight(module).device
+            device = module.weight.device
             samples[name] = None if numel <= size else torch.randperm(
                 numel, generator=generator)[:size].sort().values.to(device)
         return samples
@@ -401,7 +398,7 @@ class ASWL(SparseMethod):
         return (self.step_count + 1) % self.attention_interval == 0
 
     def _mask_step_now(self) -> bool:
-        return (self.step_count + 1) % self.config.mask_interval == 0
+        return self.update_due(self.step_count + 1)
 
     def after_backward(self) -> None:
         """Loss-aware estimate of dL/d(density) per layer, carried to a_l through p_l.
@@ -472,9 +469,9 @@ class ASWL(SparseMethod):
             param = self.masks[name].attention
             param.grad = value.detach() if param.grad is None else param.grad + value.detach()
 
-    def step(self) -> None:
-        """Attention step, clip to [floor, 1], masks every ``mask_interval`` steps; at the end
-        of the ramp (target variant) exact masks, then masks and attentions stay fixed."""
+    def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Attention step, clip to [floor, 1], masks when due; at the end of the ramp (target
+        variant) exact masks, then masks and attentions stay fixed."""
         if self.frozen:
             self.step_count += 1
             return
@@ -484,7 +481,7 @@ class ASWL(SparseMethod):
                 for param in self.parameters():
                     param.clamp_(self.attention_floor, 1.0)
             self.zero_grad()
-        super().step()
+        super().step(optimizer)
         cfg = self.config
         if cfg.variant == "target" and cfg.freeze_after_ramp and self._ramp_done():
             self._freeze()
@@ -521,6 +518,24 @@ class ASWL(SparseMethod):
             total, count = state["statistic"]
             self._stat_sum = torch.tensor(total, dtype=torch.float32, device=device)
             self._stat_count = torch.tensor(count, dtype=torch.float32, device=device)
+
+
+# --------------------------------------------------------------------------- attention parts
+def attach_attention(mask: nn.Module, init: float) -> None:
+    """Register ASWL's learnable scalar ``attention`` on a layer's mask parametrization."""
+    mask.register_parameter("attention",
+                            nn.Parameter(torch.tensor(float(init), dtype=torch.float32)))
+
+
+def scaled_output_hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
+    """Forward hook for ASWL's equation 1: the layer's output times its attention."""
+    return output * masked_weight(module).attention
+
+
+def remove_output_scaling(module: nn.Module) -> None:
+    for key, hook in list(module._forward_hooks.items()):
+        if hook is scaled_output_hook:
+            del module._forward_hooks[key]
 
 
 def project_to_budget(density: Tensor, numel: Tensor, budget: float,

@@ -2,20 +2,37 @@
 
 Life cycle (same for the built-in trainer and a user's own loop)::
 
-    method = create_method("aswl", model, total_steps=steps, target_sparsity=0.9)
+    method = create_method("aswl", model, total_steps=steps, target_sparsity=0.9)  # ready
     optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.1, momentum=0.9)
     for x, y in loader:
-        loss = F.cross_entropy(model(x), y) + method.regularizer()
-        optimizer.zero_grad(); method.zero_grad()
-        loss.backward()
-        method.after_backward()
-        optimizer.step()
-        method.step()                # or all of the above: training_step(model, method, ...)
+        training_step(model, method, optimizer, x, y)   # the one step order
     method.finalize()
     plain = method.export()          # plain nn.Module, pruned weights are exact zeros
 
-A method overrides only what differs: ``layer_densities`` (how many weights each layer keeps
-now), ``scores`` (which ones; default magnitude of the dense weight), and the hooks.
+Two phases: the constructor only reads the config and finds the layers (nothing is attached,
+no overridable method is called); :meth:`SparseMethod.prepare` attaches the masks, lets the
+method add its own per-layer state (:meth:`~SparseMethod.on_attach`) and sets the first masks
+(:meth:`~SparseMethod.init_masks`). :func:`create_method` does both.
+
+**The contract: what a method overrides** (every other method of the base is machinery)
+
+* *which sparsity, where*: ``target_sparsity_now()`` (default: the cubic/constant schedule),
+  ``layer_densities()`` (default: every layer at that sparsity) or ``global_scope()`` (True:
+  one threshold over all layers' scores instead of per-layer densities);
+* *which weights*: ``scores(name, module)`` (largest win; default: dense-weight magnitude);
+* *when*: ``update_due(step)`` (recompute the masks after optimiser step ``step``; default
+  every ``mask_interval`` steps) and ``schedule_done(step)`` (from ``step`` on the schedule no
+  longer changes the sparsity; the trainer's best-validation selection starts there);
+* *gradients and state*: ``after_backward()``, ``regularizer()``, ``parameters()``,
+  ``optimizers()``, ``decayed_parameters()``, ``on_attach()``, ``state_dict()`` /
+  ``load_state_dict()``, ``fold_into_weights(model)``;
+* a method whose masks are not a top-k of scores replaces ``init_masks()`` /
+  ``update_masks(optimizer)`` / ``finalize()`` (SNIP, RigL).
+
+Class attributes: ``straight_through`` (gradient reaches pruned weights) and ``pin_pruned``
+(pruned dense weights are held at exactly zero after every optimiser step and mask update).
+:func:`training_step` is the one step order (AMP scaler, overflow skip, clipping) used by the
+trainer, the tests and the benchmarks.
 """
 
 from __future__ import annotations
@@ -23,8 +40,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -32,24 +47,23 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from aswl.config import ConfigError, build_config, check, coerce_value
 from aswl.sparse import (
     attach_masks,
     build_schedule,
     dense_weight,
     find_prunable,
+    global_topk_masks,
     keep_count,
-    masked_weight,
     remove_masks,
     topk_mask,
 )
 
 log = logging.getLogger(__name__)
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the allowed values."""
-
-
+__all__ = ["ConfigError", "MethodConfig", "SparseMethod", "build_config", "check",
+           "coerce_value", "create_method", "get_method", "list_methods", "register_method",
+           "reset_optimizer_state", "training_step", "zero_pruned"]
 @dataclass
 class MethodConfig:
     """Fields shared by every method."""
@@ -80,69 +94,20 @@ class MethodConfig:
               (self.ramp_begin, self.ramp_end), "fractions with 0 <= ramp_begin <= ramp_end <= 1")
 
 
-def check(ok: bool, name: str, value: Any, allowed: str) -> None:
-    """Raise a :class:`ConfigError` saying which field is wrong and what it may be."""
-    if not ok:
-        raise ConfigError(f"method.{name} = {value!r} is invalid: expected {allowed}")
-
-
-def coerce_value(value: Any, hint: Any, name: str) -> Any:
-    """Check ``value`` against a field's type hint, converting int to float where asked."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return coerce_value(value, option, name)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[0]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is Any:
-        return value
-    check_type = origin or hint
-    if check_type is float and isinstance(value, float):
-        return value
-    if check_type in (int, str, bool, list, dict):
-        if isinstance(value, check_type) and not (check_type is int and isinstance(value, bool)):
-            return value
-    raise ConfigError(f"{name} = {value!r} has the wrong type: expected "
-                      f"{getattr(hint, '__name__', hint)}")
-
-
-def build_config(config_class: type[MethodConfig], values: dict[str, Any]) -> MethodConfig:
-    """Typed config from a dict; unknown keys or values of the wrong type are errors that name
-    the field."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown method option(s) {unknown} for {config_class.__name__}; "
-                          f"valid: {sorted(names)}")
-    hints = typing.get_type_hints(config_class)
-    values = {key: coerce_value(value, hints[key], f"method.{key}")
-              for key, value in values.items()}
-    config = config_class(**values)
-    config.validate()
-    return config
-
-
 class SparseMethod:
-    """Base of all methods: attach masks, schedule the sparsity, top-k masks, export."""
+    """Base of all methods: masks, schedule, top-k masks, export (see the module docstring)."""
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     straight_through: ClassVar[bool] = True
     """Dense-and-sparse tracking (gradient reaches pruned weights) or plain masked gradient."""
-    attention_init: ClassVar[float | None] = None
+    pin_pruned: ClassVar[bool] = False
+    """Hold pruned dense weights at exactly zero (after every optimiser step and mask update),
+    so momentum or Adam state left from before the pruning cannot move them."""
 
     def __init__(self, model: nn.Module, config: MethodConfig | None = None,
                  total_steps: int = 1, **overrides: Any) -> None:
+        """Phase 1: state only. Nothing is attached to ``model`` until :meth:`prepare`."""
         if config is None:
             config = build_config(self.config_class, overrides)
         elif overrides:
@@ -156,21 +121,33 @@ class SparseMethod:
         self.kept: dict[str, int] = {}
         """Weights each layer kept at the last :meth:`update_masks`."""
         self.layers = find_prunable(model, config.include, config.exclude)
-        if not self.layers and self.prunes:
+        if not self.layers:
             raise ConfigError("no prunable layer found (Conv/Linear) after include/exclude "
                               f"patterns include={config.include} exclude={config.exclude}")
-        self.masks = attach_masks(self.layers, self.straight_through, self._attention_init())
-        self.numels = {name: dense_weight(m).numel() for name, m in self.layers.items()}
+        self.masks: dict[str, nn.Module] = {}
+        """Each layer's :class:`~aswl.sparse.MaskedWeight`, filled by :meth:`prepare`."""
+        self.numels = {name: m.weight.numel() for name, m in self.layers.items()}
         self.total_numel = sum(self.numels.values())
         self.schedule = build_schedule(config.schedule, config.target_sparsity, self.total_steps,
                                        config.ramp_begin, config.ramp_end)
-        self.update_masks()
+
+    def prepare(self) -> SparseMethod:
+        """Phase 2: attach the masks, the method's own state, then the first masks."""
+        if self.masks:
+            raise RuntimeError(f"method {self.name!r} is prepared already")
+        self.masks = attach_masks(self.layers, self.straight_through)
+        self.on_attach()
+        self.init_masks()
+        return self
 
     # ----------------------------------------------------------------- what methods override
-    prunes: ClassVar[bool] = True
+    def on_attach(self) -> None:
+        """After the masks are attached, before the first masks: the method's own per-layer
+        state (ASWL: attentions, output hooks, their optimiser)."""
 
-    def _attention_init(self) -> float | None:
-        return self.attention_init
+    def init_masks(self) -> None:
+        """The masks at step 0. Default: :meth:`update_masks`."""
+        self.update_masks()
 
     def target_sparsity_now(self) -> float:
         """The global sparsity the schedule asks for at the current step."""
@@ -181,9 +158,23 @@ class SparseMethod:
         density = 1.0 - self.target_sparsity_now()
         return {name: density for name in self.layers}
 
+    def global_scope(self) -> bool:
+        """True: one threshold on the scores of all layers at :meth:`target_sparsity_now`
+        (every layer keeps at least one weight) instead of :meth:`layer_densities`."""
+        return False
+
     def scores(self, name: str, module: nn.Module) -> Tensor:
         """Which weights to keep: the largest scores win. Default: dense-weight magnitude."""
         return dense_weight(module).detach().abs()
+
+    def update_due(self, step: int) -> bool:
+        """Recompute the masks after optimiser step ``step``? Default: every mask_interval."""
+        return step % self.config.mask_interval == 0
+
+    def schedule_done(self, step: int) -> bool:
+        """From ``step`` on, the schedule no longer changes the sparsity. Default: the ramp's
+        end (``ramp_end`` of training)."""
+        return step >= self.config.ramp_end * self.total_steps
 
     def parameters(self) -> list[nn.Parameter]:
         """The method's own trainable parameters (kept out of the weight optimiser)."""
@@ -200,46 +191,68 @@ class SparseMethod:
     def after_backward(self) -> None:
         """Called after ``loss.backward()``, before ``optimizer.step()``."""
 
-    def step(self) -> None:
-        """Called after ``optimizer.step()``: advance the step, recompute masks when due."""
-        self.step_count += 1
-        if self.step_count % self.config.mask_interval == 0:
-            self.update_masks()
-
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The method's own optimisers (the trainer unscales their gradients under fp16)."""
         return []
 
-    def zero_grad(self) -> None:
-        for param in self.parameters():
-            param.grad = None
+    def attentions(self) -> dict[str, float]:
+        """Per-layer learned scalars to report (ASWL's attentions); none by default."""
+        return {}
+
+    def fold_into_weights(self, model: nn.Module) -> None:
+        """Fold anything the method applies on top of ``w * mask`` into ``model`` (a copy)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state beside ``model.state_dict()`` (which holds masks and attentions)."""
+        return {"step": self.step_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = int(state["step"])
 
     # ----------------------------------------------------------------- shared machinery
-    def update_masks(self) -> None:
-        """Top-k masks at the current per-layer densities."""
-        densities = self.layer_densities()
+    def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Called after ``optimizer.step()``: advance the step, recompute masks when due."""
+        if self.pin_pruned:
+            zero_pruned(self)
+        self.step_count += 1
+        if self.update_due(self.step_count):
+            self.update_masks(optimizer)
+
+    def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Top-k of :meth:`scores`, per layer at :meth:`layer_densities` or globally.
+
+        ``optimizer`` (the weight optimiser) is for methods that reset its state of changed
+        weights (RigL); the top-k masks do not need it.
+        """
         with torch.no_grad():
-            for name, module in self.layers.items():
-                keep = keep_count(self.numels[name], densities[name])
-                self.masks[name].mask.copy_(topk_mask(self.scores(name, module), keep))
-                self.kept[name] = keep
+            scores = {name: self.scores(name, module) for name, module in self.layers.items()}
+            if self.global_scope():
+                keep = keep_count(self.total_numel, 1.0 - self.target_sparsity_now())
+                for name, mask in global_topk_masks(scores, keep).items():
+                    self.masks[name].mask.copy_(mask)
+                    self.kept[name] = int(mask.sum())
+            else:
+                densities = self.layer_densities()
+                for name, score in scores.items():
+                    keep = keep_count(self.numels[name], densities[name])
+                    self.masks[name].mask.copy_(topk_mask(score, keep))
+                    self.kept[name] = keep
+        if self.pin_pruned:
+            zero_pruned(self)
 
     def finalize(self) -> None:
         """Jump to the end of the schedule and set the final masks."""
         self.step_count = max(self.step_count, self.total_steps)
         self.update_masks()
 
+    def zero_grad(self) -> None:
+        for param in self.parameters():
+            param.grad = None
+
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every model parameter except the method's own (for the weight optimiser)."""
         own = {id(p) for p in self.parameters()}
         return [p for p in self.model.parameters() if id(p) not in own]
-
-    def attentions(self) -> dict[str, float]:
-        out = {}
-        for name, param in self.masks.items():
-            if param.attention is not None:
-                out[name] = float(param.attention.detach())
-        return out
 
     def global_sparsity(self) -> float:
         """Fraction of prunable weights masked out now."""
@@ -258,9 +271,6 @@ class SparseMethod:
                          "sparsity": 1.0 - nonzero / numel, "attention": attentions.get(name)})
         return rows
 
-    def fold_into_weights(self, model: nn.Module) -> None:
-        """Fold anything the method applies on top of ``w * mask`` into ``model`` (a copy)."""
-
     def export(self) -> nn.Module:
         """A plain copy of the model: masks applied, parametrizations removed, pruned = 0."""
         plain = copy.deepcopy(self.model)
@@ -269,31 +279,77 @@ class SparseMethod:
         plain.eval()
         return plain
 
-    def state_dict(self) -> dict[str, Any]:
-        """Method state beside ``model.state_dict()`` (which holds masks and attentions)."""
-        return {"step": self.step_count}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step_count = int(state["step"])
+def zero_pruned(method: SparseMethod) -> None:
+    """Set the dense weights under every mask's zeros to exactly zero."""
+    with torch.no_grad():
+        for name, module in method.layers.items():
+            dense_weight(module).masked_fill_(~method.masks[name].mask, 0.0)
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: Tensor,
+                          where: Tensor) -> None:
+    """Zero the optimiser's per-weight state (momentum, Adam moments) of ``param`` at
+    ``where`` (a boolean tensor of the parameter's shape): the weights start afresh."""
+    for value in optimizer.state.get(param, {}).values():
+        if isinstance(value, Tensor) and value.shape == param.shape:
+            value.masked_fill_(where, 0)
 
 
 def training_step(model: nn.Module, method: SparseMethod, optimizer: torch.optim.Optimizer,
-                  inputs: Tensor, targets: Tensor,
-                  loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
-    """One step of the life cycle in a user's own loop; returns the (detached) loss.
+                  inputs: Tensor, targets: Tensor, scaler: torch.amp.GradScaler | None = None,
+                  grad_clip: float | None = None,
+                  loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+                  amp_dtype: torch.dtype | None = None,
+                  check_loss: Callable[[Tensor], None] | None = None) -> Tensor:
+    """The one training-step order (trainer, tests, benchmarks); returns the detached loss.
 
-    ``loss_fn(outputs, targets)`` defaults to cross-entropy; the method's regulariser is added.
+    Forward under autocast in ``amp_dtype`` (None: full precision); ``loss_fn(outputs,
+    targets)`` (default cross-entropy in fp32) plus the method's regulariser; ``check_loss``
+    sees the loss before backward (the trainer stops on a non-finite one). With an enabled
+    fp16 ``scaler`` the gradients are unscaled (the method's own optimisers too), and a step
+    whose gradients overflowed is skipped by the method as by the scaler: no
+    ``after_backward``, no clipping, no ``method.step``. ``grad_clip`` clips the global norm of
+    the weight gradients after ``after_backward``.
     """
     import torch.nn.functional as F
 
-    outputs = model(inputs)
-    loss = (loss_fn or F.cross_entropy)(outputs, targets) + method.regularizer()
-    optimizer.zero_grad()
+    if loss_fn is None:
+        def loss_fn(outputs: Tensor, labels: Tensor) -> Tensor:
+            return F.cross_entropy(outputs.float(), labels)
+
+    with torch.autocast(inputs.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        outputs = model(inputs)
+        task_loss = loss_fn(outputs, targets)
+    loss = task_loss + method.regularizer()
+    if check_loss is not None:
+        check_loss(loss)
+    optimizer.zero_grad(set_to_none=True)
     method.zero_grad()
-    loss.backward()
-    method.after_backward()
-    optimizer.step()
-    method.step()
+    scaling = scaler is not None and scaler.is_enabled()
+    overflow = False
+    if scaling:
+        scaler.scale(loss).backward()
+        found = 0.0
+        for own in [optimizer, *method.optimizers()]:  # attention gradients are scaled too
+            scaler.unscale_(own)
+            found += sum(float(v) for v in scaler._found_inf_per_device(own).values())
+        overflow = found > 0
+    else:
+        loss.backward()
+    if not overflow:  # the scaler skips this step: so does the method
+        method.after_backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(method.weight_parameters(), grad_clip)
+    if scaling:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if overflow:
+        method.zero_grad()
+    else:
+        method.step(optimizer)
     return loss.detach()
 
 
@@ -325,16 +381,5 @@ def get_method(name: str) -> type[SparseMethod]:
 
 def create_method(name: str, model: nn.Module, total_steps: int = 1,
                   **options: Any) -> SparseMethod:
-    """Attach method ``name`` to ``model`` (in place) with its options; returns the method."""
-    return get_method(name)(model, total_steps=total_steps, **options)
-
-
-def scaled_output_hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
-    """Forward hook for ASWL's equation 1: the layer's output times its attention."""
-    return output * masked_weight(module).attention
-
-
-def remove_output_scaling(module: nn.Module) -> None:
-    for key, hook in list(module._forward_hooks.items()):
-        if hook is scaled_output_hook:
-            del module._forward_hooks[key]
+    """Method ``name`` with its options, prepared on ``model`` (in place): ready to train."""
+    return get_method(name)(model, total_steps=total_steps, **options).prepare()

@@ -21,5 +21,8 @@ class Dense(SparseMethod):
     def layer_densities(self) -> dict[str, float]:
         return {name: 1.0 for name in self.layers}
 
-    def update_masks(self) -> None:
-        """Masks stay all ones."""
+    def update_due(self, step: int) -> bool:
+        return False
+
+    def schedule_done(self, step: int) -> bool:
+        return True

@@ -51,5 +51,8 @@ class IMP(MagnitudeFamily):
         done = self.rounds_done(self.step_count)
         return 1.0 - (1.0 - self.config.target_sparsity) ** (done / self.config.rounds)
 
-    def mask_update_due(self) -> bool:
-        return self.rounds_done(self.step_count) != self.rounds_done(self.step_count - 1)
+    def update_due(self, step: int) -> bool:
+        return self.rounds_done(step) != self.rounds_done(step - 1)
+
+    def schedule_done(self, step: int) -> bool:
+        return self.rounds_done(step) == self.config.rounds

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from aswl.methods.base import MethodConfig, SparseMethod, check, register_method
-from aswl.sparse import dense_weight, keep_count, topk_mask
+from aswl.methods.base import MethodConfig, SparseMethod, check, register_method, zero_pruned
+from aswl.sparse import dense_weight, global_topk_masks, keep_count
+
+__all__ = ["active_scores", "global_keep", "global_topk_masks", "zero_pruned"]
 
 log = logging.getLogger(__name__)
 
@@ -25,39 +27,10 @@ SCOPES = ("layer", "global")
 
 
 # --------------------------------------------------------------------------- shared helpers
-def zero_pruned(method: SparseMethod) -> None:
-    """Set the dense weights under every mask's zeros to exactly zero."""
-    with torch.no_grad():
-        for name, module in method.layers.items():
-            dense_weight(module).masked_fill_(~method.masks[name].mask, 0.0)
-
-
 def active_scores(module: nn.Module, mask: Tensor) -> Tensor:
     """Dense-weight magnitude of the active weights, -1 for pruned ones (so masks only shrink)."""
     magnitude = dense_weight(module).detach().abs().float()
     return torch.where(mask, magnitude, torch.full_like(magnitude, -1.0))
-
-
-def global_topk_masks(scores: dict[str, Tensor], keep: int) -> dict[str, Tensor]:
-    """One threshold across all layers: keep exactly ``keep`` weights with the largest scores.
-
-    Every layer keeps at least its single best weight (so no layer is cut off entirely); this
-    never changes the total count as long as ``keep`` >= the number of layers.
-    """
-    if not scores:
-        return {}
-    device = next(iter(scores.values())).device
-    flats = []
-    for score in scores.values():
-        flat = score.detach().reshape(-1).float().to(device, copy=True)
-        flat[flat.argmax()] = float("inf")
-        flats.append(flat)
-    joined = topk_mask(torch.cat(flats), max(keep, len(flats)))
-    parts = joined.split([flat.numel() for flat in flats])
-    out: dict[str, Tensor] = {}
-    for (name, score), part in zip(scores.items(), parts, strict=True):
-        out[name] = part.view_as(score).to(score.device)
-    return out
 
 
 def global_keep(method: SparseMethod, sparsity: float) -> int:
@@ -81,35 +54,18 @@ class MagnitudeFamily(SparseMethod):
     """Magnitude masks that only shrink; pruned weights are zero and frozen (plain gradient).
 
     Subclasses set the sparsity by step (``target_sparsity_now``) and when masks are recomputed
-    (``mask_update_due``).
+    (``update_due``); ``scope`` picks per-layer or one global threshold.
     """
 
     straight_through = False
+    pin_pruned = True
     config: ScopedConfig
 
-    def mask_update_due(self) -> bool:
-        """After ``step_count`` advanced: recompute masks now? Default: every mask_interval."""
-        return self.step_count % self.config.mask_interval == 0
+    def global_scope(self) -> bool:
+        return self.config.scope == "global"
 
-    def update_masks(self) -> None:
-        sparsity = self.target_sparsity_now()
-        with torch.no_grad():
-            scores = {name: active_scores(module, self.masks[name].mask)
-                      for name, module in self.layers.items()}
-            if self.config.scope == "global":
-                masks = global_topk_masks(scores, global_keep(self, sparsity))
-            else:
-                masks = {name: topk_mask(score, keep_count(self.numels[name], 1.0 - sparsity))
-                         for name, score in scores.items()}
-            for name, mask in masks.items():
-                self.masks[name].mask.copy_(mask)
-        zero_pruned(self)
-
-    def step(self) -> None:
-        zero_pruned(self)
-        self.step_count += 1
-        if self.mask_update_due():
-            self.update_masks()
+    def scores(self, name: str, module: nn.Module) -> Tensor:
+        return active_scores(module, self.masks[name].mask)
 
 
 # --------------------------------------------------------------------------- one-shot
@@ -144,11 +100,8 @@ class Magnitude(MagnitudeFamily):
     def target_sparsity_now(self) -> float:
         return self.config.target_sparsity if self.step_count >= self.prune_step else 0.0
 
-    def mask_update_due(self) -> bool:
-        return self.step_count == self.prune_step
+    def update_due(self, step: int) -> bool:
+        return step == self.prune_step
 
-    def update_masks(self) -> None:
-        super().update_masks()
-        if self.step_count >= self.prune_step:
-            log.debug("magnitude: pruned to %.4f at step %d", self.global_sparsity(),
-                      self.step_count)
+    def schedule_done(self, step: int) -> bool:
+        return step >= self.prune_step

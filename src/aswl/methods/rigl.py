@@ -11,8 +11,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aswl.methods.base import MethodConfig, SparseMethod, check, register_method
-from aswl.methods.magnitude import zero_pruned
+from aswl.methods.base import (
+    MethodConfig,
+    SparseMethod,
+    check,
+    register_method,
+    reset_optimizer_state,
+    zero_pruned,
+)
 from aswl.sparse import dense_weight, keep_count, topk_mask
 
 log = logging.getLogger(__name__)
@@ -98,12 +104,12 @@ class RigL(SparseMethod):
     config_class = RigLConfig
     config: RigLConfig
     straight_through = True
+    pin_pruned = True
 
     def __init__(self, model: nn.Module, config: RigLConfig | None = None,
                  total_steps: int = 1, **overrides: Any) -> None:
-        self.initialized = False
-        self._grads: dict[str, Tensor] = {}
         super().__init__(model, config, total_steps, **overrides)
+        self._grads: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ allocation
     def layer_densities(self) -> dict[str, float]:
@@ -117,10 +123,8 @@ class RigL(SparseMethod):
     def target_sparsity_now(self) -> float:
         return self.config.target_sparsity
 
-    def update_masks(self) -> None:
-        """Random initial masks (once, at construction); afterwards only :meth:`rigl_update`."""
-        if self.initialized:
-            return
+    def init_masks(self) -> None:
+        """Random masks at the per-layer counts (torch's global RNG)."""
         densities = self.layer_densities()
         with torch.no_grad():
             for name in self.layers:
@@ -132,7 +136,10 @@ class RigL(SparseMethod):
                 flat[chosen] = True
                 mask.copy_(flat.view(mask.shape))
         zero_pruned(self)
-        self.initialized = True
+
+    def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Drop and grow at the current step's drop fraction."""
+        self.rigl_update(self.drop_fraction_at(self.step_count), optimizer)
 
     # ------------------------------------------------------------------ drop / grow
     @property
@@ -142,6 +149,9 @@ class RigL(SparseMethod):
 
     def update_due(self, step: int) -> bool:
         return step > 0 and step % self.config.update_interval == 0 and step < self.end_step
+
+    def schedule_done(self, step: int) -> bool:
+        return step >= self.end_step
 
     def drop_fraction_at(self, step: int) -> float:
         """Cosine decay of the drop fraction from ``drop_fraction`` to 0 at ``end``."""
@@ -162,8 +172,10 @@ class RigL(SparseMethod):
                     self._grads[name] = weight.grad.detach().abs().float()
                 weight.grad.mul_(self.masks[name].mask)
 
-    def rigl_update(self, fraction: float) -> None:
-        """Drop ``floor(fraction * active)`` smallest active weights per layer, grow as many."""
+    def rigl_update(self, fraction: float,
+                    optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Drop ``floor(fraction * active)`` smallest active weights per layer, grow as many;
+        the optimiser state of the grown weights (if ``optimizer`` is given) restarts at 0."""
         with torch.no_grad():
             for name, module in self.layers.items():
                 grad = self._grads.get(name)
@@ -182,17 +194,13 @@ class RigL(SparseMethod):
                                  active - drop)
                 grown = topk_mask(torch.where(kept, torch.full_like(grad, -1.0), grad), drop)
                 new_mask = kept | grown
-                weight.masked_fill_(grown & ~mask, 0.0)  # new connections start at zero
+                fresh = grown & ~mask
+                weight.masked_fill_(fresh, 0.0)  # new connections start at zero
+                if optimizer is not None:
+                    reset_optimizer_state(optimizer, weight, fresh)
                 mask.copy_(new_mask)
         self._grads = {}
         zero_pruned(self)
-
-    def step(self) -> None:
-        zero_pruned(self)
-        self.step_count += 1
-        if self.update_due(self.step_count):
-            self.rigl_update(self.drop_fraction_at(self.step_count))
-        self._grads = {}
 
     def finalize(self) -> None:
         """The per-layer counts are constant: nothing to prune, only pin the zeros."""

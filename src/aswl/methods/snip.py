@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aswl.methods.base import MethodConfig, SparseMethod, check, register_method
-from aswl.methods.magnitude import global_keep, global_topk_masks, zero_pruned
-from aswl.sparse import dense_weight
+from aswl.methods.base import MethodConfig, SparseMethod, check, register_method, zero_pruned
+from aswl.methods.magnitude import global_keep
+from aswl.sparse import dense_weight, global_topk_masks
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,30 @@ class SNIP(SparseMethod):
     config_class = SNIPConfig
     config: SNIPConfig
     straight_through = False
+    pin_pruned = True
 
     def __init__(self, model: nn.Module, config: SNIPConfig | None = None,
                  total_steps: int = 1, **overrides: Any) -> None:
+        super().__init__(model, config, total_steps, **overrides)
         self.fixed = False
         self.sensitivity: dict[str, Tensor] = {}
-        super().__init__(model, config, total_steps, **overrides)
 
     def target_sparsity_now(self) -> float:
         return self.config.target_sparsity if self.fixed else 0.0
 
-    def update_masks(self) -> None:
-        """Masks are all ones until :meth:`fix_mask`, then frozen."""
+    def init_masks(self) -> None:
+        """Masks are all ones until :meth:`fix_mask`."""
+
+    def update_due(self, step: int) -> bool:
+        return step == self.config.snip_batches
+
+    def schedule_done(self, step: int) -> bool:
+        return step >= self.config.snip_batches
+
+    def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """The one mask update: fix the mask (then frozen)."""
+        if not self.fixed:
+            self.fix_mask()
 
     def scoring(self) -> bool:
         return not self.fixed and self.step_count < self.config.snip_batches
@@ -99,13 +111,6 @@ class SNIP(SparseMethod):
         zero_pruned(self)
         log.info("snip: mask fixed at step %d, global sparsity %.4f", self.step_count,
                  self.global_sparsity())
-
-    def step(self) -> None:
-        if self.fixed:
-            zero_pruned(self)
-        self.step_count += 1
-        if not self.fixed and self.step_count >= self.config.snip_batches:
-            self.fix_mask()
 
     def finalize(self) -> None:
         self.step_count = max(self.step_count, self.total_steps)

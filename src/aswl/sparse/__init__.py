@@ -1,4 +1,6 @@
-"""The mask engine: knows no algorithm."""
+"""The mask engine: masked-weight parametrization, top-k masks (per layer and global),
+sparsity schedules. It knows no algorithm: what a method adds per layer (ASWL's attention and
+output scaling) lives with that method, in :mod:`aswl.methods`."""
 
 from aswl.sparse.masked import (
     PRUNABLE_TYPES,
@@ -6,6 +8,7 @@ from aswl.sparse.masked import (
     attach_masks,
     dense_weight,
     find_prunable,
+    global_topk_masks,
     keep_count,
     masked_weight,
     remove_masks,
@@ -15,6 +18,6 @@ from aswl.sparse.schedules import ConstantSchedule, CubicSchedule, build_schedul
 
 __all__ = [
     "PRUNABLE_TYPES", "MaskedWeight", "attach_masks", "dense_weight", "find_prunable",
-    "keep_count", "masked_weight", "remove_masks", "topk_mask",
+    "global_topk_masks", "keep_count", "masked_weight", "remove_masks", "topk_mask",
     "ConstantSchedule", "CubicSchedule", "build_schedule",
 ]

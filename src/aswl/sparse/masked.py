@@ -3,8 +3,9 @@ is its sparse view ``w * mask``.
 
 Built on :mod:`torch.nn.utils.parametrize`: the dense tensor lives at
 ``module.parametrizations.weight.original`` (the very Parameter the optimiser holds), the mask is
-a buffer of the parametrization, and an optional per-layer ``attention`` Parameter lives beside
-it, so masks, dense weights and attentions are all in ``model.state_dict()``.
+a buffer of the parametrization, so masks and dense weights are both in ``model.state_dict()``.
+A method may register its own per-layer parameters on the parametrization module (ASWL puts
+its attention there, see :mod:`aswl.methods.aswl`); the engine itself never reads them.
 
 Two gradient modes:
 
@@ -39,17 +40,12 @@ class _StraightThroughMask(torch.autograd.Function):
 
 
 class MaskedWeight(nn.Module):
-    """Parametrization ``w -> w * mask`` with an optional learnable scalar ``attention``."""
+    """Parametrization ``w -> w * mask`` (the mask a boolean buffer, all ones at first)."""
 
-    def __init__(self, weight: Tensor, straight_through: bool = True,
-                 attention: float | None = None) -> None:
+    def __init__(self, weight: Tensor, straight_through: bool = True) -> None:
         super().__init__()
         self.straight_through = straight_through
         self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool))
-        if attention is not None:
-            self.attention = nn.Parameter(torch.tensor(float(attention), dtype=torch.float32))
-        else:
-            self.attention = None
 
     def forward(self, weight: Tensor) -> Tensor:
         # float * bool promotes inside the kernel: no float copy of the mask per forward
@@ -76,14 +72,14 @@ def find_prunable(model: nn.Module, include: Sequence[str] | None = None,
     return found
 
 
-def attach_masks(layers: dict[str, nn.Module], straight_through: bool = True,
-                 attention: float | None = None) -> dict[str, MaskedWeight]:
+def attach_masks(layers: dict[str, nn.Module],
+                 straight_through: bool = True) -> dict[str, MaskedWeight]:
     """Register a :class:`MaskedWeight` on each layer's ``weight``; returns them by layer name."""
     out: dict[str, MaskedWeight] = {}
     for name, module in layers.items():
         if parametrize.is_parametrized(module, "weight"):
             raise ValueError(f"layer {name!r} is already parametrized; attach one method only")
-        param = MaskedWeight(module.weight, straight_through, attention)
+        param = MaskedWeight(module.weight, straight_through)
         parametrize.register_parametrization(module, "weight", param, unsafe=True)
         out[name] = param
     return out
@@ -145,3 +141,25 @@ def topk_mask(scores: Tensor, keep: int) -> Tensor:
         mask = torch.zeros_like(flat, dtype=torch.bool)
         mask[torch.topk(flat, keep, sorted=False).indices] = True
     return mask.view_as(scores)
+
+
+def global_topk_masks(scores: dict[str, Tensor], keep: int) -> dict[str, Tensor]:
+    """One threshold across all layers: keep exactly ``keep`` weights with the largest scores.
+
+    Every layer keeps at least its single best weight (so no layer is cut off entirely); this
+    never changes the total count as long as ``keep`` >= the number of layers.
+    """
+    if not scores:
+        return {}
+    device = next(iter(scores.values())).device
+    flats = []
+    for score in scores.values():
+        flat = score.detach().reshape(-1).float().to(device, copy=True)
+        flat[flat.argmax()] = float("inf")
+        flats.append(flat)
+    joined = topk_mask(torch.cat(flats), max(keep, len(flats)))
+    parts = joined.split([flat.numel() for flat in flats])
+    out: dict[str, Tensor] = {}
+    for (name, score), part in zip(scores.items(), parts, strict=True):
+        out[name] = part.view_as(score).to(score.device)
+    return out

@@ -1,20 +1,17 @@
-"""The training loop: knows only the method's hooks.
+"""The trainer: builds a run from its config and drives :func:`~aswl.methods.training_step`.
 
-One process, one GPU, or many processes under ``torchrun`` (PyTorch DDP): every rank computes
-the same masks from the same all-reduced gradients, and the mask buffers are broadcast from
-rank 0 at every forward (DDP's buffer sync), so masks agree across ranks; only rank 0
-writes files.
+One process, one GPU, or many processes under ``torchrun`` (PyTorch DDP, see
+:mod:`aswl.train.dist`); only rank 0 writes files. Batching and evaluation are in
+:mod:`aswl.train.data_loop`, the optimiser and learning rate in :mod:`aswl.train.optim`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,153 +20,17 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
+from aswl.config import RESUMABLE_KEYS, Config, config_diff
 from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
-from aswl.methods import SparseMethod, create_method
+from aswl.methods import create_method, training_step
 from aswl.models import create_model
 from aswl.train.checkpoint import load_checkpoint, save_checkpoint
-from aswl.train.config import Config
+from aswl.train.data_loop import batches, evaluate, steps_per_epoch
+from aswl.train.dist import TrainingError, resolve_device, setup_distributed
+from aswl.train.optim import build_optimizer, lr_factor
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, unusable resume state, ...)."""
-
-
-# --------------------------------------------------------------------------- distributed
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-    """The process group was created here (and is destroyed at the end of ``fit``)."""
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_distributed(device_name: str) -> Dist:
-    """Join the process group that ``torchrun`` describes in the environment, if any."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        cuda = device_name.startswith("cuda") or (device_name == "auto"
-                                                  and torch.cuda.is_available())
-        backend = "nccl" if cuda else "gloo"
-        dist.init_process_group(backend=backend)
-    return Dist(rank, world_size, local_rank, owns_group)
-
-
-def resolve_device(name: str, dist: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError("device = cuda but no CUDA device is available; "
-                                "use --set device=cpu")
-        if name == "cuda":
-            name = f"cuda:{dist.local_rank}" if dist.enabled else "cuda"
-        torch.cuda.set_device(torch.device(name))
-    return torch.device(name)
-
-
-# --------------------------------------------------------------------------- data
-def batches(dataset: Any, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
-            dist: Dist, device: torch.device, workers: int = 0,
-            augment: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
-    """Batches of one epoch; the order depends only on (seed, epoch), so resume is exact.
-
-    In-memory datasets are sliced directly (much faster than a DataLoader on small images);
-    others go through a DataLoader with worker processes and pinned memory on GPU.
-    """
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    count = len(dataset)
-    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
-    if dist.enabled:
-        per_rank = math.ceil(count / dist.world_size)
-        order = torch.cat([order, order[: per_rank * dist.world_size - count]])
-        order = order[dist.rank::dist.world_size]
-    if hasattr(dataset, "images"):
-        augment_batch = getattr(dataset, "augment_batch", None) if augment else None
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            images = dataset.images[index]
-            if augment_batch is not None:
-                images = augment_batch(images, generator)
-            yield (images.to(device, non_blocking=True),
-                   dataset.labels[index].to(device, non_blocking=True))
-        return
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, order.tolist()), batch_size=batch_size,
-        shuffle=False, num_workers=workers, pin_memory=device.type == "cuda",
-        persistent_workers=False)
-    for images, labels in loader:
-        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-
-
-def steps_per_epoch(dataset: Any, batch_size: int, dist: Dist) -> int:
-    return math.ceil(math.ceil(len(dataset) / dist.world_size) / batch_size)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Any, batch_size: int, device: torch.device,
-             dist: Dist, workers: int = 0) -> float:
-    """Top-1 accuracy (fraction) over ``dataset``, summed across ranks."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros(2, device=device)
-    single = Dist()  # every rank scores the whole set: simple and exact
-    for images, labels in batches(dataset, max(batch_size, 256), shuffle=False, seed=0, epoch=0,
-                                  dist=single, device=device, workers=workers, augment=False):
-        logits = model(images)
-        correct[0] += (logits.argmax(1) == labels).sum()
-        correct[1] += labels.numel()
-    model.train(was_training)
-    return float(correct[0] / correct[1].clamp_min(1))
-
-
-# --------------------------------------------------------------------------- optimisation
-def build_optimizer(config: Config, method: SparseMethod) -> torch.optim.Optimizer:
-    handled = {id(p) for p in method.decayed_parameters()}
-    params = method.weight_parameters()
-    groups = [
-        {"params": [p for p in params if id(p) not in handled],
-         "weight_decay": config.weight_decay},
-        {"params": [p for p in params if id(p) in handled], "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                               nesterov=config.nesterov and config.momentum > 0)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def lr_factor(config: Config, step: int, total: int, per_epoch: int) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up, then the chosen schedule."""
-    warmup = int(config.warmup_epochs * per_epoch)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    if config.lr_schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    if config.lr_schedule == "step":
-        return config.lr_gamma ** sum(progress >= m for m in config.lr_milestones)
-    return 1.0
 
 
 # --------------------------------------------------------------------------- the run
@@ -196,7 +57,6 @@ class Trainer:
                                     total_steps=self.total_steps,
                                     config=config.method_config())
         self.optimizer = build_optimizer(config, self.method)
-        self.weight_params = self.method.weight_parameters()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.train_model: nn.Module = self.model
         if self.dist.enabled:
@@ -228,13 +88,11 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> None:
         """Build -> attach -> load: continue a run from its last checkpoint."""
         state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
-        saved = json.loads(state["config"])
-        mine = self.config.to_dict()
-        changed = sorted(k for k in mine if k not in ("epochs", "progress")
-                         and saved.get(k) != mine[k])
+        changed = config_diff(json.loads(state["config"]), self.config.to_dict())
         if changed:
             raise TrainingError(f"cannot resume: the checkpoint was made with other settings "
-                                f"for {changed}; resume with the run's own config.yaml")
+                                f"for {changed} (only {sorted(RESUMABLE_KEYS)} may change); "
+                                "resume with the run's own config.yaml")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
@@ -258,6 +116,13 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
+        seen_outputs: dict[str, Tensor] = {}
+
+        def task_loss_fn(outputs: Tensor, targets: Tensor) -> Tensor:
+            loss = F.cross_entropy(outputs.float(), targets)
+            seen_outputs["logits"], seen_outputs["loss"] = outputs, loss
+            return loss
+
         progress = None
         if config.progress and self.dist.main:
             from tqdm import tqdm
@@ -272,33 +137,10 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(config, step, self.total_steps,
                                                     self.per_epoch)
-            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(images)
-                task_loss = F.cross_entropy(logits.float(), labels)
-            loss = task_loss + method.regularizer()
-            if not self._finite_on_every_rank(loss):
-                raise TrainingError(
-                    f"loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {step}; "
-                    f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch}). "
-                    "Lower lr (or method.attention_lr), set grad_clip, or use amp=none, "
-                    "then --resume")
-            self.optimizer.zero_grad(set_to_none=True)
-            method.zero_grad()
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            for own in method.optimizers():  # attention gradients are scaled too under fp16
-                self.scaler.unscale_(own)
-            overflow = self._fp16_overflow(method)
-            if not overflow:  # the scaler skips this step: so does the method
-                method.after_backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.weight_params, config.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if overflow:
-                method.zero_grad()
-            else:
-                method.step()
+            training_step(model, method, self.optimizer, images, labels, scaler=self.scaler,
+                          grad_clip=config.grad_clip, loss_fn=task_loss_fn, amp_dtype=amp_dtype,
+                          check_loss=functools.partial(self._check_loss, step=step))
+            logits, task_loss = seen_outputs["logits"], seen_outputs["loss"]
             loss_sum += task_loss.detach() * labels.numel()
             correct += (logits.argmax(1) == labels).sum()
             seen += 1
@@ -310,6 +152,14 @@ class Trainer:
         samples = min(samples, math.ceil(len(self.data.train) / self.dist.world_size))
         return {"train_loss": float(loss_sum) / samples, "train_accuracy": float(correct) / samples}
 
+    def _check_loss(self, loss: Tensor, step: int) -> None:
+        if not self._finite_on_every_rank(loss):
+            raise TrainingError(
+                f"loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {step}; "
+                f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch}). "
+                "Lower lr (or method.attention_lr), set grad_clip, or use amp=none, "
+                "then --resume")
+
     def _finite_on_every_rank(self, loss: Tensor) -> bool:
         """Is the loss finite on every rank (so that all ranks stop together)?"""
         finite = torch.isfinite(loss.detach()).float()
@@ -318,16 +168,6 @@ class Trainer:
 
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         return bool(finite > 0)
-
-    def _fp16_overflow(self, method: SparseMethod) -> bool:
-        """Did the fp16 loss scale overflow this step (inf/NaN gradients)?"""
-        if not self.scaler.is_enabled():
-            return False
-        found = 0.0
-        for optimizer in [self.optimizer, *method.optimizers()]:
-            found += sum(float(v) for v in
-                         self.scaler._found_inf_per_device(optimizer).values())
-        return found > 0
 
     # -- the whole run -------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -377,11 +217,13 @@ class Trainer:
         return report
 
     def _maybe_keep_best(self, record: dict[str, Any]) -> None:
-        """With a validation split: keep the best-validation model once the ramp is done."""
+        """With a validation split: keep the best-validation model once the method's schedule
+        is done (:meth:`~aswl.methods.SparseMethod.schedule_done`), so it is never a model
+        that ``finish()`` would still have to prune."""
         if self.config.select != "best_val":
             return
-        ramp_done = self.epoch * self.per_epoch >= self.method.config.ramp_end * self.total_steps
-        if ramp_done and record["val_accuracy"] > self.best_val:
+        done = self.method.schedule_done(self.epoch * self.per_epoch)
+        if done and record["val_accuracy"] > self.best_val:
             self.best_val = record["val_accuracy"]
             save_checkpoint(self.state(), self.out_dir / "checkpoints" / "best.pt")
 

@@ -1,0 +1,306 @@
+"""Configuration: the run config (:class:`Config`, YAML file first, ``--set key=value``
+overrides, then validation) and the machinery the method configs share.
+
+Everything is checked before training starts: an unknown key, a value of the wrong type or out
+of range stops the run with a message naming the field and the values it may take.
+
+One filler (:func:`build_config`: typed dataclass from a dict, nested sections included), one
+checker (:func:`check`), one comparison (:func:`config_diff`) with one list of the settings a
+run may change when it is resumed (:data:`RESUMABLE_KEYS`). Errors are :class:`ConfigError`
+with a one-line message naming the field and what it may be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the allowed values."""
+
+
+def check(ok: bool, name: str, value: Any, allowed: str, prefix: str = "method.") -> None:
+    """Raise a :class:`ConfigError` saying which field is wrong and what it may be.
+
+    ``prefix`` is the section the field lives in (method options by default; ``""`` for the
+    top level of the run config).
+    """
+    if not ok:
+        raise ConfigError(f"{prefix}{name} = {value!r} is invalid: expected {allowed}")
+
+
+def coerce_value(value: Any, hint: Any, name: str) -> Any:
+    """Check ``value`` against a field's type hint, converting int to float where asked."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce_value(value, option, name)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any:
+        return value
+    check_type = origin or hint
+    if check_type is float and isinstance(value, float):
+        return value
+    if check_type in (int, str, bool, list, dict):
+        if isinstance(value, check_type) and not (check_type is int and isinstance(value, bool)):
+            return value
+    raise ConfigError(f"{name} = {value!r} has the wrong type: expected "
+                      f"{getattr(hint, '__name__', hint)}")
+
+
+def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "method.") -> T:
+    """The one filler: a typed dataclass from a dict, validated.
+
+    Unknown keys and values of the wrong type are errors that name the field (``prefix`` +
+    key); a field whose type is itself a dataclass is filled from a nested mapping. The
+    result's ``validate()`` runs when it has one.
+    """
+    names = [f.name for f in dataclasses.fields(config_class)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        if prefix == "method.":
+            raise ConfigError(f"unknown method option(s) {unknown} for "
+                              f"{config_class.__name__}; valid: {sorted(names)}")
+        where = f"in section {prefix.rstrip('.')!r} " if prefix else ""
+        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]} {where}"
+                          f"; valid keys: {[prefix + n for n in names]}")
+    hints = typing.get_type_hints(config_class)
+    kwargs = {}
+    for key, value in values.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{key} must be a mapping of its own keys")
+            kwargs[key] = build_config(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = coerce_value(value, hint, prefix + key)
+    config = config_class(**kwargs)
+    if hasattr(config, "validate"):
+        config.validate()
+    return config
+
+
+NEUTRAL_KEYS: frozenset[str] = frozenset({"progress", "device", "checkpoint_every"})
+"""Settings that never change a run's result (a finished run with other values is reused)."""
+RESUMABLE_KEYS: frozenset[str] = NEUTRAL_KEYS | {
+    "lr", "lr_schedule", "lr_milestones", "lr_gamma", "warmup_epochs", "grad_clip", "epochs"}
+"""Settings a run may change when it is resumed (e.g. a lower lr after a divergence, more
+epochs); any other difference makes ``--resume`` refuse."""
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any],
+                allowed: frozenset[str] = RESUMABLE_KEYS) -> list[str]:
+    """Sorted dotted keys whose values differ between two config dicts, except ``allowed``."""
+    changed: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        if key in allowed:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{key}.{sub}" for sub in config_diff(a, b, frozenset())]
+        elif a != b:
+            changed.append(key)
+    return changed
+
+
+# --------------------------------------------------------------------------- the run config
+@dataclass
+class DataConfig:
+    root: str | None = None
+    """Folder with the dataset files (default: the loader's standard place)."""
+    download: bool = False
+    """Download missing files where a network exists."""
+    val_fraction: float = 0.0
+    """Hold out this fraction of the training set for validation."""
+    limit_train: int | None = None
+    """Keep only the first N training samples (quick runs, tests)."""
+    limit_test: int | None = None
+    augment: bool = True
+    workers: int = 0
+    """DataLoader worker processes (file-backed datasets such as ImageNet)."""
+    image_size: int = 224
+
+
+@dataclass
+class Config:
+    model: str = "lenet300"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist-embedded"
+    data: DataConfig = field(default_factory=DataConfig)
+    method: dict[str, Any] = field(
+        default_factory=lambda: {"name": "aswl", "target_sparsity": 0.95})
+    """``name`` plus the method's own options (see ``aswl methods``)."""
+    epochs: int = 20
+    batch_size: int = 64
+    """Per-process batch; under DDP the global batch is batch_size * world_size."""
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    """L2 on the parameters the method does not regularise itself (ASWL: its lambda)."""
+    optimizer: str = "sgd"
+    lr_schedule: str = "cosine"
+    """``cosine``, ``step`` (times lr_gamma at each of lr_milestones) or ``constant``."""
+    lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    """Fractions of training at which the step schedule multiplies the lr by lr_gamma."""
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    grad_clip: float | None = None
+    """Clip the global gradient norm of the weights to this value (None: no clipping)."""
+    seed: int = 0
+    device: str = "auto"
+    """``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:N``."""
+    amp: str = "none"
+    """Mixed precision for the forward pass: ``none``, ``bf16`` or ``fp16`` (with a scaler)."""
+    select: str = "last"
+    """Model reported on test: ``last`` or ``best_val`` (needs data.val_fraction > 0)."""
+    checkpoint_every: int = 1
+    progress: bool = True
+
+    def validate(self) -> None:
+        def need(ok: bool, name: str, allowed: str) -> None:
+            check(ok, name, _get(self, name), allowed, prefix="")
+
+        need(self.epochs >= 1, "epochs", "an integer >= 1")
+        need(self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(self.lr > 0, "lr", "a number > 0")
+        need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
+        need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        need(self.optimizer in ("sgd", "adam", "adamw"), "optimizer", "'sgd', 'adam' or 'adamw'")
+        need(self.lr_schedule in ("cosine", "step", "constant"), "lr_schedule",
+             "'cosine', 'step' or 'constant'")
+        need(all(0 < m < 1 for m in self.lr_milestones), "lr_milestones",
+             "fractions of training in (0, 1)")
+        need(self.warmup_epochs >= 0, "warmup_epochs", "a number >= 0")
+        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "null or a number > 0")
+        need(self.amp in ("none", "bf16", "fp16"), "amp", "'none', 'bf16' or 'fp16'")
+        need(self.select in ("last", "best_val"), "select", "'last' or 'best_val'")
+        need(self.select == "last" or self.data.val_fraction > 0, "select",
+             "'last' unless data.val_fraction > 0")
+        need(0 <= self.data.val_fraction < 1, "data.val_fraction", "a fraction in [0, 1)")
+        need(self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1")
+        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+             "device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        self.method_config()  # validates the method section
+        _check_names(self)
+
+    def method_name(self) -> str:
+        name = self.method.get("name")
+        if not isinstance(name, str):
+            raise ConfigError("method.name is missing: set e.g. method.name=aswl "
+                              "(see `aswl methods`)")
+        return name
+
+    def method_config(self) -> Any:
+        """The method's typed, validated config (``aswl.methods.MethodConfig`` subclass)."""
+        from aswl.methods import get_method
+
+        cls = get_method(self.method_name())
+        options = {k: v for k, v in self.method.items() if k != "name"}
+        return build_config(cls.config_class, options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_names(config: Config) -> None:
+    from aswl.data import list_datasets
+    from aswl.models import list_models
+
+    if config.dataset not in list_datasets():
+        raise ConfigError(f"dataset = {config.dataset!r} is unknown; available: "
+                          f"{', '.join(list_datasets())}")
+    if ":" not in config.model and config.model.lower() not in list_models():
+        raise ConfigError(f"model = {config.model!r} is unknown; available: "
+                          f"{', '.join(list_models())} (or tv:NAME / timm:NAME)")
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value parsed as YAML: numbers, booleans, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set epochs=5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: the key is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from err
+    return key.split("."), value
+
+
+def apply_override(values: dict[str, Any], path: list[str], value: Any) -> None:
+    if path == ["method"] and isinstance(value, str):
+        values["method"] = {"name": value}  # switching method drops the old method's options
+        return
+    node = values
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping; a clear ConfigError for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {err}") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {str(path)!r} must hold a mapping of keys")
+    return loaded
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults <- YAML file <- ``--set`` overrides; validated."""
+    values: dict[str, Any] = Config().to_dict()
+    if path is not None:
+        loaded = read_yaml_mapping(path, "config file")
+        if isinstance(loaded.get("method"), str):
+            loaded["method"] = {"name": loaded["method"]}
+        _merge(values, loaded)
+    for text in overrides:
+        apply_override(values, *parse_override(text))
+    return build_config(Config, values, prefix="")
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "method":
+            _merge(base[key], value)
+        else:
+            base[key] = value
