@@ -30,6 +30,9 @@ def test_cli_train_writes_everything(tmp_path, capsys):
                 "dense_bytes", "sparse_bytes", "layers"):
         assert key in report
     assert report["global_sparsity"] == pytest.approx(0.9, abs=3 / 266200 + 1e-9)
+    # aswl freezes its masks at the end of the ramp: finalize changes nothing
+    assert report["mask_changes_at_finalize"] == 0
+    assert report["test_accuracy_before_finalize"] == pytest.approx(report["test_accuracy"])
     assert report["sparse_bytes"] < report["dense_bytes"] / 4
     assert {"name", "numel", "nonzero", "sparsity", "attention"} <= set(report["layers"][0])
     # zeros in place in the exported file

@@ -234,7 +234,14 @@ class Trainer:
             best = load_checkpoint(self.out_dir / "checkpoints" / "best.pt", self.device)
             self.model.load_state_dict(best["model"])
             self.method.load_state_dict(best["method"])
+        # the model as trained, before finalize() sets its final masks: their accuracy gap
+        # is what finalize costs (a method that freezes its masks changes nothing here)
+        before_masks = {name: m.mask.clone() for name, m in self.method.masks.items()}
+        before_accuracy = evaluate(self.model, self.data.test, config.batch_size, self.device,
+                                   self.dist, config.data.workers)
         self.method.finalize()
+        changed = sum(int((m.mask != before_masks[name]).sum())
+                      for name, m in self.method.masks.items())
         plain = self.method.export()
         names = list(self.method.layers)
         test_accuracy = evaluate(plain, self.data.test, config.batch_size, self.device,
@@ -247,6 +254,8 @@ class Trainer:
             "seed": config.seed, "epochs": config.epochs,
             "target_sparsity": getattr(self.method.config, "target_sparsity", None),
             "test_accuracy": test_accuracy,
+            "test_accuracy_before_finalize": before_accuracy,
+            "mask_changes_at_finalize": changed,
             "val_accuracy": (evaluate(plain, self.data.val, config.batch_size, self.device,
                                       self.dist) if self.data.val is not None else None),
             "global_sparsity": 1 - nonzero / max(1, total),
@@ -268,6 +277,8 @@ class Trainer:
                          f"{config.method_name()} / {config.model} / {config.dataset}")
             except Exception as err:  # a plot must never lose a finished run
                 log.warning("could not draw training.png: %s", err)
+            log.info("finalize changed %d mask entries; test accuracy %.2f%% before it",
+                     changed, 100 * before_accuracy)
             log.info("final layers:\n%s", format_table(layers))
             log.info("test accuracy %.2f%%, global sparsity %.2f%%, %d -> %d bytes, wrote %s",
                      100 * test_accuracy, 100 * report["global_sparsity"],
