@@ -1,23 +1,18 @@
-"""ASWL ablation: which part of the method does the work, at one target sparsity.
+"""ASWL ablation: what each part of the method adds, at one target sparsity.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablation.py \\
         --config configs/fashion_lenet300.yaml --sparsity 0.98 --seeds 0,1,2 --out runs/ablation
 
-Variants (each a set of ``--set`` overrides on the base config; all share epochs, data order,
-optimiser and schedule):
-
-* ``aswl``: the default (target mode, loss-aware estimator, masks every 16 steps).
-* ``uniform split``: the same machinery with the attentions frozen (attention_lr 0): every
-  layer at the same sparsity, i.e. DPF with ASWL's projection.
-* ``paper estimator``: target mode, but the attentions learn only through equation 1 (output
-  scaling) as in the paper.
-* ``masks every step``: mask_interval 1 (the paper's cadence).
-* ``eq. 3 decay``: lambda * sum(w_hat^2) on the sparse weights instead of the optimiser's
-  decay on the dense weights.
-* ``aswl_paper gamma=G``: the published mechanism (no target): the sparsity it reaches.
+Each variant changes one thing from the default ``aswl`` (target variant: no per-layer cap and
+one weight per output unit at least, masks every step from a sampled threshold, attentions
+about 512 times over the ramp from the first-order estimator accumulated in between, uniform
+start, masks and attentions frozen at the end of the ramp, the optimiser's decay on the dense
+weights). All share epochs, data order, optimiser and schedule. ``--variants`` picks some by
+name (comma list); the paper variant's rows are ``aswl_paper gamma=G``.
 
 Finished runs (``report.json``) are reused, so an interrupted ablation continues. Prints a
-Markdown table: mean ± std test accuracy, achieved sparsity, per-layer sparsity of seed 0.
+Markdown table: mean ± std test accuracy, what finalize() cost (accuracy before it minus
+after), the achieved sparsity and the per-layer sparsity of the first seed.
 """
 
 from __future__ import annotations
@@ -31,13 +26,28 @@ from pathlib import Path
 from aswl.train import load_config, train
 
 VARIANTS: dict[str, list[str]] = {
-    "aswl": [],
-    "uniform split": ["method.attention_lr=0"],
-    "paper estimator": ["method.estimator=paper", "method.scale_output=true"],
-    "masks every step": ["method.mask_interval=1"],
-    "eq. 3 decay": ["method.weight_decay=2.5e-4"],
+    "aswl (default)": [],
+    "uniform split (attention_lr 0)": ["method.attention_lr=0"],
+    "0.99 cap, one weight per layer (the paper's floor)": ["method.max_ratio=0.99",
+                                                            "method.min_kept=1"],
+    "no accumulation (estimate on the attention step only)": ["method.accumulate=false"],
+    "attentions every 16 steps (the old cadence)": ["method.attention_interval=16"],
+    "second-order saliency": ["method.saliency=second_order"],
+    "ERK prior": ["method.prior=erk"],
+    "no freeze (masks move to the end; finalize recomputes them)": [
+        "method.freeze_after_ramp=false"],
+    "exact top-k masks every step": ["method.exact_masks=true"],
+    "masks every 16 steps": ["method.mask_interval=16"],
+    "paper estimator (eq. 1 gradient only)": ["method.estimator=paper",
+                                              "method.scale_output=true"],
+    "eq. 3 decay (on the sparse weights)": ["method.weight_decay=2.5e-4"],
 }
 PAPER_GAMMAS = (0.1, 1.0)
+
+
+def slug(name: str) -> str:
+    keep = "".join(c if c.isalnum() else "_" for c in name.split(" (")[0])
+    return keep.strip("_").lower()
 
 
 def main() -> None:
@@ -47,6 +57,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--set", nargs="*", default=[], help="extra base overrides")
+    parser.add_argument("--variants", help="comma list of variant names (default: all)")
     parser.add_argument("--no-train", action="store_true",
                         help="train nothing: the table of the runs finished so far")
     args = parser.parse_args()
@@ -57,11 +68,17 @@ def main() -> None:
         for name, extra in VARIANTS.items()}
     for gamma in PAPER_GAMMAS:
         runs[f"aswl_paper gamma={gamma}"] = ["method=aswl_paper", f"method.gamma={gamma}"]
+    if args.variants:
+        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = [v for v in wanted if not any(n.startswith(v) for n in runs)]
+        if unknown:
+            parser.error(f"unknown variant(s) {unknown}; known: {sorted(runs)}")
+        runs = {n: o for n, o in runs.items() if any(n.startswith(v) for v in wanted)}
     rows = []
     for name, overrides in runs.items():
         reports = []
         for seed in seeds:
-            out = args.out / f"{name.replace(' ', '_').replace('=', '')}-seed{seed}"
+            out = args.out / f"{slug(name)}-seed{seed}"
             if not (out / "report.json").is_file():
                 if args.no_train:
                     continue
@@ -72,15 +89,18 @@ def main() -> None:
         if not reports:
             continue
         accuracy = [100 * r["test_accuracy"] for r in reports]
+        gap = [100 * (r.get("test_accuracy_before_finalize", r["test_accuracy"])
+                      - r["test_accuracy"]) for r in reports]
         sparsity = [100 * r["global_sparsity"] for r in reports]
-        spread = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
+        spread = f"{statistics.stdev(accuracy):.2f}" if len(accuracy) > 1 else "n = 1"
         layers = " / ".join(f"{100 * layer['sparsity']:.1f}" for layer in reports[0]["layers"])
-        rows.append(f"| {name} | {statistics.mean(accuracy):.2f} ± {spread:.2f} | "
-                    f"{len(reports)} | {statistics.mean(sparsity):.2f} | {layers} |")
-    print(f"\nTarget {args.sparsity:.0%}, seeds {args.seeds}, config {args.config}\n")
-    print("| variant | test accuracy (%) | seeds | global sparsity (%) | "
-          "per-layer sparsity, first seed (%) |")
-    print("|---|---|---|---|---|")
+        rows.append(f"| {name} | {statistics.mean(accuracy):.2f} ± {spread} | "
+                    f"{statistics.mean(gap):+.2f} | {len(reports)} | "
+                    f"{statistics.mean(sparsity):.2f} | {layers} |")
+    print(f"\nTarget {args.sparsity:.1%}, seeds {args.seeds}, config {args.config}\n")
+    print("| variant | test accuracy (%) | finalize cost (points) | seeds | "
+          "global sparsity (%) | per-layer sparsity, first seed (%) |")
+    print("|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
