@@ -152,3 +152,19 @@ def test_state_round_trip_keeps_frozen_and_statistic():
     train(method, model, 10)
     other.load_state_dict(method.state_dict())
     assert other.frozen
+
+
+def test_masks_follow_the_weights_every_step_at_the_last_threshold():
+    model = mlp()
+    method = create_method("aswl", model, total_steps=100, target_sparsity=0.9,
+                           count_interval=4, attention_interval=50)
+    train(method, model, 8)  # step 8: a count update
+    thresholds = {name: float(t) for name, t in method._thresholds.items()}
+    train(method, model, 1)  # step 9: same thresholds, masks follow the moved weights
+    assert {name: float(t) for name, t in method._thresholds.items()} == thresholds
+    for name, module in method.layers.items():
+        weight = module.parametrizations.weight.original.detach()
+        expected = weight.abs() >= thresholds[name]
+        assert torch.equal(method.masks[name].mask, expected)
+    train(method, model, 3)  # step 12: counts and thresholds recomputed
+    assert {name: float(t) for name, t in method._thresholds.items()} != thresholds

@@ -106,6 +106,10 @@ class ASWLConfig(MethodConfig):
     in the target variant, 1 in the paper variant."""
     band: float = 0.05
     """Fraction of a layer's weights around its threshold used by the loss-aware estimator."""
+    count_interval: int = 4
+    """During the ramp (``exact_masks=false``), each layer's kept count and threshold are
+    recomputed every this many steps; the mask updates in between re-threshold the moved
+    weights at the layer's last threshold (one comparison per weight)."""
     exact_masks: bool = False
     """True: exact top-k masks at every update. False: during the ramp, a threshold from a
     fixed sample of each large layer (cheap; the count is approximate); exact from the end of
@@ -133,6 +137,8 @@ class ASWLConfig(MethodConfig):
               "attention_interval", self.attention_interval, "null or an integer >= 1")
         check(self.estimator in ("auto", "paper", "loss_aware"), "estimator", self.estimator,
               "'auto', 'paper' or 'loss_aware'")
+        check(self.count_interval >= 1, "count_interval", self.count_interval,
+              "an integer >= 1")
         check(self.saliency in ("first_order", "second_order"), "saliency", self.saliency,
               "'first_order' or 'second_order'")
         check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
@@ -166,6 +172,8 @@ class ASWL(SparseMethod):
         super().__init__(model, config, total_steps, **overrides)
         cfg = self.config
         self._bands: dict[str, tuple[Tensor, Tensor]] = {}
+        self._thresholds: dict[str, Tensor] = {}
+        """Each layer's magnitude threshold at its last kept-count update."""
         self.frozen = False
         self.paper_estimator = cfg.estimator == "paper" or (
             cfg.estimator == "auto" and cfg.variant == "paper")
@@ -311,11 +319,18 @@ class ASWL(SparseMethod):
         """
         if exact is None:
             exact = self.config.exact_masks or self._ramp_done()
-        densities = self.layer_densities()
-        half = self.config.band / 2
         # the estimator's bands: refreshed at the start of each attention interval
         bands = not self.paper_estimator and (
             not self._bands or self.step_count % self.attention_interval == 0)
+        if not (exact or bands or len(self._thresholds) < len(self.layers)
+                or self.step_count % self.config.count_interval == 0):
+            with torch.no_grad():  # the weights moved: the same thresholds, new masks
+                for name, module in self.layers.items():
+                    torch.ge(dense_weight(module).detach().abs(), self._thresholds[name],
+                             out=self.masks[name].mask)
+            return
+        densities = self.layer_densities()
+        half = self.config.band / 2
         with torch.no_grad():
             for name, module in self.layers.items():
                 numel = self.numels[name]
@@ -329,10 +344,13 @@ class ASWL(SparseMethod):
                 if exact or keep >= numel or (index is not None
                                              and kept_in_sample < MIN_SAMPLED_KEPT):
                     buffer.copy_(topk_mask(magnitude, keep))
+                    threshold = magnitude.masked_fill(~buffer, float("inf")).min()
                 else:
                     sample = flat if index is None else flat[index]
                     rank = min(size, max(1, size - round(kept_in_sample) + 1))
-                    torch.ge(magnitude, torch.kthvalue(sample, rank).values, out=buffer)
+                    threshold = torch.kthvalue(sample, rank).values
+                    torch.ge(magnitude, threshold, out=buffer)
+                self._thresholds[name] = threshold
                 self.kept[name] = keep
                 if bands:
                     sample = self._sample(name, flat).float()
@@ -504,6 +522,7 @@ class ASWL(SparseMethod):
         return {**super().state_dict(), "attention_optimizer": self.optimizer.state_dict(),
                 "bands": {k: [float(v[0]), float(v[1])] for k, v in self._bands.items()},
                 "frozen": self.frozen,
+                "thresholds": {k: float(v) for k, v in self._thresholds.items()},
                 "statistic": [self._stat_sum.cpu().tolist(), self._stat_count.cpu().tolist()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -514,6 +533,8 @@ class ASWL(SparseMethod):
                            torch.tensor(float(v[1]), device=device))
                        for k, v in state.get("bands", {}).items()}
         self.frozen = bool(state.get("frozen", False))
+        self._thresholds = {k: torch.tensor(float(v), device=dense_weight(self.layers[k]).device)
+                            for k, v in state.get("thresholds", {}).items()}
         if "statistic" in state:
             total, count = state["statistic"]
             self._stat_sum = torch.tensor(total, dtype=torch.float32, device=device)
