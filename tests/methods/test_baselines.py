@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aswl.methods import ConfigError, SparseMethod, create_method, training_step
-from aswl.methods.rigl import RigL, erk_densities
+from aswl.methods.rigl import RigL
 from aswl.sparse import dense_weight, keep_count
+from aswl.sparse.allocation import erk_densities
 
 FROZEN = ["magnitude", "imp", "gmp", "gmp_global", "snip", "rigl"]
 

@@ -37,6 +37,7 @@ from aswl.methods.base import (
     register_method,
 )
 from aswl.sparse import dense_weight, keep_count, masked_weight, topk_mask
+from aswl.sparse.allocation import erk_densities
 
 log = logging.getLogger(__name__)
 
@@ -252,15 +253,17 @@ class ASWL(SparseMethod):
                 f"method.min_kept to a smaller number")
 
     def _init_from_erk(self) -> None:
-        """Attentions whose raw densities follow the ERK split (Evci et al. 2020)."""
-        scores = torch.tensor([sum(dense_weight(m).shape) / dense_weight(m).numel()
-                               for m in self.layers.values()], dtype=torch.float64)
-        density = scores / scores.max() * (
-            1.0 - (1.0 - self.config.init_attention) ** self.config.alpha)
-        attention = 1.0 - (1.0 - density) ** (1.0 / self.config.alpha)
+        """Attentions whose raw densities follow the ERK split (Evci et al. 2020) at the
+        target, scaled so that the densest layer starts at ``init_attention``."""
+        shapes = {name: tuple(m.weight.shape) for name, m in self.layers.items()}
+        erk = erk_densities(shapes, 1.0 - self.config.target_sparsity)
+        top = max(erk.values())
+        start = 1.0 - (1.0 - self.config.init_attention) ** self.config.alpha
         with torch.no_grad():
-            for name, value in zip(self.layers, attention.tolist()):
-                self.masks[name].attention.fill_(min(1.0, max(self.attention_floor, value)))
+            for name, value in erk.items():
+                density = value / top * start
+                attention = 1.0 - (1.0 - density) ** (1.0 / self.config.alpha)
+                self.masks[name].attention.fill_(min(1.0, max(self.attention_floor, attention)))
 
     def parameters(self) -> list[nn.Parameter]:
         return [self.masks[name].attention for name in self.layers]
