@@ -89,7 +89,7 @@ def main() -> None:
         ax.set_ylim(0, 100)
         ax.set_title(f"{args.title + ': ' if args.title else ''}per-layer sparsity at "
                      f"{100 * args.sparsity:g}%", fontsize=10)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.out, dpi=110)
