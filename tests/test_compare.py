@@ -138,8 +138,8 @@ def test_plan_shares_the_base_config() -> None:
     assert "alpha" not in dense and "target_sparsity" not in dense  # not a dense option
     assert runs[2].config.method == {"name": "aswl", "mask_interval": 4, "alpha": 2,
                                      "target_sparsity": 0.9}
-    with pytest.raises(ConfigError, match="aswl-0.995"):
-        plan_runs(base, Grid(methods=["aswl"], sparsities=[0.995], seeds=[0]))
+    with pytest.raises(ConfigError, match="aswl-1"):  # a bad run is named before any trains
+        plan_runs(base, Grid(methods=["aswl"], sparsities=[1.0], seeds=[0]))
 
 
 def test_summary_statistics() -> None:
