@@ -20,10 +20,10 @@ Checks (one row each in the table):
 - ``export``: the compact file of the main job reloads to the same logits, and the CSR
   inference model (``aswl.export.to_sparse_inference``) gives the dense logits.
 - ``bf16``: ResNet-20 under bf16 autocast (the first convolution's output must be bf16).
-- ``fp16``: ResNet-20 ``aswl_paper`` under fp16 autocast with a GradScaler started at a huge
-  scale, so that the first steps overflow: at least one step must be skipped, and on every
-  skipped step the method's step counter and attentions must stay unchanged (they must move on
-  the other steps).
+- ``fp16``: ResNet-20 ``aswl_paper`` under fp16 autocast with a GradScaler started at 2^24
+  (PyTorch's default: 2^16), so that the first steps overflow: at least one step must be
+  skipped, and on every skipped step the method's step counter and attentions must stay
+  unchanged (they must move on the other steps).
 - ``resume``: ResNet-20 cut after half of its epochs and resumed from the checkpoint equals an
   uninterrupted run, with the deterministic flags on (``torch.use_deterministic_algorithms``,
   cuDNN deterministic, ``CUBLAS_WORKSPACE_CONFIG``); the figure is the largest difference.
@@ -75,6 +75,9 @@ from aswl.models import create_model  # noqa: E402
 from aswl.train import Config, DataConfig, Trainer  # noqa: E402
 
 PASS, FAIL, INFO = "pass", "FAIL", "info"
+FP16_INIT_SCALE_LOG2 = 24
+"""The fp16 check starts the GradScaler at 2^24 (PyTorch's default is 2^16): the first steps
+overflow (fp16 holds at most 65504) and must be skipped."""
 
 
 @dataclass
@@ -258,7 +261,8 @@ class Checks:
         epochs = self.sizes.amp_epochs if model != "lenet300" else self.sizes.main_epochs
         trainer = self.trainer(self.config(model, "aswl_paper", epochs, amp="fp16"),
                                f"{model}_fp16")
-        scaler = RecordingScaler(self.device.type, trainer.method, init_scale=2.0 ** 40)
+        scaler = RecordingScaler(self.device.type, trainer.method,
+                                 init_scale=2.0 ** FP16_INIT_SCALE_LOG2)
         trainer.scaler = scaler
         report = trainer.fit()
         ok, figure = self.judge_training(trainer, report, "fp16")
@@ -277,8 +281,9 @@ class Checks:
             problems.append("the method's state changed on a skipped step")
         if not moved:
             problems.append("the method did not step on the other steps")
-        figure = (f"{len(skipped)} of {len(records)} steps skipped (scale 2^40 -> "
-                  f"2^{math.log2(scaler.get_scale()):.0f}), state frozen on skips, " + figure)
+        figure = (f"{len(skipped)} of {len(records)} steps skipped (scale "
+                  f"2^{FP16_INIT_SCALE_LOG2} -> 2^{math.log2(scaler.get_scale()):.0f}), "
+                  f"state frozen on skips, {figure}")
         if problems:
             figure += " -- " + "; ".join(problems)
         return ok and not problems, figure
