@@ -15,7 +15,9 @@ step) so that load changes, clocks and caches affect them alike. After ``--warmu
 Reported per (model, method, mask_interval): the median step (a typical step: with
 ``mask_interval`` k > 1 most steps skip the mask update) and the mean step (the amortised cost,
 mask updates included), each also as a ratio to dense. ``--mask-intervals`` takes integers and
-``default`` (the method's own default); dense ignores it.
+``default`` (the method's own default); dense ignores it. ``plain`` is the model with no
+method attached (no masks: plain PyTorch), the true dense cost; ``dense`` is the method that
+keeps every mask at one.
 
 Model shapes: ``name`` uses the model's native input (lenet5: 1x28x28, resnet20: 3x32x32), or
 ``name@CxHxW``. The batch is random data, the same for every variant of a model.
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aswl.config import Config
@@ -48,9 +51,10 @@ class Variant:
     model_name: str
     method: str
     mask_interval: int | None
-    """None: dense (not applicable)."""
+    """None: dense or plain (not applicable)."""
     model: nn.Module
-    sparse: SparseMethod
+    sparse: SparseMethod | None
+    """None: ``plain``, the model without any method attached (no masks at all)."""
     optimizer: torch.optim.Optimizer
     times: list[float]
 
@@ -64,8 +68,8 @@ def parse_model(spec: str) -> tuple[str, tuple[int, int, int]]:
 
 
 def mask_intervals(method: str, tokens: list[str]) -> list[int | None]:
-    """The distinct mask intervals to time for ``method`` (None for dense)."""
-    if method == "dense":
+    """The distinct mask intervals to time for ``method`` (None for dense and plain)."""
+    if method in ("dense", "plain"):
         return [None]
     default = {f.name: f for f in dataclasses.fields(get_method(method).config_class)}
     out: list[int | None] = []
@@ -82,6 +86,11 @@ def build_variant(model_name: str, shape: tuple[int, int, int], method: str,
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=10, input_shape=shape).to(device)
     model.train()
+    if method == "plain":
+        config = Config()
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+        return Variant(model_name, method, None, model, None, optimizer, [])
     kwargs = dict(options)
     if interval is not None:
         kwargs["mask_interval"] = interval
@@ -91,7 +100,13 @@ def build_variant(model_name: str, shape: tuple[int, int, int], method: str,
 
 
 def train_step(v: Variant, images: Tensor, labels: Tensor) -> None:
-    training_step(v.model, v.sparse, v.optimizer, images, labels)
+    if v.sparse is not None:
+        training_step(v.model, v.sparse, v.optimizer, images, labels)
+        return
+    loss = F.cross_entropy(v.model(images), labels)  # plain PyTorch: the true dense baseline
+    v.optimizer.zero_grad()
+    loss.backward()
+    v.optimizer.step()
 
 
 def bench_model(spec: str, methods: list[str], intervals: list[str], steps: int, warmup: int,
@@ -100,7 +115,7 @@ def bench_model(spec: str, methods: list[str], intervals: list[str], steps: int,
     total = warmup + steps
     variants = []
     for method in methods:
-        options = {} if method == "dense" else {"target_sparsity": sparsity}
+        options = {} if method in ("dense", "plain") else {"target_sparsity": sparsity}
         for interval in mask_intervals(method, intervals):
             variants.append(build_variant(name, shape, method, interval, total, device, options))
     generator = torch.Generator().manual_seed(0)
@@ -126,7 +141,7 @@ def table(variants: list[Variant]) -> str:
     for v in variants:
         by_model.setdefault(v.model_name, []).append(v)
     for model, group in by_model.items():
-        dense = next((v for v in group if v.method == "dense"), None)
+        dense = next((v for v in group if v.method == "dense"), None)  # the baseline
         base_median = statistics.median(dense.times) if dense else None
         base_mean = statistics.fmean(dense.times) if dense else None
         for v in group:
@@ -144,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="lenet5,resnet20",
                         help="comma list of model names, optionally name@CxHxW")
-    parser.add_argument("--methods", default="dense,aswl", help="comma list (dense = baseline)")
+    parser.add_argument("--methods", default="dense,aswl",
+                        help="comma list (dense = baseline; plain = no method attached)")
     parser.add_argument("--mask-intervals", default="1,16,default",
                         help="comma list of integers and/or 'default'")
     parser.add_argument("--steps", type=int, default=100, help="timed steps per variant")
