@@ -235,11 +235,15 @@ def compact_version(metadata: dict[str, str]) -> int | None:
     return 1 if "aswl_sparse_shapes" in metadata else None
 
 
-def load_compact_state(path: str | Path) -> dict[str, Tensor]:
-    """The dense state dict of a compact file (v1 or v2), pruned weights as exact zeros."""
-    tensors, metadata = read_safetensors(path, "compact model file")
+def load_state_file(path: str | Path, compact_only: bool = False) -> dict[str, Tensor]:
+    """The dense state dict of a model file: a compact file (v1 or v2, pruned weights as exact
+    zeros) or, unless ``compact_only``, a plain safetensors file."""
+    tensors, metadata = read_safetensors(path, "compact model file" if compact_only else
+                                         "model file")
     version = compact_version(metadata)
     if version is None:
+        if not compact_only:
+            return tensors
         raise ExportError(f"{str(path)!r} is a safetensors file but not an aswl compact file "
                           "(no aswl_compact_version metadata); load it as a plain model")
     if version not in (1, VERSION):
@@ -254,9 +258,19 @@ def load_compact_state(path: str | Path) -> dict[str, Tensor]:
                           "it again") from err
 
 
+def load_compact_state(path: str | Path) -> dict[str, Tensor]:
+    """The dense state dict of a compact file (v1 or v2), pruned weights as exact zeros."""
+    return load_state_file(path, compact_only=True)
+
+
 def load_compact(model: nn.Module, path: str | Path) -> nn.Module:
     """Fill ``model`` (same architecture, plain layers) from a compact file (v1 or v2)."""
-    state = load_compact_state(path)
+    return load_weights(model, path, compact_only=True)
+
+
+def load_weights(model: nn.Module, path: str | Path, compact_only: bool = False) -> nn.Module:
+    """Fill ``model`` from a compact or plain safetensors file (16-bit values are cast)."""
+    state = load_state_file(path, compact_only)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
