@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,18 @@ def compact_tensors(state: dict[str, Tensor], sparse_keys: Iterable[str],
         else:
             tensors[key] = value.detach().cpu().contiguous()
     metadata = {"aswl_compact_version": str(VERSION), "aswl_quantize": mode,
-                "aswl_layout": json.dumps(layout), "aswl_cast": json.dumps(cast)}
+                "aswl_layout": json.dumps(layout), "aswl_cast": json.dumps(cast),
+                "aswl_crc32": str(payload_crc32(tensors))}
     return tensors, metadata
+
+
+def payload_crc32(tensors: dict[str, Tensor]) -> int:
+    """CRC-32 of every tensor's bytes, in key order (detects corrupted payloads)."""
+    crc = 0
+    for key in sorted(tensors):
+        data = tensors[key].detach().contiguous().reshape(-1)
+        crc = zlib.crc32(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"", crc)
+    return crc
 
 
 def _legacy_tensors(state: dict[str, Tensor], sparse_keys: set[str]) -> tuple[dict, dict]:
@@ -194,6 +205,8 @@ def _decode_v1(tensors: dict[str, Tensor], metadata: dict[str, str]) -> dict[str
 
 
 def _decode_v2(tensors: dict[str, Tensor], metadata: dict[str, str]) -> dict[str, Tensor]:
+    if "aswl_crc32" in metadata and int(metadata["aswl_crc32"]) != payload_crc32(tensors):
+        raise CodecError("checksum mismatch: the tensor data was altered")
     layout = json.loads(metadata["aswl_layout"])
     cast = json.loads(metadata.get("aswl_cast", "{}"))
     state = {k: v for k, v in tensors.items() if "::" not in k}

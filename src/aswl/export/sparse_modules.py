@@ -120,7 +120,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         return model
     try:
-        from torch.fx.experimental.optimization import fuse
+        with warnings.catch_warnings():  # the import warns about torch.jit deprecations
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torch.fx.experimental.optimization import fuse
 
         return fuse(model, inplace=False)
     except Exception as err:  # untraceable control flow: keep BatchNorm as is
@@ -159,7 +161,7 @@ def time_pair(dense: nn.Module, sparse: nn.Module, x: Tensor,
     return statistics.median(dense_times), statistics.median(sparse_times)
 
 
-Timer = Callable[[nn.Module, nn.Module, Tensor], tuple[float, float]]
+Timer = Callable[[str, nn.Module, nn.Module, Tensor], tuple[float, float]]
 
 
 def _layer_inputs(model: nn.Module, names: list[str], example: Tensor) -> dict[str, Tensor]:
@@ -190,7 +192,7 @@ def to_sparse_inference(model: nn.Module, min_sparsity: float = 0.5,
     With ``example`` (a batch of the size you will run), each candidate is timed dense and
     sparse on its real input and replaced only where sparse is faster; the choices are in the
     returned model's ``sparse_choices`` (name -> dense_ms, sparse_ms, sparsity, sparse).
-    ``timer(dense, sparse, x)`` replaces :func:`time_pair` (tests). Without ``example``, every
+    ``timer(name, dense, sparse, x)`` replaces :func:`time_pair` (tests). Without ``example``, every
     candidate is replaced. For inference only (no gradients)."""
     model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
     candidates: dict[str, nn.Module] = {}
@@ -214,8 +216,8 @@ def to_sparse_inference(model: nn.Module, min_sparsity: float = 0.5,
             if name not in inputs:  # not reached by the example: leave it dense
                 continue
             x = inputs[name]
-            dense_ms, sparse_ms = (timer or (lambda d, s, t: time_pair(d, s, t, repeats)))(
-                module, sparse, x)
+            dense_ms, sparse_ms = (timer or (lambda n, d, s, t: time_pair(d, s, t, repeats)))(
+                name, module, sparse, x)
             choice.update(dense_ms=dense_ms, sparse_ms=sparse_ms, sparse=sparse_ms < dense_ms)
         choices[name] = choice
         if choice["sparse"]:
