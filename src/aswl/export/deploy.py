@@ -10,6 +10,7 @@ import argparse
 import copy
 import json
 import logging
+import random
 import statistics
 import tempfile
 import time
@@ -218,15 +219,19 @@ def _example(source: Source, batch: int) -> torch.Tensor:
 
 
 def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median ms of each function, called in turn ``repeats`` times after a warm-up."""
+    """Median ms of each function, called in turn ``repeats`` times after a warm-up; the
+    order is shuffled every round so that no function always runs after the same one (the
+    one before leaves the caches in its own state)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         for _ in range(3):
             fn()
+    order, shuffler = list(fns), random.Random(0)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        shuffler.shuffle(order)
+        for name in order:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append((time.perf_counter() - start) * 1000)
     return {name: statistics.median(values) for name, values in times.items()}
 
