@@ -7,7 +7,9 @@ and dense onnxruntime; plus the file sizes. The same tables as ``aswl bench``.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/inference.py --model resnet20 \\
         --sparsity 0.95 --batches 1,64        # random weights, magnitude-pruned per layer
 
-Timings are interleaved (dense, CSR, auto, onnxruntime, dense, ...) and reported as medians;
+Timings are interleaved (dense, CSR, auto, onnxruntime in a new random order each round) and
+reported as medians of the process CPU time with one thread (wall time counts the waits for a
+core on a shared machine; ``--clock wall`` uses it);
 ``--rounds`` repeats the whole measurement (new per-layer choice each time) and prints every
 round, so the spread on a busy machine is visible.
 """
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                        help="cpu time of the process (default with 1 thread) or wall time")
     parser.add_argument("--layers", action="store_true", help="print the per-layer choices")
     args = parser.parse_args()
     sources = [load_source(run) for run in args.run or []]
@@ -68,7 +72,7 @@ def main() -> None:
     for source in sources:
         speedups: dict[int, list[float]] = {b: [] for b in batches}
         for _ in range(args.rounds):
-            result = bench(source, batches, args.threads, args.repeats)
+            result = bench(source, batches, args.threads, args.repeats, args.clock)
             print(format_bench(result), "\n")
             if args.layers:
                 print(choices_table(result), "\n")

@@ -10,8 +10,6 @@ import argparse
 import copy
 import json
 import logging
-import random
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,7 +28,7 @@ from aswl.export.compact import (
     save_dense,
     tensor_bytes,
 )
-from aswl.export.sparse_modules import to_sparse_inference
+from aswl.export.sparse_modules import default_clock, interleaved_ms, to_sparse_inference
 
 log = logging.getLogger(__name__)
 FORMATS = ("compact", "safetensors", "onnx")
@@ -218,24 +216,6 @@ def _example(source: Source, batch: int) -> torch.Tensor:
     return torch.randn(batch, *source.input_shape, generator=generator)
 
 
-def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median ms of each function, called in turn ``repeats`` times after a warm-up; the
-    order is shuffled every round so that no function always runs after the same one (the
-    one before leaves the caches in its own state)."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    order, shuffler = list(fns), random.Random(0)
-    for _ in range(repeats):
-        shuffler.shuffle(order)
-        for name in order:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def _variants(models: dict[str, nn.Module], ort_session: Any,
               x: torch.Tensor) -> dict[str, Callable[[], Any]]:
     fns: dict[str, Callable[[], Any]] = {name: (lambda m=m: m(x)) for name, m in models.items()}
@@ -246,11 +226,12 @@ def _variants(models: dict[str, nn.Module], ort_session: Any,
     return fns
 
 
-def bench(source: Source, batches: list[int], threads: int = 1,
-          repeats: int = 100) -> dict[str, Any]:
+def bench(source: Source, batches: list[int], threads: int = 1, repeats: int = 100,
+          clock: str = "auto") -> dict[str, Any]:
     """Latency of the dense model, CSR for every pruned layer, the per-layer auto choice and
     dense onnxruntime, per batch size; and the sizes of each file format."""
     torch.set_num_threads(threads)
+    timer = {"cpu": time.process_time, "wall": time.perf_counter}.get(clock, default_clock())
     dense = source.model.eval()
     csr_all = to_sparse_inference(dense, min_sparsity=0.5, fold_bn=False)
     rows = []
@@ -274,7 +255,7 @@ def bench(source: Source, batches: list[int], threads: int = 1,
             auto = to_sparse_inference(dense, example=x)
             fns = _variants({"dense": dense, "csr": csr_all, "auto": auto}, ort_session, x)
             with torch.no_grad():
-                ms = interleaved_ms(fns, repeats)
+                ms = interleaved_ms(fns, repeats, timer)
                 diff = float((auto(x) - dense(x)).abs().max())
             sparse_layers = sum(c["sparse"] for c in auto.sparse_choices.values())
             rows.append({"batch": batch, **{f"{k}_ms": v for k, v in ms.items()},
@@ -282,6 +263,7 @@ def bench(source: Source, batches: list[int], threads: int = 1,
                          "sparse_layers": f"{sparse_layers}/{len(source.layer_names())}",
                          "choices": auto.sparse_choices})
     return {"model": source.model_name, "source": str(source.path), "threads": threads,
+            "clock": "cpu" if timer is time.process_time else "wall",
             "torch": torch.__version__, "rows": rows, "sizes": file_sizes,
             "dense_fp32_bytes": tensor_bytes(dense.state_dict().values())}
 
@@ -290,7 +272,7 @@ def format_bench(result: dict[str, Any]) -> str:
     """Markdown tables of :func:`bench`'s result."""
     has_ort = any("onnxruntime_ms" in row for row in result["rows"])
     lines = [f"{result['model']} ({result['source']}), torch {result['torch']}, "
-             f"{result['threads']} thread(s), median ms\n",
+             f"{result['threads']} thread(s), median {result['clock']} ms\n",
              "| batch | dense PyTorch | CSR, every pruned layer | auto (per layer) |"
              + (" onnxruntime dense |" if has_ort else "")
              + " auto vs dense | sparse layers | max abs diff |",
@@ -339,7 +321,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ExportError(f"--batch {args.batch!r}: give sizes like 1,64") from err
     if args.threads < 1 or any(b < 1 for b in batches) or args.repeats < 1:
         raise ExportError("--batch, --threads and --repeats must be positive")
-    result = bench(_load(args, with_data=True), batches, args.threads, args.repeats)
+    result = bench(_load(args, with_data=True), batches, args.threads, args.repeats, args.clock)
     print(format_bench(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
@@ -366,5 +348,8 @@ def add_commands(sub: Any) -> None:
     bench_parser.add_argument("--threads", type=int, default=1)
     bench_parser.add_argument("--repeats", type=int, default=100,
                               help="timed calls per variant (interleaved; median)")
+    bench_parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                              help="cpu: process CPU time (default with 1 thread; robust on a "
+                                   "shared machine), wall: elapsed time (default with more)")
     bench_parser.add_argument("--json", type=Path, help="also write the result as JSON")
     bench_parser.set_defaults(func=cmd_bench)

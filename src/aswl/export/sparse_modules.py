@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 import statistics
 import time
 import warnings
@@ -144,27 +145,38 @@ def _sparse_version(module: nn.Module) -> nn.Module | None:
     return None
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
+def default_clock() -> Callable[[], float]:
+    """CPU time of this process with one intra-op thread (on a shared machine wall time also
+    counts the time spent waiting for a core), wall time with several."""
+    return time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+
+
+def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int,
+                   clock: Callable[[], float] | None = None) -> dict[str, float]:
+    """Median ms of each function, called in turn ``repeats`` times after a warm-up; the
+    order is shuffled every round so that no function always runs after the same one (the
+    one before leaves the caches in its own state)."""
+    clock = clock or default_clock()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    order, shuffler = list(fns), random.Random(0)
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        shuffler.shuffle(order)
+        for name in order:
+            start = clock()
+            fns[name]()
+            times[name].append((clock() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def time_pair(dense: nn.Module, sparse: nn.Module, x: Tensor,
               repeats: int = 25) -> tuple[float, float]:
-    """Median ms of ``dense(x)`` and ``sparse(x)``, repeats interleaved after a warm-up."""
+    """Median ms of ``dense(x)`` and ``sparse(x)`` (:func:`interleaved_ms`)."""
     with torch.no_grad():
-        for _ in range(3):
-            dense(x)
-            sparse(x)
-        dense_times, sparse_times = [], []
-        for _ in range(repeats):
-            dense_times.append(_median_ms(lambda: dense(x), 1))
-            sparse_times.append(_median_ms(lambda: sparse(x), 1))
-    return statistics.median(dense_times), statistics.median(sparse_times)
+        ms = interleaved_ms({"dense": lambda: dense(x), "sparse": lambda: sparse(x)}, repeats)
+    return ms["dense"], ms["sparse"]
 
 
 Timer = Callable[[str, nn.Module, nn.Module, Tensor], tuple[float, float]]
