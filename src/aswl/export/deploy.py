@@ -135,7 +135,8 @@ class _OnnxModule(nn.Module):
 
 
 def _accuracy(model: nn.Module, test: Any) -> float:
-    from aswl.train.loop import Dist, evaluate
+    from aswl.train.data_loop import evaluate
+    from aswl.train.dist import Dist
 
     with torch.no_grad():
         return evaluate(model, test, 256, torch.device("cpu"), Dist())
