@@ -5,6 +5,8 @@
     aswl report DIR          the run's per-layer table
     aswl compare --methods dense,aswl --sparsities 0.9,0.95 --seeds 3 --out DIR
                              a grid of runs (resumable) and its summary table and plots
+    aswl export DIR|FILE --format compact|safetensors|onnx [--quantize ...] [--out FILE]
+    aswl bench DIR|FILE [--batch 1,64] [--threads N]
     aswl methods | models | datasets
 """
 
@@ -219,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--report-only", action="store_true",
                          help="train nothing: tables and plots of the runs finished so far")
     compare.set_defaults(func=cmd_compare)
+    from aswl.export.deploy import add_commands as add_export_commands
+
+    add_export_commands(sub)  # aswl export, aswl bench
     for name in ("methods", "models", "datasets"):
         sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list)
     return parser

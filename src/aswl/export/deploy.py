@@ -1,0 +1,356 @@
+"""``aswl export`` and ``aswl bench``: ship a pruned model small and run it fast.
+
+A *source* is a finished ``aswl train`` folder (its config gives the model and the test set)
+or a model file (plain or compact safetensors) with ``--model NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aswl.export.compact import (
+    ExportError,
+    check_quantize,
+    load_weights,
+    save_compact,
+    save_dense,
+    tensor_bytes,
+)
+from aswl.export.sparse_modules import default_clock, interleaved_ms, to_sparse_inference
+
+log = logging.getLogger(__name__)
+FORMATS = ("compact", "safetensors", "onnx")
+
+
+@dataclass
+class Source:
+    """A loaded model to export or benchmark."""
+
+    model: nn.Module
+    model_name: str
+    input_shape: tuple[int, ...]
+    path: Path
+    run_dir: Path | None = None
+    test: Any = None
+
+    @property
+    def dense_bytes(self) -> int:
+        """fp32 payload of every tensor (the reference for size ratios)."""
+        return sum(t.numel() * 4 if t.is_floating_point() else t.numel() * t.element_size()
+                   for t in self.model.state_dict().values())
+
+    def layer_names(self) -> list[str]:
+        return [name for name, module in self.model.named_modules()
+                if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+
+
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError as err:
+        raise ExportError(f"--input-shape {text!r}: give integers like 1,28,28") from err
+
+
+def load_source(path: Path, model_name: str | None = None, num_classes: int = 10,
+                input_shape: tuple[int, ...] | None = None, with_data: bool = True) -> Source:
+    """The model of a run folder (and its test set when ``with_data``) or of a model file."""
+    from aswl.models import create_model, default_input_shape
+
+    path = Path(path)
+    if path.is_dir():
+        from aswl.data import build_datasets
+        from aswl.train import load_config
+
+        if not (path / "config.yaml").is_file():
+            raise ExportError(f"{path} has no config.yaml: give an `aswl train` output folder, "
+                              "or a model file with --model NAME")
+        config = load_config(path / "config.yaml")
+        data = build_datasets(config.dataset, config.data.root, augment=False,
+                              val_fraction=config.data.val_fraction, seed=config.seed,
+                              limit_train=config.data.limit_train,
+                              limit_test=config.data.limit_test,
+                              image_size=config.data.image_size)
+        model = create_model(config.model, num_classes=data.num_classes,
+                             input_shape=data.input_shape, **config.model_args)
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            weights = path / "model.sparse.safetensors"
+        if not weights.is_file():
+            raise ExportError(f"{path} holds no model.safetensors: the run did not finish; "
+                              "resume it first")
+        load_weights(model, weights)
+        return Source(model.eval(), config.model, tuple(data.input_shape), weights, path,
+                      data.test if with_data else None)
+    if not path.is_file():
+        raise ExportError(f"{path} not found: give a run folder or a model file")
+    if path.suffix == ".onnx":
+        raise ExportError(f"{path} is ONNX: export from the run folder or a safetensors file")
+    if not model_name:
+        raise ExportError(f"{path} is a model file: name its architecture with --model NAME "
+                          "(see `aswl models`)")
+    shape = input_shape or default_input_shape(model_name)
+    model = create_model(model_name, num_classes=num_classes, input_shape=shape)
+    load_weights(model, path)
+    return Source(model.eval(), model_name, tuple(shape), path)
+
+
+# ------------------------------------------------------------------------------- export
+
+def default_out(source: Source, fmt: str, quantize: str) -> Path:
+    """runs/x/model.sparse.safetensors, model.sparse.kmeans5.safetensors, model.onnx, ..."""
+    base = (source.run_dir / "model") if source.run_dir else \
+        source.path.with_name(source.path.name.split(".")[0])
+    tag = {"compact": ".sparse", "safetensors": ".dense", "onnx": ""}[fmt]
+    tag += "" if quantize == "fp32" else f".{quantize}"
+    return Path(f"{base}{tag}.{'onnx' if fmt == 'onnx' else 'safetensors'}")
+
+
+class _OnnxModule(nn.Module):
+    """An onnxruntime session behind ``nn.Module`` (to score it like a PyTorch model)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        from aswl.export.onnx_export import session
+
+        self.session = session(path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from aswl.export.onnx_export import run_session
+
+        return torch.from_numpy(run_session(self.session, x.contiguous()))
+
+
+def _accuracy(model: nn.Module, test: Any) -> float:
+    from aswl.train.data_loop import evaluate
+    from aswl.train.dist import Dist
+
+    with torch.no_grad():
+        return evaluate(model, test, 256, torch.device("cpu"), Dist())
+
+
+def export_model(source: Source, fmt: str, quantize: str | None = None,
+                 out: Path | None = None, evaluate: bool = True) -> dict[str, Any]:
+    """Write ``source`` as ``fmt``; returns a row: file, bytes, ratio, test accuracy, note."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    mode = check_quantize(quantize)
+    if fmt == "safetensors" and mode not in ("fp32", "fp16", "bf16"):
+        raise ExportError(f"--quantize {mode} needs --format compact (safetensors stores "
+                          "fp32, fp16 or bf16)")
+    if fmt == "onnx" and mode != "fp32":
+        raise ExportError("ONNX export is fp32; quantize with --format compact")
+    out = Path(out) if out else default_out(source, fmt, mode)
+    if out.resolve() == source.path.resolve():
+        raise ExportError(f"--out {out} would overwrite the model being exported; choose "
+                          "another file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = source.model
+    note = ""
+    if fmt == "compact":
+        payload = save_compact(model, source.layer_names(), out, quantize=mode)
+    elif fmt == "safetensors":
+        plain = copy.deepcopy(model)
+        if mode != "fp32":
+            plain = plain.to({"fp16": torch.float16, "bf16": torch.bfloat16}[mode])
+        payload = save_dense(plain, out)
+    else:
+        from aswl.export.onnx_export import export_onnx
+
+        info = export_onnx(model, source.input_shape, out)
+        payload, note = info["bytes"], info["note"]
+        if info["sparse_initializers"]:
+            note = note or f"{info['sparse_initializers']} sparse initializers"
+    size = out.stat().st_size
+    row: dict[str, Any] = {
+        "file": str(out), "format": fmt, "quantize": mode, "bytes": size,
+        "payload_bytes": payload, "dense_fp32_bytes": source.dense_bytes,
+        "ratio": source.dense_bytes / size, "payload_ratio": source.dense_bytes / payload,
+        "test_accuracy": None, "note": note}
+    if evaluate and source.test is not None:
+        reloaded: nn.Module
+        if fmt == "onnx":
+            reloaded = _OnnxModule(out)
+        else:
+            reloaded = load_weights(copy.deepcopy(model), out)
+        row["test_accuracy"] = _accuracy(reloaded.eval(), source.test)
+    if source.run_dir is not None:
+        report_path = source.run_dir / "report.json"
+        if report_path.is_file():
+            report = json.loads(report_path.read_text())
+            report.setdefault("exports", {})[out.name] = row
+            report_path.write_text(json.dumps(report, indent=2))
+    return row
+
+
+def format_exports(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of export rows."""
+    lines = ["| file | format | values | bytes | vs dense fp32 | test accuracy | note |",
+             "|---|---|---|---:|---:|---:|---|"]
+    for row in rows:
+        accuracy = "-" if row["test_accuracy"] is None else f"{100 * row['test_accuracy']:.2f}%"
+        lines.append(f"| {row['file']} | {row['format']} | {row['quantize']} | "
+                     f"{row['bytes']:,} | {row['ratio']:.1f}x | {accuracy} | {row['note']} |")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------- bench
+
+def _example(source: Source, batch: int) -> torch.Tensor:
+    if source.test is not None and hasattr(source.test, "images") and \
+            len(source.test) >= batch:
+        return source.test.images[:batch].float().contiguous()
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, *source.input_shape, generator=generator)
+
+
+def _variants(models: dict[str, nn.Module], ort_session: Any,
+              x: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    fns: dict[str, Callable[[], Any]] = {name: (lambda m=m: m(x)) for name, m in models.items()}
+    if ort_session is not None:
+        from aswl.export.onnx_export import run_session
+
+        fns["onnxruntime"] = lambda: run_session(ort_session, x)
+    return fns
+
+
+def bench(source: Source, batches: list[int], threads: int = 1, repeats: int = 100,
+          clock: str = "auto") -> dict[str, Any]:
+    """Latency of the dense model, CSR for every pruned layer, the per-layer auto choice and
+    dense onnxruntime, per batch size; and the sizes of each file format."""
+    torch.set_num_threads(threads)
+    timer = {"cpu": time.process_time, "wall": time.perf_counter}.get(clock, default_clock())
+    dense = source.model.eval()
+    csr_all = to_sparse_inference(dense, min_sparsity=0.5, fold_bn=False)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = {"dense fp32 (safetensors)": Path(tmp, "d.safetensors"),
+                 "compact v2, lossless": Path(tmp, "c.safetensors")}
+        save_dense(dense, sizes["dense fp32 (safetensors)"])
+        save_compact(dense, source.layer_names(), sizes["compact v2, lossless"])
+        ort_session = None
+        try:
+            from aswl.export.onnx_export import export_onnx, session
+
+            export_onnx(dense, source.input_shape, Path(tmp, "m.onnx"))
+            sizes["ONNX, sparse initializers"] = Path(tmp, "m.onnx")
+            ort_session = session(Path(tmp, "m.onnx"), threads)
+        except ExportError as err:
+            log.info("no onnxruntime column: %s", err)
+        file_sizes = {name: path.stat().st_size for name, path in sizes.items()}
+        for batch in batches:
+            x = _example(source, batch)
+            auto = to_sparse_inference(dense, example=x)
+            fns = _variants({"dense": dense, "csr": csr_all, "auto": auto}, ort_session, x)
+            with torch.no_grad():
+                ms = interleaved_ms(fns, repeats, timer)
+                diff = float((auto(x) - dense(x)).abs().max())
+            sparse_layers = sum(c["sparse"] for c in auto.sparse_choices.values())
+            rows.append({"batch": batch, **{f"{k}_ms": v for k, v in ms.items()},
+                         "speedup": ms["dense"] / ms["auto"], "max_abs_diff": diff,
+                         "sparse_layers": f"{sparse_layers}/{len(source.layer_names())}",
+                         "choices": auto.sparse_choices})
+    return {"model": source.model_name, "source": str(source.path), "threads": threads,
+            "clock": "cpu" if timer is time.process_time else "wall",
+            "torch": torch.__version__, "rows": rows, "sizes": file_sizes,
+            "dense_fp32_bytes": tensor_bytes(dense.state_dict().values())}
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    """Markdown tables of :func:`bench`'s result."""
+    has_ort = any("onnxruntime_ms" in row for row in result["rows"])
+    lines = [f"{result['model']} ({result['source']}), torch {result['torch']}, "
+             f"{result['threads']} thread(s), median {result['clock']} ms\n",
+             "| batch | dense PyTorch | CSR, every pruned layer | auto (per layer) |"
+             + (" onnxruntime dense |" if has_ort else "")
+             + " auto vs dense | sparse layers | max abs diff |",
+             "|---:|---:|---:|---:|" + ("---:|" if has_ort else "") + "---:|---:|---:|"]
+    for row in result["rows"]:
+        ort = f" {row['onnxruntime_ms']:.3f} |" if has_ort else ""
+        lines.append(f"| {row['batch']} | {row['dense_ms']:.3f} | {row['csr_ms']:.3f} | "
+                     f"{row['auto_ms']:.3f} |{ort} {row['speedup']:.2f}x | "
+                     f"{row['sparse_layers']} | {row['max_abs_diff']:.1e} |")
+    lines += ["", "| file | bytes | vs dense fp32 |", "|---|---:|---:|"]
+    for name, size in result["sizes"].items():
+        lines.append(f"| {name} | {size:,} | {result['dense_fp32_bytes'] / size:.1f}x |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- command line
+
+def _source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path,
+                        help="an `aswl train` output folder, or a model file with --model")
+    parser.add_argument("--model", help="architecture of a model file (see `aswl models`)")
+    parser.add_argument("--num-classes", type=int, default=10,
+                        help="classes of a model file's model (default 10)")
+    parser.add_argument("--input-shape", help="C,H,W of a model file's input (default: the "
+                        "model's own)")
+
+
+def _load(args: argparse.Namespace, with_data: bool) -> Source:
+    return load_source(args.source, args.model, args.num_classes,
+                       _parse_shape(args.input_shape), with_data=with_data)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``aswl export``: write one file and print its size and test accuracy."""
+    source = _load(args, with_data=not args.no_eval)
+    row = export_model(source, args.format, args.quantize, args.out, evaluate=not args.no_eval)
+    print(format_exports([row]))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``aswl bench``: latency and file sizes as tables."""
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError as err:
+        raise ExportError(f"--batch {args.batch!r}: give sizes like 1,64") from err
+    if args.threads < 1 or any(b < 1 for b in batches) or args.repeats < 1:
+        raise ExportError("--batch, --threads and --repeats must be positive")
+    result = bench(_load(args, with_data=True), batches, args.threads, args.repeats, args.clock)
+    print(format_bench(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``export`` and ``bench`` to the ``aswl`` sub-command parser."""
+    export = sub.add_parser("export", help="write a run's model as a compact, safetensors or "
+                            "ONNX file (optionally quantized) and report size and accuracy")
+    _source_args(export)
+    export.add_argument("--format", choices=FORMATS, default="compact")
+    export.add_argument("--quantize", default="none",
+                        help="none (lossless), fp16, bf16, int8 (per-layer linear) or kmeans4 "
+                             "to kmeans8 (k-means codebook); int8/kmeans need --format compact")
+    export.add_argument("--out", type=Path, help="output file (default: next to the model)")
+    export.add_argument("--no-eval", action="store_true",
+                        help="do not score the exported file on the test set")
+    export.set_defaults(func=cmd_export)
+    bench_parser = sub.add_parser("bench", help="inference latency of dense vs sparse model "
+                                  "and file sizes, as tables")
+    _source_args(bench_parser)
+    bench_parser.add_argument("--batch", default="1,64", help="comma list (default 1,64)")
+    bench_parser.add_argument("--threads", type=int, default=1)
+    bench_parser.add_argument("--repeats", type=int, default=100,
+                              help="timed calls per variant (interleaved; median)")
+    bench_parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                              help="cpu: process CPU time (default with 1 thread; robust on a "
+                                   "shared machine), wall: elapsed time (default with more)")
+    bench_parser.add_argument("--json", type=Path, help="also write the result as JSON")
+    bench_parser.set_defaults(func=cmd_bench)
