@@ -277,9 +277,18 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} not found")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text (byte {err.start} is "
+                          f"{path.read_bytes()[err.start:err.start + 1]!r}); is it a YAML file? "
+                          "Save it as UTF-8") from err
+    except OSError as err:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {err.strerror or err}") from err
+    try:
+        loaded = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {err}") from err
+        reason = " ".join(str(err).split())  # one line
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {reason}") from err
     if not isinstance(loaded, dict):
         raise ConfigError(f"{what} {str(path)!r} must hold a mapping of keys")
     return loaded

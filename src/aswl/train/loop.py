@@ -176,6 +176,8 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(),
                                                                      sort_keys=False))
+            if self.epoch == 0:  # a fresh start: no metric lines of an earlier attempt
+                (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
         log.info("model %s on %s, %d prunable layers (%d weights), %d steps on %s",
                  config.model, config.dataset, len(self.method.layers),
                  self.method.total_numel, self.total_steps, self.device)
