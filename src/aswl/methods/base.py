@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from aswl.config import ConfigError, build_config, check, coerce_value
+from aswl.config import ConfigError, build_config, check, check_finite, coerce_value
 from aswl.sparse import (
     attach_masks,
     build_schedule,
@@ -85,6 +85,7 @@ class MethodConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""
+        check_finite(self)
         check(0.0 <= self.target_sparsity < 1.0, "target_sparsity", self.target_sparsity,
               "a fraction in [0, 1) (every layer keeps at least one weight)")
         check(self.mask_interval >= 1, "mask_interval", self.mask_interval, "an integer >= 1")
