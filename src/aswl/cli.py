@@ -65,14 +65,44 @@ def _stopped(out: Path, stop: KeyboardInterrupt) -> int:
     return 143 if isinstance(stop, Terminated) else 130
 
 
+def _resume_config(args: argparse.Namespace):
+    """``--resume``: the run's own config (from its checkpoint, else its config.yaml) with
+    ``--config`` and ``--set`` on top; only the settings a resume may change may differ."""
+    from aswl.config import RESUMABLE_KEYS, ConfigError, config_diff, load_config, read_yaml_mapping
+    from aswl.train import TrainingError, load_checkpoint
+
+    if args.out is None:
+        raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+    checkpoint, saved_yaml = args.out / "checkpoints" / "last.pt", args.out / "config.yaml"
+    if checkpoint.is_file():
+        source, saved = checkpoint, json.loads(load_checkpoint(checkpoint)["config"])
+    elif saved_yaml.is_file():
+        source, saved = saved_yaml, read_yaml_mapping(saved_yaml, "config file")
+    elif args.config is not None:
+        return load_config(args.config, args.set or [])  # nothing saved: start it as given
+    else:
+        raise TrainingError(
+            f"--resume: {args.out} has no checkpoint and no config.yaml, so the settings of "
+            "the run started there are unknown; start it again without --resume, with its "
+            "--config and --set (add --overwrite if the folder holds files)")
+    config = load_config(args.config, args.set or [], base=saved)
+    changed = config_diff(saved, config.to_dict())
+    if changed:
+        raise TrainingError(
+            f"--resume cannot change {', '.join(changed)} (the run in {source} has other "
+            f"values); a resume may change only {', '.join(sorted(RESUMABLE_KEYS))}. Start a "
+            "new run (another --out) to change the others")
+    return config
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from aswl.train import load_config, train
     from aswl.train.rundir import run_directory
 
-    config_path = args.config
-    if args.resume and config_path is None and args.out and (args.out / "config.yaml").is_file():
-        config_path = args.out / "config.yaml"  # continue with the run's own settings
-    config = load_config(config_path, args.set or [])
+    if args.resume:
+        config = _resume_config(args)
+    else:
+        config = load_config(args.config, args.set or [])
     out = args.out or _default_out(config)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     _setup_logging(None, args.verbose)
@@ -276,6 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``aswl`` command; returns the exit status."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # e.g. Ctrl-C while the libraries load, before any run started
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from aswl.data import DatasetError
     from aswl.export.compact import ExportError

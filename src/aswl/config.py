@@ -12,6 +12,7 @@ with a one-line message naming the field and what it may be.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -327,9 +328,13 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     return loaded
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults <- YAML file <- ``--set`` overrides; validated."""
+def load_config(path: str | Path | None = None, overrides: list[str] = (),
+                base: dict[str, Any] | None = None) -> Config:
+    """Defaults (or ``base``, e.g. a resumed run's own config) <- YAML file <- ``--set``
+    overrides; validated."""
     values: dict[str, Any] = Config().to_dict()
+    if base is not None:
+        _merge(values, copy.deepcopy(base))
     if path is not None:
         loaded = read_yaml_mapping(path, "config file")
         if isinstance(loaded.get("method"), str):

@@ -277,3 +277,127 @@ def test_report_on_a_damaged_report_json(tmp_path, capsys, content, says):
     assert main(["report", str(tmp_path)]) == 2
     line = error_line(capsys)
     assert says in line and "report.json" in line
+
+
+# ---------------------------------------------------------------- 2: resume trains the same run
+def test_resume_reads_the_runs_own_config_from_the_checkpoint(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "r"
+    original = Trainer.train_epoch
+
+    def interrupted(self):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    assert run(out, "seed=5", "method.target_sparsity=0.8") == 130
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    (out / "config.yaml").unlink()  # e.g. killed before it was written, or deleted
+    assert main(["train", "--out", str(out), "--resume"]) == 0  # no --set: all from the ckpt
+    report = json.loads((out / "report.json").read_text())
+    assert report["seed"] == 5 and report["epochs"] == 2
+    assert report["global_sparsity"] == pytest.approx(0.8, abs=1e-4)
+    assert report["dataset"] == "mnist-embedded" and report["prunable_weights"] == 266200
+    capsys.readouterr()
+    # a setting a resume may not change is refused, naming it
+    assert main(["train", "--out", str(out), "--resume", "--set", "seed=6", "batch_size=8"]) == 2
+    line = error_line(capsys)
+    assert "cannot change batch_size, seed" in line and "lr" in line
+
+
+def test_resume_without_checkpoint_or_config_refuses(tmp_path, capsys, epochs_trained):
+    out = tmp_path / "r"
+    out.mkdir()
+    assert main(["train", "--out", str(out), "--resume"]) == 2
+    assert "no checkpoint and no config.yaml" in error_line(capsys)
+    assert epochs_trained == []
+    assert main(["train", "--resume"]) == 2
+    assert "--resume needs --out" in error_line(capsys)
+
+
+def test_ctrl_c_while_starting_is_one_line(tmp_path, monkeypatch, capsys):
+    import aswl.train.rundir as rundir
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir, "run_directory", interrupted)
+    assert run(tmp_path / "r") == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip() == "interrupted"
+
+
+def test_ctrl_c_in_the_first_second_of_the_command(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "aswl", "train", "--out", str(tmp_path / "r")],
+                            env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"},
+                            stderr=subprocess.PIPE, text=True)
+    import time
+
+    time.sleep(0.5)  # the interpreter is up (aswl.cli is light); torch is still loading
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------- 4: NaN advice that works
+def test_nan_message_names_the_real_checkpoint_and_its_advice_works(tmp_path, monkeypatch,
+                                                                     capsys):
+    import aswl.train.loop as loop
+
+    out = tmp_path / "r"
+    real = loop.F.cross_entropy
+    state = {"epoch": 0, "lr": None}
+    original = Trainer.train_epoch
+
+    def tracking(self):
+        state["epoch"], state["lr"] = self.epoch, self.config.lr
+        return original(self)
+
+    def poisoned(logits, labels):
+        loss = real(logits, labels)
+        diverges = state["epoch"] >= state["from"] and state["lr"] == 0.05
+        return loss * float("nan") if diverges else loss
+
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(Trainer, "train_epoch", tracking)
+    state["from"] = 0  # diverges in epoch 1: no checkpoint exists
+    assert run(out, "epochs=3", "checkpoint_every=2") == 2
+    line = error_line(capsys)
+    assert "at epoch 1" in line and "no checkpoint was written yet" in line
+    assert "(epoch 0)" not in line
+    state["from"] = 2  # epoch 3 diverges; with checkpoint_every=2 the checkpoint is epoch 2
+    assert run(out, "epochs=3", "checkpoint_every=2", "--overwrite") == 2
+    line = error_line(capsys)
+    assert "at epoch 3" in line and "(epoch 2)" in line
+    command = line[line.index("aswl train"):line.index(" (a resume")].split()
+    assert command[-2:] == ["lr=0.005", "grad_clip=1.0"]
+    assert main(command[1:]) == 0  # the advice can be followed as printed
+    assert json.loads((out / "report.json").read_text())["epochs"] == 3
+    history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------- 7: values refused before training
+@pytest.mark.parametrize("setting, says", [
+    ("lr=.inf", "finite"), ("lr=.nan", "finite"), ("weight_decay=.inf", "finite"),
+    ("method.alpha=.inf", "finite"), ("method.attention_lr=.inf", "finite"),
+    ("lr_gamma=-1", "> 0"), ("lr_gamma=0", "> 0"), ("lr_gamma=.nan", "finite"),
+    ("warmup_epochs=.inf", "finite"), ("seed=99999999999999999999", "2**32"),
+    ("seed=-1", "2**32")])
+def test_bad_values_refused_before_training(tmp_path, capsys, epochs_trained, setting, says):
+    assert run(tmp_path / "r", setting) == 2
+    line = error_line(capsys)
+    assert setting.split("=")[0] in line and says in line
+    assert epochs_trained == []
+
+
+def test_exponent_numbers_are_numbers(tmp_path):
+    from aswl.config import load_config
+
+    config = load_config(None, ["lr=1e-1", "epochs=2e0", "weight_decay=5E-4"])
+    assert (config.lr, config.epochs, config.weight_decay) == (0.1, 2, 5e-4)
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e6\nepochs: 1e3\nmethod: {name: aswl, attention_lr: 1e-2}\n")
+    config = load_config(path)
+    assert (config.lr, config.epochs, config.method["attention_lr"]) == (1e6, 1000, 0.01)
+    assert isinstance(config.epochs, int)
