@@ -4,10 +4,11 @@
     .venv/bin/python benchmarks/kill9.py --trials 20 --seed 1 --kills 2
 
 One uninterrupted reference run, then ``--trials`` runs of the same job, each killed with
-SIGKILL ``--kills`` times at random moments of its training (uniform over the training part of
-the reference run from its first finished epoch to one epoch after its last, so that a few
-kills fall in the final export) and resumed with
-``aswl train --out DIR --resume`` after each kill, then resumed to the end. After every kill:
+SIGKILL ``--kills`` times at random points of its training (uniform in epochs, from where the
+run starts to one epoch past the last, so that some kills fall in the final export; an epoch's
+fraction is timed with the epoch length just seen) and resumed with
+``aswl train --out DIR --resume`` (no settings: the run's own) after each kill, then resumed to
+the end. After every kill:
 
 - ``checkpoints/last.pt`` loads (its SHA-256 matches) unless no epoch had finished yet;
 - its epoch never goes back (no checkpoint lost) and lags ``metrics.jsonl`` by at most the one
@@ -15,7 +16,7 @@ kills fall in the final export) and resumed with
 - any temporary file the kill left is gone after the next start.
 
 At the end every tensor of ``model.safetensors`` must equal the reference bit for bit. The
-table lists, per trial, the kill times (seconds after the first epoch), the checkpoint epoch
+table lists, per trial, the kill points (in epochs), the checkpoint epoch
 found after each kill and the temporary files left; the exit status is 1 if any check failed.
 """
 
@@ -42,8 +43,11 @@ JOB = ["progress=false", f"epochs={EPOCHS}", "seed=3"]
 
 
 def _command(out: Path, resume: bool) -> list[str]:
-    return [sys.executable, "-m", "aswl", "train", "--out", str(out), "--set", *JOB,
-            *(["--resume"] if resume else [])]
+    """Resume with the run's own settings; a run killed before it saved any (no checkpoint,
+    no config.yaml: ``--resume`` refuses) is started again with them, as the error says."""
+    saved = (out / "checkpoints" / "last.pt").is_file() or (out / "config.yaml").is_file()
+    settings = ["--resume"] if resume and saved else ["--set", *JOB]
+    return [sys.executable, "-m", "aswl", "train", "--out", str(out), *settings]
 
 
 def _env() -> dict[str, str]:
@@ -73,8 +77,7 @@ def _wait_first_epoch(proc: subprocess.Popen, out: Path, floor: int) -> float:
 
 
 def reference(out: Path) -> tuple[dict[str, torch.Tensor], float]:
-    """The uninterrupted run: its weights and the seconds from its first to its last epoch
-    line, plus one epoch (the span in which the kills fall)."""
+    """The uninterrupted run: its weights and its mean seconds per epoch."""
     proc = _start(out, resume=False)
     first = _wait_first_epoch(proc, out, 0)
     last = first
@@ -84,7 +87,28 @@ def reference(out: Path) -> tuple[dict[str, torch.Tensor], float]:
         time.sleep(0.005)
     if proc.returncode != 0:
         raise SystemExit(f"the reference run failed: {' '.join(_command(out, False))}")
-    return load_file(str(out / "model.safetensors")), (last - first) * EPOCHS / (EPOCHS - 1)
+    return load_file(str(out / "model.safetensors")), (last - first) / (EPOCHS - 1)
+
+
+def kill_at(proc: subprocess.Popen, out: Path, point: float, per_epoch: float) -> None:
+    """SIGKILL ``proc`` at ``point`` epochs into training (2.5: half-way through epoch 3;
+    past EPOCHS: during the final export). The fraction of an epoch is timed with the
+    epoch length seen last in this process (the load of a shared machine changes it)."""
+    whole, seen, changed, lengths = int(point), _epochs_logged(out), None, []
+    while proc.poll() is None and seen < whole:
+        time.sleep(0.005)
+        now_seen = _epochs_logged(out)
+        if now_seen != seen:
+            now = time.time()
+            if changed is not None:
+                lengths.append(now - changed)
+            changed, seen = now, now_seen
+    deadline = time.time() + (point - whole) * (lengths[-1] if lengths else per_epoch)
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 def check_after_kill(out: Path, last_epoch: int) -> tuple[int, int, list[str]]:
@@ -108,20 +132,14 @@ def check_after_kill(out: Path, last_epoch: int) -> tuple[int, int, list[str]]:
     return epoch, len(temps), problems
 
 
-def trial(out: Path, rng: random.Random, span: float, kills: int,
+def trial(out: Path, rng: random.Random, per_epoch: float, kills: int,
           ref: dict[str, torch.Tensor]) -> dict[str, object]:
-    times, epochs, temps, problems = [], [], [], []
+    points, epochs, temps, problems = [], [], [], []
     last_epoch = 0
     for k in range(kills):
-        proc = _start(out, resume=k > 0)
-        first = _wait_first_epoch(proc, out, last_epoch if k else 0)
-        delay = rng.uniform(0.0, span)
-        while proc.poll() is None and time.time() - first < delay:
-            time.sleep(0.002)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        times.append(delay)
+        point = rng.uniform(last_epoch, EPOCHS + 1)
+        kill_at(_start(out, resume=k > 0), out, point, per_epoch)
+        points.append(point)
         epoch, left, found = check_after_kill(out, last_epoch)
         last_epoch = max(last_epoch, epoch)
         epochs.append(epoch)
@@ -141,7 +159,7 @@ def trial(out: Path, rng: random.Random, span: float, kills: int,
         exact = final.keys() == ref.keys() and all(torch.equal(final[k], ref[k]) for k in ref)
     if not exact:
         problems.append("resumed weights differ from the reference")
-    return {"times": times, "epochs": epochs, "temps": temps, "exact": exact,
+    return {"points": points, "epochs": epochs, "temps": temps, "exact": exact,
             "problems": problems}
 
 
@@ -155,17 +173,17 @@ def main() -> int:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        ref, span = reference(work / "reference")
-        print(f"job: aswl train --set {' '.join(JOB)}; kills within {span:.2f} s of epoch 1; "
+        ref, per_epoch = reference(work / "reference")
+        print(f"job: aswl train --set {' '.join(JOB)}; reference {per_epoch:.2f} s per epoch; "
               f"{args.trials} trials x {args.kills} kills, seed {args.seed}\n")
-        print("| trial | kill times (s after epoch 1) | checkpoint epoch after each kill "
+        print("| trial | killed at (epochs into training) | checkpoint epoch after each kill "
               "| .tmp left | bit-exact | problems |")
         print("|---|---|---|---|---|---|")
         failed = 0
         for i in range(args.trials):
-            result = trial(work / f"trial{i}", rng, span, args.kills, ref)
+            result = trial(work / f"trial{i}", rng, per_epoch, args.kills, ref)
             failed += bool(result["problems"])
-            print(f"| {i} | {', '.join(f'{t:.2f}' for t in result['times'])} "
+            print(f"| {i} | {', '.join(f'{t:.2f}' for t in result['points'])} "
                   f"| {', '.join(map(str, result['epochs']))} "
                   f"| {', '.join(map(str, result['temps']))} "
                   f"| {'yes' if result['exact'] else 'NO'} "
