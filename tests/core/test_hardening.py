@@ -327,13 +327,19 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path, monkeypatch, capsys):
     assert "Traceback" not in err and err.strip() == "interrupted"
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
 def test_ctrl_c_in_the_first_second_of_the_command(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "aswl", "train", "--out", str(tmp_path / "r")],
                             env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"},
                             stderr=subprocess.PIPE, text=True)
     import time
 
-    time.sleep(0.5)  # the interpreter is up (aswl.cli is light); torch is still loading
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline:  # main() runs: torch is loading
+        if "torch" in maps.read_text():
+            break
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
