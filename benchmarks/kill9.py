@@ -38,8 +38,8 @@ from safetensors.torch import load_file
 
 from aswl.train import CheckpointError, load_checkpoint
 
-EPOCHS = 8
-JOB = ["progress=false", f"epochs={EPOCHS}", "seed=3"]
+EPOCHS = 6
+JOB = ["progress=false", f"epochs={EPOCHS}", "data.limit_train=1000", "seed=3"]
 
 
 def _command(out: Path, resume: bool) -> list[str]:
