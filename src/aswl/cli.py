@@ -305,23 +305,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_interrupted(signum: int, frame: object) -> None:
+    """Ctrl-C while the libraries load: nothing has started, so leave at once. (A
+    KeyboardInterrupt raised inside torch's import can be swallowed by a destructor.)"""
+    os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``aswl`` command; returns the exit status."""
     try:
         return _run(argv)
-    except KeyboardInterrupt:  # e.g. Ctrl-C while the libraries load, before any run started
+    except KeyboardInterrupt:  # Ctrl-C before any run started (after the imports)
         print("interrupted", file=sys.stderr)
         return 130
 
 
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from aswl.data import DatasetError
-    from aswl.export.compact import ExportError
-    from aswl.methods import ConfigError
-    from aswl.models import ModelError
-    from aswl.train import CheckpointError, TrainingError
-    from aswl.train.rundir import RunDirError
+    quick_exit = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if quick_exit:
+        signal.signal(signal.SIGINT, _exit_interrupted)
+    try:
+        from aswl.data import DatasetError
+        from aswl.export.compact import ExportError
+        from aswl.methods import ConfigError
+        from aswl.models import ModelError
+        from aswl.train import CheckpointError, TrainingError
+        from aswl.train.rundir import RunDirError
+    finally:
+        if quick_exit:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     try:
         return args.func(args)

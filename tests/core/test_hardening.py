@@ -341,7 +341,11 @@ def test_ctrl_c_in_the_first_second_of_the_command(tmp_path):
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err, err
 
 
