@@ -21,7 +21,7 @@ from aswl.methods import (
 
 def mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    return nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))  # ASWL keeps >= 1 per unit
 
 
 def train(model: nn.Module, method, steps: int = 6) -> None:
