@@ -16,7 +16,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 log = logging.getLogger("aswl")
@@ -43,35 +45,101 @@ def _default_out(config) -> Path:
     return Path("runs") / f"{config.method_name()}-{config.model}-{config.dataset}-s{config.seed}"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so that it stops like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _stopped(out: Path, stop: KeyboardInterrupt) -> int:
+    """Say what an interrupted run kept and how to continue; the exit status."""
+    from aswl.train.checkpoint import read_checkpoint_header
+
+    header = read_checkpoint_header(out / "checkpoints" / "last.pt") or {}
+    if isinstance(header.get("epoch"), int):
+        kept = f"the checkpoint of epoch {header['epoch']} is kept"
+    else:
+        kept = "no epoch had finished, so there is no checkpoint yet"
+    what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    log.error("%s; %s. Continue with: aswl train --out %s --resume", what, kept, out)
+    return 143 if isinstance(stop, Terminated) else 130
+
+
+def _resume_config(args: argparse.Namespace):
+    """``--resume``: the run's own config (from its checkpoint, else its config.yaml) with
+    ``--config`` and ``--set`` on top; only the settings a resume may change may differ."""
+    from aswl.config import RESUMABLE_KEYS, ConfigError, config_diff, load_config, read_yaml_mapping
+    from aswl.train import TrainingError, load_checkpoint
+
+    if args.out is None:
+        raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+    checkpoint, saved_yaml = args.out / "checkpoints" / "last.pt", args.out / "config.yaml"
+    if checkpoint.is_file():
+        source, saved = checkpoint, json.loads(load_checkpoint(checkpoint)["config"])
+    elif saved_yaml.is_file():
+        source, saved = saved_yaml, read_yaml_mapping(saved_yaml, "config file")
+    elif args.config is not None:
+        return load_config(args.config, args.set or [])  # nothing saved: start it as given
+    else:
+        raise TrainingError(
+            f"--resume: {args.out} has no checkpoint and no config.yaml, so the settings of "
+            "the run started there are unknown; start it again without --resume, with its "
+            "--config and --set (add --overwrite if the folder holds files)")
+    config = load_config(args.config, args.set or [], base=saved)
+    changed = config_diff(saved, config.to_dict())
+    if changed:
+        raise TrainingError(
+            f"--resume cannot change {', '.join(changed)} (the run in {source} has other "
+            f"values); a resume may change only {', '.join(sorted(RESUMABLE_KEYS))}. Start a "
+            "new run (another --out) to change the others")
+    return config
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from aswl.train import load_config, train
+    from aswl.train.rundir import run_directory
 
-    config_path = args.config
-    if args.resume and config_path is None and args.out and (args.out / "config.yaml").is_file():
-        config_path = args.out / "config.yaml"  # continue with the run's own settings
-    config = load_config(config_path, args.set or [])
+    if args.resume:
+        config = _resume_config(args)
+    else:
+        config = load_config(args.config, args.set or [])
     out = args.out or _default_out(config)
-    _setup_logging(out, args.verbose)
-    if args.resume and not (out / "checkpoints" / "last.pt").is_file():
-        log.warning("--resume: no checkpoint in %s yet, starting from scratch", out)
-        args.resume = False
-    elif not args.resume and (out / "metrics.jsonl").exists():
-        if not args.overwrite:
-            log.error("%s already holds a run; use --resume to continue it, --overwrite to "
-                      "replace it, or another --out", out)
-            return 2
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    try:
-        report = train(config, out, resume=args.resume)
-    except KeyboardInterrupt:
-        log.error("interrupted; the last checkpoint is kept. Continue with: "
-                  "aswl train --out %s --resume", out)
-        return 130
-    if int(os.environ.get("RANK", "0")) == 0:
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    _setup_logging(None, args.verbose)
+    with run_directory(out, main=main_rank):  # one writer per folder, checked before training
+        _setup_logging(out, args.verbose)
+        if args.resume and not (out / "checkpoints" / "last.pt").is_file():
+            log.warning("--resume: no checkpoint in %s yet, starting from scratch", out)
+            args.resume = False
+            _remove_run_files(out, main_rank)  # e.g. an epoch-1 metrics line without checkpoint
+        elif not args.resume and (out / "metrics.jsonl").exists():
+            if not args.overwrite:
+                log.error("%s already holds a run; use --resume to continue it, --overwrite to "
+                          "replace it, or another --out", out)
+                return 2
+            _remove_run_files(out, main_rank)
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            report = train(config, out, resume=args.resume)
+        except KeyboardInterrupt as stop:
+            return _stopped(out, stop)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    if main_rank:
         print(json.dumps({k: report[k] for k in ("method", "model", "dataset", "test_accuracy",
                                                  "global_sparsity", "train_seconds")}))
     return 0
+
+
+def _remove_run_files(out: Path, main_rank: bool) -> None:
+    if main_rank:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
 
 
 def _load_run(run: Path):
@@ -120,18 +188,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from aswl.export import format_table
+    from aswl.export.compact import ExportError
 
     path = args.run / "report.json"
     if not path.is_file():
-        print(f"error: {path} not found (run not finished?)", file=sys.stderr)
-        return 2
-    report = json.loads(path.read_text())
-    print(format_table(report["layers"]))
-    print(f"\n{report['method']} / {report['model']} / {report['dataset']}: test accuracy "
-          f"{100 * report['test_accuracy']:.2f}%, global sparsity "
-          f"{100 * report['global_sparsity']:.2f}%, storage {report['dense_bytes']:,} -> "
-          f"{report['sparse_bytes']:,} bytes, MFLOPs {report['flops_dense'] / 1e6:.3f} -> "
-          f"{report['flops_sparse'] / 1e6:.3f}")
+        raise ExportError(f"{path} not found: the run did not finish; resume it first")
+    fix = f"it is damaged or not written by aswl; delete it and run `aswl train --out {args.run} " \
+          "--resume` to write it again"
+    try:
+        report = json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
+        raise ExportError(f"{path} cannot be read as JSON ({err}); {fix}") from err
+    if not isinstance(report, dict):
+        raise ExportError(f"{path} holds a JSON {type(report).__name__}, not a report; {fix}")
+    try:
+        text = format_table(report["layers"]) + (
+            f"\n\n{report['method']} / {report['model']} / {report['dataset']}: test accuracy "
+            f"{100 * report['test_accuracy']:.2f}%, global sparsity "
+            f"{100 * report['global_sparsity']:.2f}%, storage {report['dense_bytes']:,} -> "
+            f"{report['sparse_bytes']:,} bytes, MFLOPs {report['flops_dense'] / 1e6:.3f} -> "
+            f"{report['flops_sparse'] / 1e6:.3f}")
+    except KeyError as err:
+        raise ExportError(f"{path} lacks the entry {err}; {fix}") from err
+    except (TypeError, ValueError, AttributeError) as err:
+        raise ExportError(f"{path} has an entry of the wrong type ({err}); {fix}") from err
+    print(text)
     return 0
 
 
@@ -229,17 +310,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_interrupted(signum: int, frame: object) -> None:
+    """Ctrl-C while the libraries load: nothing has started, so leave at once. (A
+    KeyboardInterrupt raised inside torch's import can be swallowed by a destructor.)"""
+    os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``aswl`` command; returns the exit status."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # Ctrl-C before any run started (after the imports)
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from aswl.data import DatasetError
-    from aswl.export.compact import ExportError
-    from aswl.methods import ConfigError
-    from aswl.models import ModelError
-    from aswl.train import CheckpointError, TrainingError
+    quick_exit = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if quick_exit:
+        signal.signal(signal.SIGINT, _exit_interrupted)
+    try:
+        from aswl.data import DatasetError
+        from aswl.export.compact import ExportError
+        from aswl.methods import ConfigError
+        from aswl.models import ModelError
+        from aswl.train import CheckpointError, TrainingError
+        from aswl.train.rundir import RunDirError
+    finally:
+        if quick_exit:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     try:
         return args.func(args)
     except (ConfigError, DatasetError, ModelError, TrainingError, CheckpointError,
-            ExportError) as err:
+            ExportError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk or a vanished folder while writing the results
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}; fix it, then continue with --resume",
+              file=sys.stderr)
         return 2

@@ -267,6 +267,7 @@ def run_one(spec: RunSpec, run_dir: Path,
     """Train (or resume, or reuse) one run; returns its result row and what was done:
     ``cached``, ``resumed``, ``trained``, ``failed`` or (``train_missing=False``) ``missing``."""
     from aswl.train import train
+    from aswl.train.rundir import RunDirError, run_directory
 
     report_path = run_dir / "report.json"
     if report_path.is_file():
@@ -286,22 +287,24 @@ def run_one(spec: RunSpec, run_dir: Path,
         return _row(spec, "ok", report), "cached"
     if not train_missing:
         return _row(spec, "missing", error="not trained yet (--report-only)"), "missing"
-    resume = (run_dir / "checkpoints" / "last.pt").is_file()
-    if not resume and (run_dir / "metrics.jsonl").exists():
-        # A start that stopped before its first checkpoint: begin again from a clean log.
-        (run_dir / "metrics.jsonl").unlink()
-    action = "resumed" if resume else "trained"
-    log.info("%s: %s", spec.name, "resuming from its checkpoint" if resume else "training")
     start = time.time()
-    with _log_to(run_dir / "train.log"):
-        try:
-            report = train(spec.config, run_dir, resume=resume)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # one failed run must not stop the grid
-            log.error("%s failed after %.1fs: %s: %s", spec.name, time.time() - start,
-                      type(err).__name__, err, exc_info=True)
-            return _row(spec, "failed", error=f"{type(err).__name__}: {err}"), "failed"
+    try:
+        with run_directory(run_dir):  # one writer per run folder
+            resume = (run_dir / "checkpoints" / "last.pt").is_file()
+            if not resume and (run_dir / "metrics.jsonl").exists():
+                # A start that stopped before its first checkpoint: begin again from a clean log.
+                (run_dir / "metrics.jsonl").unlink()
+            action = "resumed" if resume else "trained"
+            log.info("%s: %s", spec.name,
+                     "resuming from its checkpoint" if resume else "training")
+            with _log_to(run_dir / "train.log"):
+                report = train(spec.config, run_dir, resume=resume)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # one failed run must not stop the grid
+        log.error("%s failed after %.1fs: %s: %s", spec.name, time.time() - start,
+                  type(err).__name__, err, exc_info=not isinstance(err, RunDirError))
+        return _row(spec, "failed", error=f"{type(err).__name__}: {err}"), "failed"
     return _row(spec, "ok", report), action
 
 

@@ -12,7 +12,10 @@ with a one-line message naming the field and what it may be.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -59,13 +62,25 @@ def coerce_value(value: Any, hint: Any, name: str) -> Any:
     if hint is Any:
         return value
     check_type = origin or hint
+    if check_type in (int, float) and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} = {value!r} is invalid: expected a finite number")
     if check_type is float and isinstance(value, float):
         return value
+    if check_type is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # 1e3 -> 1000
     if check_type in (int, str, bool, list, dict):
         if isinstance(value, check_type) and not (check_type is int and isinstance(value, bool)):
             return value
     raise ConfigError(f"{name} = {value!r} has the wrong type: expected "
                       f"{getattr(hint, '__name__', hint)}")
+
+
+def check_finite(config: Any, prefix: str = "method.") -> None:
+    """Every float field of a config dataclass is a finite number (no inf, no nan)."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            check(False, item.name, value, "a finite number", prefix)
 
 
 def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "method.") -> T:
@@ -191,7 +206,9 @@ class Config:
              "'cosine', 'step' or 'constant'")
         need(all(0 < m < 1 for m in self.lr_milestones), "lr_milestones",
              "fractions of training in (0, 1)")
+        need(self.lr_gamma > 0, "lr_gamma", "a number > 0")
         need(self.warmup_epochs >= 0, "warmup_epochs", "a number >= 0")
+        need(0 <= self.seed < 2**32, "seed", "an integer in [0, 2**32)")
         need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "null or a number > 0")
         need(self.amp in ("none", "bf16", "fp16"), "amp", "'none', 'bf16' or 'fp16'")
         need(self.select in ("last", "best_val"), "select", "'last' or 'best_val'")
@@ -241,6 +258,23 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that also reads ``1e6``, ``1E-3`` and ``-2e+5`` as numbers (YAML 1.2 style;
+    PyYAML's YAML 1.1 rules need a dot in the mantissa and read them as strings)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text safely (no objects), with exponent numbers such as ``1e6`` as floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value parsed as YAML: numbers, booleans, lists, null)."""
     if "=" not in text:
@@ -250,7 +284,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"--set {text!r}: the key is empty")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from err
     return key.split("."), value
@@ -277,17 +311,30 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} not found")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text (byte {err.start} is "
+                          f"{path.read_bytes()[err.start:err.start + 1]!r}); is it a YAML file? "
+                          "Save it as UTF-8") from err
+    except OSError as err:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {err.strerror or err}") from err
+    try:
+        loaded = yaml_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {err}") from err
+        reason = " ".join(str(err).split())  # one line
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {reason}") from err
     if not isinstance(loaded, dict):
         raise ConfigError(f"{what} {str(path)!r} must hold a mapping of keys")
     return loaded
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults <- YAML file <- ``--set`` overrides; validated."""
+def load_config(path: str | Path | None = None, overrides: list[str] = (),
+                base: dict[str, Any] | None = None) -> Config:
+    """Defaults (or ``base``, e.g. a resumed run's own config) <- YAML file <- ``--set``
+    overrides; validated."""
     values: dict[str, Any] = Config().to_dict()
+    if base is not None:
+        _merge(values, copy.deepcopy(base))
     if path is not None:
         loaded = read_yaml_mapping(path, "config file")
         if isinstance(loaded.get("method"), str):

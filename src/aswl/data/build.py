@@ -214,6 +214,12 @@ def build_datasets(
         c, h, w = train.images.shape[1:] if len(train) else test.images.shape[1:]
         result = Datasets(train, val, test, 10, (int(c), int(h), int(w)))
 
+    for split, part in (("train", result.train), ("test", result.test)):
+        if len(part) == 0:
+            raise DatasetError(
+                f"{key}: the {split} split is empty (0 samples) in {path}; point data.root at "
+                "the full dataset files (and check data.val_fraction)."
+            )
     logger.info(
         "Dataset %s: train=%d val=%s test=%d classes=%d input=%s",
         key,

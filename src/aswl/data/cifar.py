@@ -1,12 +1,16 @@
 """CIFAR-10 loader for the official Python pickle batches (``cifar-10-batches-py``).
 
 Each batch file is a pickle of a dict with ``b'data'`` (uint8, ``(N, 3072)``, channel-major
-32x32 RGB) and ``b'labels'`` (N ints). Note that unpickling can execute code: only load batch
-files from a trusted source (the official archive is verified by MD5 after download).
+32x32 RGB) and ``b'labels'`` (N ints). A plain ``pickle.load`` can run any code a file asks
+for, so the batches are read by :class:`BatchUnpickler`, which builds only the types of this
+layout (dicts, lists, strings, bytes, numbers and integer numpy arrays) and refuses every other
+global before anything is called.
 """
 
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import pickle
 from pathlib import Path
@@ -49,6 +53,78 @@ def _locate(root: Path) -> Path | None:
     return None
 
 
+class RefusedPickle(pickle.UnpicklingError):
+    """The pickle asks for something outside the CIFAR batch layout (it was not built)."""
+
+
+_INTEGER_DTYPES = frozenset(
+    np.dtype(name) for name in ("u1", "i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8"))
+
+
+def _dtype(name: Any, align: bool = False, copy: bool = True) -> np.dtype:
+    """``numpy.dtype`` restricted to the integer types a batch may hold (no object arrays)."""
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    if not isinstance(name, str) or np.dtype(name) not in _INTEGER_DTYPES:
+        raise RefusedPickle(f"array type {name!r} is not an integer type")
+    return np.dtype(name)
+
+
+_NDARRAY = object()
+"""Stands for ``numpy.ndarray`` in a pickle: only :func:`_reconstruct` accepts it."""
+
+
+def _reconstruct(cls: Any, shape: Any, typecode: Any) -> np.ndarray:
+    """The numpy (protocol <= 4) array constructor: an empty array that the pickle's
+    ``__setstate__`` then fills (shape, restricted dtype, raw bytes)."""
+    if cls is not _NDARRAY:
+        raise RefusedPickle("only plain numpy arrays are allowed")
+    return np.empty(0, np.uint8)
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """The numpy protocol-5 array constructor, for integer arrays only."""
+    if not isinstance(dtype, np.dtype) or dtype not in _INTEGER_DTYPES:
+        raise RefusedPickle(f"array type {dtype!r} is not an integer type")
+    array = np.frombuffer(bytes(buffer), dtype=dtype)
+    return array.reshape(tuple(shape), order="F" if order == "F" else "C").copy()
+
+
+def _encode(text: Any, encoding: Any = "latin1") -> bytes:
+    """``_codecs.encode``: how Python 3 writes bytes at protocol 2 (latin-1 text only)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise RefusedPickle("only latin-1 byte strings are allowed")
+    return codecs.encode(text, "latin1")
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("_codecs", "encode"): _encode,
+}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds only the CIFAR batch layout and refuses any other global."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise RefusedPickle(
+                f"refused to load {module}.{name}: a CIFAR-10 batch holds only dicts, lists, "
+                "strings and integer arrays") from None
+
+
+def safe_unpickle(data: bytes) -> Any:
+    """Unpickle ``data`` with :class:`BatchUnpickler` (Python 2 strings read as bytes)."""
+    return BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
+
+
 def _get(d: dict[Any, Any], key: str) -> Any:
     if key.encode() in d:
         return d[key.encode()]
@@ -58,8 +134,10 @@ def _get(d: dict[Any, Any], key: str) -> Any:
 def load_batch(path: Path) -> tuple[Tensor, Tensor]:
     """Load and validate one pickle batch; return uint8 ``(N, 3, 32, 32)`` and int64 labels."""
     try:
-        with open(path, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")  # noqa: S301 - standard CIFAR format
+        d = safe_unpickle(path.read_bytes())
+    except RefusedPickle as exc:
+        raise DatasetError(f"CIFAR-10 batch {path} is not a plain CIFAR batch ({exc}); it was "
+                           f"not loaded and nothing in it was run; {_FIX}.") from exc
     except Exception as exc:  # unpickling corrupt data can raise almost anything
         raise DatasetError(f"Cannot read CIFAR-10 batch {path}: {exc!r}; {_FIX}.") from exc
     if not isinstance(d, dict):

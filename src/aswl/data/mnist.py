@@ -182,6 +182,8 @@ def _load_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[
         )
     if images.dtype != np.uint8:
         raise DatasetError(f"IDX image file {images_path} is {images.dtype}, expected uint8.")
+    if images.shape[0] == 0:
+        raise DatasetError(f"IDX file {images_path} holds 0 images; {_FIX}.")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DatasetError(
             f"Labels in {labels_path} range {labels.min()}..{labels.max()}, expected "

@@ -8,6 +8,7 @@ from aswl.methods.base import (
     METHODS,
     ConfigError,
     MethodConfig,
+    MethodStateError,
     SparseMethod,
     create_method,
     get_method,
@@ -17,7 +18,8 @@ from aswl.methods.base import (
 )
 
 __all__ = [
-    "ASWL", "ASWLConfig", "METHODS", "ConfigError", "MethodConfig", "SparseMethod",
+    "ASWL", "ASWLConfig", "METHODS", "ConfigError", "MethodConfig", "MethodStateError",
+    "SparseMethod",
     "create_method", "get_method", "list_methods", "project_to_budget", "register_method",
     "training_step",
 ]

@@ -169,7 +169,7 @@ class ASWL(SparseMethod):
     config: ASWLConfig
 
     def __init__(self, model: nn.Module, config: ASWLConfig | None = None,
-                 total_steps: int = 1, **overrides: Any) -> None:
+                 total_steps: int | None = None, **overrides: Any) -> None:
         super().__init__(model, config, total_steps, **overrides)
         cfg = self.config
         self._bands: dict[str, tuple[Tensor, Tensor]] = {}
@@ -201,8 +201,9 @@ class ASWL(SparseMethod):
         cfg = self.config
         for name, module in self.layers.items():
             attach_attention(self.masks[name], cfg.init_attention)
-            if self.scales_output:
-                module.register_forward_hook(scaled_output_hook)
+            if self.scales_output:  # layers that share this weight share its attention
+                for each in (module, *self.tied_modules(name)):
+                    each.register_forward_hook(scaled_output_hook)
             elif cfg.variant == "target":
                 # Not used in the forward pass: its gradient comes from the estimator only
                 # (and DDP must not wait for a gradient that autograd never produces).
@@ -516,10 +517,11 @@ class ASWL(SparseMethod):
             for name in self.layers:
                 module = model.get_submodule(name)
                 attention = masked_weight(module).attention.detach()
-                dense_weight(module).mul_(attention)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.mul_(attention)
-                remove_output_scaling(module)
+                dense_weight(module).mul_(attention)  # once: tied layers share this weight
+                for each in (module, *(model.get_submodule(a) for a in self.tied.get(name, ()))):
+                    if getattr(each, "bias", None) is not None:
+                        each.bias.mul_(attention)
+                    remove_output_scaling(each)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "attention_optimizer": self.optimizer.state_dict(),

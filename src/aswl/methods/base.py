@@ -39,16 +39,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
-from aswl.config import ConfigError, build_config, check, coerce_value
+from aswl.config import ConfigError, build_config, check, check_finite, coerce_value
 from aswl.sparse import (
+    attach_alias,
     attach_masks,
     build_schedule,
     dense_weight,
@@ -56,14 +61,15 @@ from aswl.sparse import (
     global_topk_masks,
     keep_count,
     remove_masks,
+    split_tied,
     topk_mask,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfigError", "MethodConfig", "SparseMethod", "build_config", "check",
-           "coerce_value", "create_method", "get_method", "list_methods", "register_method",
-           "reset_optimizer_state", "training_step", "zero_pruned"]
+__all__ = ["ConfigError", "MethodConfig", "MethodStateError", "SparseMethod", "build_config",
+           "check", "coerce_value", "create_method", "get_method", "list_methods",
+           "register_method", "reset_optimizer_state", "training_step", "zero_pruned"]
 @dataclass
 class MethodConfig:
     """Fields shared by every method."""
@@ -85,6 +91,7 @@ class MethodConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""
+        check_finite(self)
         check(0.0 <= self.target_sparsity < 1.0, "target_sparsity", self.target_sparsity,
               "a fraction in [0, 1) (every layer keeps at least one weight)")
         check(self.mask_interval >= 1, "mask_interval", self.mask_interval, "an integer >= 1")
@@ -94,8 +101,59 @@ class MethodConfig:
               (self.ramp_begin, self.ramp_end), "fractions with 0 <= ramp_begin <= ramp_end <= 1")
 
 
+def _warn(message: str) -> None:
+    """A UserWarning pointing at the first caller outside aswl (the user's line)."""
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("aswl"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
+class MethodStateError(ValueError):
+    """A method state that is not this method's ``state_dict()`` (empty, another method's)."""
+
+
+def _checked_load(load: Callable[[Any, dict[str, Any]], None]) -> Callable[..., None]:
+    """Wrap a ``load_state_dict``: check the state first, name the method in any error."""
+    @functools.wraps(load)
+    def checked(self: SparseMethod, state: dict[str, Any]) -> None:
+        self.check_state(state)
+        try:
+            load(self, state)
+        except MethodStateError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise MethodStateError(f"cannot load this state into method {self.name!r} "
+                                   f"({type(err).__name__}: {err}); pass the state_dict() of "
+                                   "the same method on the same model") from err
+
+    return checked
+
+
+def _warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
+    """Wrap a ``finalize``: warn when no training step came before it."""
+    @functools.wraps(finalize)
+    def warned(self: SparseMethod) -> None:
+        if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
+            self._warned_untrained = True
+            _warn(f"{self.name}: finalize() before any step(): the final masks come "
+                          "from the untrained weights (one-shot pruning at initialisation). "
+                          "Call method.step() after every optimizer.step() (or use "
+                          "aswl.training_step)")
+        finalize(self)
+
+    return warned
+
+
 class SparseMethod:
     """Base of all methods: masks, schedule, top-k masks, export (see the module docstring)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "load_state_dict" in cls.__dict__:
+            cls.load_state_dict = _checked_load(cls.__dict__["load_state_dict"])
+        if "finalize" in cls.__dict__:
+            cls.finalize = _warn_untrained(cls.__dict__["finalize"])
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
@@ -106,8 +164,12 @@ class SparseMethod:
     so momentum or Adam state left from before the pruning cannot move them."""
 
     def __init__(self, model: nn.Module, config: MethodConfig | None = None,
-                 total_steps: int = 1, **overrides: Any) -> None:
-        """Phase 1: state only. Nothing is attached to ``model`` until :meth:`prepare`."""
+                 total_steps: int | None = None, **overrides: Any) -> None:
+        """Phase 1: state only. Nothing is attached to ``model`` until :meth:`prepare`.
+
+        ``total_steps``: optimiser steps of the whole training (epochs * batches per epoch);
+        the sparsity schedule is spread over them.
+        """
         if config is None:
             config = build_config(self.config_class, overrides)
         elif overrides:
@@ -116,11 +178,22 @@ class SparseMethod:
             config.validate()
         self.config = config
         self.model = model
-        self.total_steps = max(1, int(total_steps))
+        if total_steps is None:
+            if config.target_sparsity > 0:
+                _warn(f"{self.name}: total_steps not given, so the whole sparsity "
+                              "schedule happens at the first mask update (one-shot pruning); "
+                              "pass total_steps=epochs * len(loader)")
+            total_steps = 1
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ConfigError(f"total_steps = {total_steps!r} is invalid: expected the number "
+                              "of optimiser steps of the whole training, an integer >= 1")
+        self.total_steps = total_steps
         self.step_count = 0
         self.kept: dict[str, int] = {}
         """Weights each layer kept at the last :meth:`update_masks`."""
-        self.layers = find_prunable(model, config.include, config.exclude)
+        self.layers, self.tied = split_tied(find_prunable(model, config.include, config.exclude))
+        """``layers``: one entry per distinct weight; ``tied``: the other layers that share a
+        layer's weight Parameter (they share its mask and attention and are counted once)."""
         if not self.layers:
             raise ConfigError("no prunable layer found (Conv/Linear) after include/exclude "
                               f"patterns include={config.include} exclude={config.exclude}")
@@ -128,17 +201,55 @@ class SparseMethod:
         """Each layer's :class:`~aswl.sparse.MaskedWeight`, filled by :meth:`prepare`."""
         self.numels = {name: m.weight.numel() for name, m in self.layers.items()}
         self.total_numel = sum(self.numels.values())
+        self._warn_unreachable()
         self.schedule = build_schedule(config.schedule, config.target_sparsity, self.total_steps,
                                        config.ramp_begin, config.ramp_end)
 
+    def _warn_unreachable(self) -> None:
+        """Every layer keeps at least one weight: say so when that caps the sparsity."""
+        target = self.config.target_sparsity
+        reachable = 1.0 - len(self.layers) / self.total_numel
+        if target > reachable + 1e-9:
+            _warn(f"{self.name}: target_sparsity {target:.0%} cannot be reached: every layer "
+                  f"keeps at least one weight, so {len(self.layers)} of the {self.total_numel} "
+                  f"prunable weights stay and the model ends at most {reachable:.1%} sparse "
+                  f"(layers {list(self.layers)[:8]})")
+
     def prepare(self) -> SparseMethod:
-        """Phase 2: attach the masks, the method's own state, then the first masks."""
+        """Phase 2: attach the masks, the method's own state, then the first masks.
+
+        A layer that carries masks already (a second method on the same model) is an error
+        before anything is attached; a failure while attaching leaves the model as it was.
+        """
         if self.masks:
             raise RuntimeError(f"method {self.name!r} is prepared already")
-        self.masks = attach_masks(self.layers, self.straight_through)
-        self.on_attach()
-        self.init_masks()
+        modules = {**self.layers, **{alias: self.model.get_submodule(alias)
+                                     for aliases in self.tied.values() for alias in aliases}}
+        taken = [name for name, module in modules.items()
+                 if parametrize.is_parametrized(module, "weight")]
+        if taken:
+            raise ConfigError(f"layer(s) {taken} already carry a method's masks: attach one "
+                              "method per model (build a fresh model, or use the plain model "
+                              "of method.export())")
+        try:
+            self.masks = attach_masks(self.layers, self.straight_through)
+            for name, aliases in self.tied.items():
+                for alias in aliases:
+                    attach_alias(self.model.get_submodule(alias), self.masks[name])
+            self.on_attach()
+            self.init_masks()
+        except BaseException:
+            for module in modules.values():
+                if parametrize.is_parametrized(module, "weight"):
+                    parametrize.remove_parametrizations(module, "weight",
+                                                        leave_parametrized=False)
+            self.masks = {}
+            raise
         return self
+
+    def tied_modules(self, name: str) -> list[nn.Module]:
+        """The other layers that share layer ``name``'s weight (usually none)."""
+        return [self.model.get_submodule(alias) for alias in self.tied.get(name, ())]
 
     # ----------------------------------------------------------------- what methods override
     def on_attach(self) -> None:
@@ -204,10 +315,27 @@ class SparseMethod:
 
     def state_dict(self) -> dict[str, Any]:
         """Method state beside ``model.state_dict()`` (which holds masks and attentions)."""
-        return {"step": self.step_count}
+        return {"method": self.name, "step": self.step_count}
 
+    @_checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step"])
+
+    def check_state(self, state: Any) -> None:
+        """Raise :class:`MethodStateError` unless ``state`` is a ``state_dict()`` of this
+        method (its name and every key)."""
+        if not isinstance(state, dict):
+            raise MethodStateError(f"method state must be the dict of {self.name}.state_dict(), "
+                                   f"not a {type(state).__name__}")
+        owner = state.get("method")
+        if owner is not None and owner != self.name:
+            raise MethodStateError(f"this is the state of method {owner!r}; it cannot be loaded "
+                                   f"into {self.name!r}: build the same method, then load")
+        missing = sorted(set(self.state_dict()) - set(state) - {"method"})
+        if missing:
+            raise MethodStateError(f"method state lacks {missing}: it is not a "
+                                   f"{self.name}.state_dict() (an empty or another method's "
+                                   "state?)")
 
     # ----------------------------------------------------------------- shared machinery
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -240,6 +368,7 @@ class SparseMethod:
         if self.pin_pruned:
             zero_pruned(self)
 
+    @_warn_untrained
     def finalize(self) -> None:
         """Jump to the end of the schedule and set the final masks."""
         self.step_count = max(self.step_count, self.total_steps)
@@ -272,10 +401,18 @@ class SparseMethod:
         return rows
 
     def export(self) -> nn.Module:
-        """A plain copy of the model: masks applied, parametrizations removed, pruned = 0."""
+        """A plain copy of the model: masks applied, parametrizations removed, pruned = 0.
+        Layers that shared one weight share one (masked) weight in the copy too."""
+        if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
+            self._warned_untrained = True
+            _warn(f"{self.name}: export() before any step(): the model is untrained "
+                          "(its masks come from the initial weights). Train it with "
+                          "method.step() after every optimizer.step(), then finalize()",
+                          )
         plain = copy.deepcopy(self.model)
         self.fold_into_weights(plain)
-        remove_masks(plain.get_submodule(name) for name in self.layers)
+        names = [*self.layers, *(alias for aliases in self.tied.values() for alias in aliases)]
+        remove_masks(plain.get_submodule(name) for name in names)
         plain.eval()
         return plain
 
@@ -379,7 +516,7 @@ def get_method(name: str) -> type[SparseMethod]:
     return METHODS[name]
 
 
-def create_method(name: str, model: nn.Module, total_steps: int = 1,
+def create_method(name: str, model: nn.Module, total_steps: int | None = None,
                   **options: Any) -> SparseMethod:
     """Method ``name`` with its options, prepared on ``model`` (in place): ready to train."""
     return get_method(name)(model, total_steps=total_steps, **options).prepare()

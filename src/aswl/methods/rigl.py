@@ -79,7 +79,7 @@ class RigL(SparseMethod):
     pin_pruned = True
 
     def __init__(self, model: nn.Module, config: RigLConfig | None = None,
-                 total_steps: int = 1, **overrides: Any) -> None:
+                 total_steps: int | None = None, **overrides: Any) -> None:
         super().__init__(model, config, total_steps, **overrides)
         self._grads: dict[str, Tensor] = {}
 

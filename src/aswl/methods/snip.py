@@ -48,7 +48,7 @@ class SNIP(SparseMethod):
     pin_pruned = True
 
     def __init__(self, model: nn.Module, config: SNIPConfig | None = None,
-                 total_steps: int = 1, **overrides: Any) -> None:
+                 total_steps: int | None = None, **overrides: Any) -> None:
         super().__init__(model, config, total_steps, **overrides)
         self.fixed = False
         self.sensitivity: dict[str, Tensor] = {}

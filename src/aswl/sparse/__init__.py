@@ -5,6 +5,7 @@ output scaling) lives with that method, in :mod:`aswl.methods`."""
 from aswl.sparse.masked import (
     PRUNABLE_TYPES,
     MaskedWeight,
+    attach_alias,
     attach_masks,
     dense_weight,
     find_prunable,
@@ -12,12 +13,14 @@ from aswl.sparse.masked import (
     keep_count,
     masked_weight,
     remove_masks,
+    split_tied,
     topk_mask,
 )
 from aswl.sparse.schedules import ConstantSchedule, CubicSchedule, build_schedule
 
 __all__ = [
-    "PRUNABLE_TYPES", "MaskedWeight", "attach_masks", "dense_weight", "find_prunable",
-    "global_topk_masks", "keep_count", "masked_weight", "remove_masks", "topk_mask",
+    "PRUNABLE_TYPES", "MaskedWeight", "attach_alias", "attach_masks", "dense_weight",
+    "find_prunable", "global_topk_masks", "keep_count", "masked_weight", "remove_masks",
+    "split_tied", "topk_mask",
     "ConstantSchedule", "CubicSchedule", "build_schedule",
 ]

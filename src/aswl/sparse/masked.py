@@ -72,17 +72,45 @@ def find_prunable(model: nn.Module, include: Sequence[str] | None = None,
     return found
 
 
+def split_tied(layers: dict[str, nn.Module]) -> tuple[dict[str, nn.Module], dict[str, list[str]]]:
+    """(one layer per distinct weight Parameter, {that layer: the other layers sharing it})."""
+    first: dict[int, str] = {}
+    unique: dict[str, nn.Module] = {}
+    tied: dict[str, list[str]] = {}
+    for name, module in layers.items():
+        weight = module.weight
+        if parametrize.is_parametrized(module, "weight"):
+            weight = dense_weight(module)
+        owner = first.setdefault(id(weight), name)
+        if owner == name:
+            unique[name] = module
+        else:
+            tied.setdefault(owner, []).append(name)
+    return unique, tied
+
+
 def attach_masks(layers: dict[str, nn.Module],
                  straight_through: bool = True) -> dict[str, MaskedWeight]:
-    """Register a :class:`MaskedWeight` on each layer's ``weight``; returns them by layer name."""
+    """Register a :class:`MaskedWeight` on each layer's ``weight``; returns them by layer name.
+
+    Nothing is attached when one of the layers is parametrized already.
+    """
+    taken = [name for name, module in layers.items()
+             if parametrize.is_parametrized(module, "weight")]
+    if taken:
+        raise ValueError(f"layer(s) {taken} are already parametrized; attach one method only")
     out: dict[str, MaskedWeight] = {}
     for name, module in layers.items():
-        if parametrize.is_parametrized(module, "weight"):
-            raise ValueError(f"layer {name!r} is already parametrized; attach one method only")
         param = MaskedWeight(module.weight, straight_through)
         parametrize.register_parametrization(module, "weight", param, unsafe=True)
         out[name] = param
     return out
+
+
+def attach_alias(module: nn.Module, masked: MaskedWeight) -> None:
+    """Give ``module``, whose weight is the same Parameter as another layer's, that layer's
+    :class:`MaskedWeight`: one mask (and whatever a method registered on it) for both."""
+    parametrize.register_parametrization(module, "weight", masked, unsafe=True)
 
 
 def masked_weight(module: nn.Module) -> MaskedWeight:
@@ -102,19 +130,23 @@ def remove_masks(layers: Iterable[nn.Module]) -> None:
     is shared by copies, so instead of :func:`parametrize.remove_parametrizations` (which edits
     that class) the module gets its original class back.
     """
+    done: dict[int, nn.Parameter] = {}  # dense Parameter -> its plain one: tied stay tied
     for module in layers:
         if not parametrize.is_parametrized(module, "weight"):
             continue
+        dense = dense_weight(module)
         if len(module.parametrizations) > 1:  # other parametrized tensors: the standard way
             with torch.no_grad():
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
             continue
-        with torch.no_grad():
-            value = module.weight.detach().clone()
-        requires_grad = dense_weight(module).requires_grad
+        plain = done.get(id(dense))
+        if plain is None:
+            with torch.no_grad():
+                value = module.weight.detach().clone()
+            plain = done[id(dense)] = nn.Parameter(value, requires_grad=dense.requires_grad)
         del module._modules["parametrizations"]
         module.__class__ = module.__class__.__bases__[0]
-        module.weight = nn.Parameter(value, requires_grad=requires_grad)
+        module.weight = plain
 
 
 def keep_count(numel: int, density: float) -> int:

@@ -1,45 +1,164 @@
-"""Atomic checkpoints that load without executing code."""
+"""Atomic, checksummed checkpoints that load without executing code.
+
+A checkpoint file is one header line, then the ``torch.save`` payload::
+
+    ASWL-CHECKPOINT {"version": 2, "sha256": "...", "size": 123, "epoch": 4}\\n<payload>
+
+The header's SHA-256 of the payload is checked before anything is unpickled, so a flipped bit
+or a truncated file is a clear error, never a silently different model. The payload loads with
+``weights_only=True`` (no code runs). Files are written to a temporary name next to the target,
+flushed, and renamed over it: a crash or ``kill -9`` leaves the previous checkpoint intact.
+"""
 
 from __future__ import annotations
 
+import errno
+import glob
+import hashlib
+import io
+import json
+import logging
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 import torch
 
+log = logging.getLogger(__name__)
+
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated, or not one of ours."""
+    """A checkpoint is missing, truncated, corrupt, or not one of ours; or cannot be written."""
 
 
 FORMAT = "aswl-checkpoint-v1"
+"""The ``format`` entry of the payload dict (unchanged since v1 files had no header)."""
+MAGIC = b"ASWL-CHECKPOINT "
+VERSION = 2
+TEMP_SUFFIX = ".tmp"
+_MAX_HEADER = 4096
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: a crash leaves the previous file intact."""
+def write_atomic(path: str | Path, data: bytes | list[bytes]) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The file gets the mode the umask gives (like ``open``), not mkstemp's 0600. A failure
+    (full disk, signal, ...) removes the temporary file and leaves any old ``path`` as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    chunks = [data] if isinstance(data, bytes) else data
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save({"format": FORMAT, **state}, file)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as file:
+            for chunk in chunks:
+                file.write(chunk)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    try:  # make the rename itself durable (not needed against kill -9, only power loss)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def remove_temp_files(path: str | Path) -> list[Path]:
+    """Delete the temporary files that an interrupted :func:`write_atomic` of ``path`` left."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}*{TEMP_SUFFIX}"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically with a SHA-256 header; a crash leaves the
+    previous file intact. A write failure (e.g. a full disk) is a :class:`CheckpointError`."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    payload = buffer.getbuffer()
+    header = {"version": VERSION, "sha256": hashlib.sha256(payload).hexdigest(),
+              "size": len(payload)}
+    if isinstance(state.get("epoch"), int):
+        header["epoch"] = state["epoch"]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, [MAGIC + json.dumps(header).encode() + b"\n", bytes(payload)])
+    except OSError as err:
+        advice = ("free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+                  else "make it writable")
+        kept = " the previous checkpoint there is intact;" if path.is_file() else ""
+        raise CheckpointError(
+            f"cannot write checkpoint {str(path)!r}: {err.strerror or err};{kept} "
+            f"{advice}, then continue with --resume") from err
+
+
+def _split(path: Path, blob: bytes) -> tuple[dict[str, Any] | None, bytes]:
+    """(header, payload) of a checkpoint file; header None for a v1 file (no header)."""
+    if not blob.startswith(MAGIC):
+        return None, blob
+    end = blob.find(b"\n", 0, _MAX_HEADER)
+    try:
+        header = json.loads(blob[len(MAGIC):end]) if end > 0 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or not isinstance(header.get("sha256"), str):
+        raise CheckpointError(f"checkpoint {str(path)!r} has a damaged header; it is corrupt. "
+                              "Delete it to start over, or resume another run")
+    return header, blob[end + 1:]
+
+
+def read_checkpoint_header(path: str | Path) -> dict[str, Any] | None:
+    """The header of a checkpoint (``epoch``, ``sha256``, ...) without loading the payload;
+    None when the file is missing, unreadable or has no header."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(_MAX_HEADER)
+        header, _ = _split(Path(path), head)
+    except (OSError, CheckpointError):
+        return None
+    return header
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``; a truncated or foreign file gives a clear error."""
+    """Verify the checksum, then load with ``weights_only=True``; a damaged, truncated or
+    foreign file gives a :class:`CheckpointError` that names it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        blob = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {err.strerror or err}"
+                              ) from err
+    header, payload = _split(path, blob)
+    if header is None:
+        log.warning("checkpoint %s has no checksum (written by an older aswl); loading it "
+                    "unverified", path)
+    else:
+        digest = hashlib.sha256(payload).hexdigest()
+        if len(payload) != header.get("size") or digest != header["sha256"]:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is corrupt: its SHA-256 checksum does not match "
+                f"({len(payload)} of {header.get('size')} bytes; the file was changed or "
+                "damaged after it was written). Delete it to start over, or restore a copy")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for damaged files
         raise CheckpointError(
             f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: {err}); it is "

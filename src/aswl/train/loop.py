@@ -25,7 +25,7 @@ from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
 from aswl.methods import create_method, training_step
 from aswl.models import create_model
-from aswl.train.checkpoint import load_checkpoint, save_checkpoint
+from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
 from aswl.train.optim import build_optimizer, lr_factor
@@ -154,11 +154,23 @@ class Trainer:
 
     def _check_loss(self, loss: Tensor, step: int) -> None:
         if not self._finite_on_every_rank(loss):
-            raise TrainingError(
-                f"loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {step}; "
-                f"the last good checkpoint is {self.checkpoint_path} (epoch {self.epoch}). "
-                "Lower lr (or method.attention_lr), set grad_clip, or use amp=none, "
-                "then --resume")
+            raise TrainingError(self._divergence_message(float(loss.detach()), step))
+
+    def _divergence_message(self, loss: float, step: int) -> str:
+        """What diverged, which checkpoint really exists, and a command that can be run."""
+        header = read_checkpoint_header(self.checkpoint_path) or {}
+        if isinstance(header.get("epoch"), int):
+            kept = f"the last good checkpoint is {self.checkpoint_path} (epoch {header['epoch']})"
+            how = "continue from it"
+        else:
+            kept = "no checkpoint was written yet"
+            how = "start it again from its config.yaml"
+        lr = self.config.lr / 10
+        return (f"loss became {loss} at epoch {self.epoch + 1}, step {step}; {kept}. To {how} "
+                f"with a lower learning rate and gradient clipping: aswl train --out "
+                f"{self.out_dir} --resume --set lr={lr:g} grad_clip=1.0 (a resume may change "
+                f"{', '.join(sorted(RESUMABLE_KEYS))}); a lower method.attention_lr or "
+                "amp=none needs a new run (another --out)")
 
     def _finite_on_every_rank(self, loss: Tensor) -> bool:
         """Is the loss finite on every rank (so that all ranks stop together)?"""
@@ -176,6 +188,8 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(),
                                                                      sort_keys=False))
+            if self.epoch == 0:  # a fresh start: no metric lines of an earlier attempt
+                (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
         log.info("model %s on %s, %d prunable layers (%d weights), %d steps on %s",
                  config.model, config.dataset, len(self.method.layers),
                  self.method.total_numel, self.total_steps, self.device)
