@@ -1,7 +1,7 @@
 """ASWL ablation: which part of the method does the work, at one target sparsity.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablation.py \\
-        --config configs/fashion_lenet300.yaml --sparsity 0.98 --seeds 0,1,2 --out runs/ablation
+        --config fashion_lenet300 --sparsity 0.98 --seeds 0,1,2 --out runs/ablation
 
 Variants (each a set of ``--set`` overrides on the base config; all share epochs, data order,
 optimiser and schedule):
@@ -28,6 +28,7 @@ import logging
 import statistics
 from pathlib import Path
 
+from aswl.configs import resolve_config
 from aswl.train import load_config, train
 
 VARIANTS: dict[str, list[str]] = {
@@ -65,7 +66,7 @@ def main() -> None:
             if not (out / "report.json").is_file():
                 if args.no_train:
                     continue
-                config = load_config(args.config, ["progress=false", f"seed={seed}",
+                config = load_config(resolve_config(args.config), ["progress=false", f"seed={seed}",
                                                    *args.set, *overrides])
                 train(config, out)
             reports.append(json.loads((out / "report.json").read_text()))

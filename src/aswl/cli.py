@@ -1,6 +1,7 @@
 """Command line: thin commands over the library.
 
-    aswl train [--config FILE.yaml] [--set key=value ...] [--out DIR] [--resume]
+    aswl train [--config NAME|FILE.yaml] [--set key=value ...] [--out DIR] [--resume]
+    aswl configs             the shipped configs (paper experiments) and their reference points
     aswl eval DIR            accuracy and sparsity of a run's exported model.safetensors
     aswl report DIR          the run's per-layer table
     aswl compare --methods dense,aswl --sparsities 0.9,0.95 --seeds 3 --out DIR
@@ -37,14 +38,21 @@ RUN_FILES = ("metrics.jsonl", "report.json", "model.safetensors", "model.sparse.
 """What --overwrite removes from a previous run in the same folder."""
 
 
+def _version() -> str:
+    from aswl import __version__
+
+    return __version__
+
+
 def _default_out(config) -> Path:
     return Path("runs") / f"{config.method_name()}-{config.model}-{config.dataset}-s{config.seed}"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from aswl.configs import resolve_config
     from aswl.train import load_config, train
 
-    config_path = args.config
+    config_path = resolve_config(args.config)
     if args.resume and config_path is None and args.out and (args.out / "config.yaml").is_file():
         config_path = args.out / "config.yaml"  # continue with the run's own settings
     config = load_config(config_path, args.set or [])
@@ -144,7 +152,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                            datefmt="%H:%M:%S"))
     logging.getLogger().addHandler(handler)
     try:
-        base = load_config(args.config, args.set or [])
+        from aswl.configs import resolve_config
+
+        base = load_config(resolve_config(args.config), args.set or [])
         grid = load_grid(args.grid, methods=args.methods, sparsities=args.sparsities,
                          seeds=args.seeds, layer_plot_sparsity=args.layer_plot_sparsity)
         try:
@@ -181,13 +191,27 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_configs(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from aswl.configs import list_configs
+
+    for item in list_configs():
+        print(item.name)
+        for text in (item.title, f"reference: {item.reference or 'none'}"):
+            print(textwrap.fill(text, 96, initial_indent="    ", subsequent_indent="      "))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aswl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one model (default: the embedded MNIST job)")
-    train.add_argument("--config", type=Path, help="YAML config (see configs/)")
+    train.add_argument("--config", help="a shipped config name (see `aswl configs`) or a "
+                       "YAML file")
     train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                        help="override config keys, e.g. --set epochs=5 method.alpha=2")
     train.add_argument("--out", type=Path, help="output folder (default runs/<name>)")
@@ -205,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
     compare = sub.add_parser("compare", help="train a grid of methods x sparsities x seeds "
                              "on one base config and summarise it (resumable)")
-    compare.add_argument("--config", type=Path, help="base YAML config shared by every run")
+    compare.add_argument("--config", help="base config shared by every run: a shipped name "
+                         "or a YAML file")
     compare.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                          help="override base config keys, e.g. --set epochs=5 model=resnet20")
     compare.add_argument("--grid", type=Path,
@@ -219,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--report-only", action="store_true",
                          help="train nothing: tables and plots of the runs finished so far")
     compare.set_defaults(func=cmd_compare)
+    sub.add_parser("configs", help="list the shipped configs with their reference points"
+                   ).set_defaults(func=cmd_configs)
     for name in ("methods", "models", "datasets"):
         sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list)
     return parser
