@@ -176,6 +176,7 @@ class Config:
     """Model reported on test: ``last`` or ``best_val`` (needs data.val_fraction > 0)."""
     checkpoint_every: int = 1
     progress: bool = True
+    """A tqdm bar during each epoch when stderr is a terminal (never in piped output)."""
 
     def validate(self) -> None:
         def need(ok: bool, name: str, allowed: str) -> None:

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,14 @@ from aswl.train.dist import TrainingError, resolve_device, setup_distributed
 from aswl.train.optim import build_optimizer, lr_factor
 
 log = logging.getLogger(__name__)
+
+
+def _is_terminal(stream: Any) -> bool:
+    """True when ``stream`` is an interactive terminal (a progress bar is wanted there only)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 # --------------------------------------------------------------------------- the run
@@ -124,11 +133,11 @@ class Trainer:
             return loss
 
         progress = None
-        if config.progress and self.dist.main:
-            from tqdm import tqdm
+        if config.progress and self.dist.main and _is_terminal(sys.stderr):
+            from tqdm import tqdm  # a bar only on a terminal; piped output gets the epoch lines
 
             progress = tqdm(total=self.per_epoch, desc=f"epoch {self.epoch + 1}/{config.epochs}",
-                            leave=False, dynamic_ncols=True)
+                            leave=False, dynamic_ncols=True, file=sys.stderr)
         for images, labels in batches(self.data.train, config.batch_size, shuffle=True,
                                       seed=config.seed, epoch=self.epoch, dist=self.dist,
                                       device=self.device, workers=config.data.workers,
