@@ -54,3 +54,15 @@ def test_wheel_metadata_is_light(wheel: Path) -> None:
     torch_spec = next(r for r in required if r.startswith("torch"))
     assert "<" not in torch_spec  # never downgrades a user's newer torch
     assert "mlxtend" not in meta
+
+
+def test_import_aswl_loads_no_optional_or_heavy_module() -> None:
+    """What ``import aswl`` loads beyond what ``import torch`` loads (torch.hub loads tqdm)."""
+    code = ("import sys, torch; before = set(sys.modules); import aswl, aswl.cli; "
+            "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
+            "print(' '.join(m for m in ('matplotlib', 'PIL', 'tqdm', 'yaml', 'safetensors', "
+            "'numpy', 'torchvision', 'timm', 'mlxtend') if m in new))")
+    env = {"PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True, timeout=120).stdout.strip()
+    assert out == ""
