@@ -101,7 +101,8 @@ def _before_update(method: SparseMethod, optimizer: torch.optim.Optimizer) -> No
 
 def _pre_hook(method: SparseMethod) -> Callable[..., Any]:
     def hook(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> Any:
-        closure = kwargs.get("closure", args[0] if args else None)
+        # ``args`` are step()'s positional arguments, the optimiser itself first
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
         if closure is None:
             _before_update(method, optimizer)
             return None
@@ -117,7 +118,7 @@ def _pre_hook(method: SparseMethod) -> Callable[..., Any]:
 
         if "closure" in kwargs:
             return args, {**kwargs, "closure": wrapped}
-        return (wrapped, *args[1:]), kwargs
+        return (args[0], wrapped, *args[2:]), kwargs
 
     return hook
 
