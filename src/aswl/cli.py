@@ -33,8 +33,9 @@ def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
                         force=True)
 
 
-RUN_FILES = ("metrics.jsonl", "report.json", "model.safetensors", "model.sparse.safetensors",
-             "training.png", "checkpoints/last.pt", "checkpoints/best.pt")
+RUN_FILES = ("metrics.jsonl", "metrics.csv", "report.json", "model.safetensors",
+             "model.sparse.safetensors", "training.png", "checkpoints/last.pt",
+             "checkpoints/best.pt")
 """What --overwrite removes from a previous run in the same folder."""
 
 
@@ -61,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not (out / "checkpoints" / "last.pt").is_file():
         log.warning("--resume: no checkpoint in %s yet, starting from scratch", out)
         args.resume = False
-    elif not args.resume and (out / "metrics.jsonl").exists():
+    elif not args.resume and any((out / name).exists() for name in RUN_FILES[:3]):
         if not args.overwrite:
             log.error("%s already holds a run; use --resume to continue it, --overwrite to "
                       "replace it, or another --out", out)

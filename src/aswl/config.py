@@ -98,7 +98,7 @@ def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "m
     return config
 
 
-NEUTRAL_KEYS: frozenset[str] = frozenset({"progress", "device", "checkpoint_every"})
+NEUTRAL_KEYS: frozenset[str] = frozenset({"progress", "device", "checkpoint_every", "log"})
 """Settings that never change a run's result (a finished run with other values is reused)."""
 RESUMABLE_KEYS: frozenset[str] = NEUTRAL_KEYS | {
     "lr", "lr_schedule", "lr_milestones", "lr_gamma", "warmup_epochs", "grad_clip", "epochs"}
@@ -175,6 +175,9 @@ class Config:
     checkpoint_every: int = 1
     progress: bool = True
     """A tqdm bar during each epoch when stderr is a terminal (never in piped output)."""
+    log: list[str] = field(default_factory=lambda: ["jsonl"])
+    """Per-epoch metric logs: any of ``jsonl`` (metrics.jsonl), ``csv`` (metrics.csv),
+    ``tensorboard`` (tensorboard/, needs the tensorboard package)."""
 
     def validate(self) -> None:
         def need(ok: bool, name: str, allowed: str) -> None:
@@ -198,6 +201,9 @@ class Config:
              "'last' unless data.val_fraction > 0")
         need(0 <= self.data.val_fraction < 1, "data.val_fraction", "a fraction in [0, 1)")
         need(self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1")
+        need(isinstance(self.log, list) and all(name in ("jsonl", "csv", "tensorboard")
+                                                for name in self.log),
+             "log", "a list of 'jsonl', 'csv', 'tensorboard', e.g. [jsonl, csv]")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              "device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
         self.method_config()  # validates the method section

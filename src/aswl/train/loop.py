@@ -29,6 +29,7 @@ from aswl.models import create_model
 from aswl.train.checkpoint import load_checkpoint, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
+from aswl.train.loggers import build_loggers
 from aswl.train.optim import build_optimizer, lr_factor
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,6 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = json.loads(state["history"])
         self.best_val = float(state["best_val"])
-        if self.dist.main:  # epochs after the checkpoint were lost: drop their metric lines
-            with open(self.out_dir / "metrics.jsonl", "w") as file:
-                file.writelines(json.dumps(record) + "\n" for record in self.history)
         log.info("resumed from %s at epoch %d", path or self.checkpoint_path, self.epoch)
 
     # -- one epoch -----------------------------------------------------------------------
@@ -185,6 +183,9 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(),
                                                                      sort_keys=False))
+        # epochs after the checkpoint (of an interrupted run) are dropped from every log
+        self.loggers = build_loggers(config.log, self.out_dir, self.history) \
+            if self.dist.main else []
         log.info("model %s on %s, %d prunable layers (%d weights), %d steps on %s",
                  config.model, config.dataset, len(self.method.layers),
                  self.method.total_numel, self.total_steps, self.device)
@@ -209,11 +210,13 @@ class Trainer:
                      100 * record["train_accuracy"], 100 * record["test_accuracy"],
                      100 * record["global_sparsity"], record["seconds"])
             if self.dist.main:
-                with open(self.out_dir / "metrics.jsonl", "a") as file:
-                    file.write(json.dumps(record) + "\n")
+                for logger in self.loggers:
+                    logger.log(record)
                 self._maybe_keep_best(record)
                 if self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs:
                     save_checkpoint(self.state(), self.checkpoint_path)
+        for logger in self.loggers:
+            logger.close()
         if self.dist.enabled:  # rank 0 may still be writing best.pt, which finish() reads
             import torch.distributed as dist
 
@@ -284,6 +287,9 @@ class Trainer:
 
                 plot_run(self.history, layers, self.out_dir / "training.png",
                          f"{config.method_name()} / {config.model} / {config.dataset}")
+            except ImportError:
+                log.info("training.png skipped: matplotlib is not installed "
+                         "(pip install aswl[plot])")
             except Exception as err:  # a plot must never lose a finished run
                 log.warning("could not draw training.png: %s", err)
             log.info("finalize changed %d mask entries; test accuracy %.2f%% before it",
