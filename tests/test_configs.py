@@ -138,3 +138,31 @@ def test_version_flag(capsys) -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"aswl {aswl.__version__}"
+
+
+def test_aswl_config_prints_the_resolved_config_with_a_doc_per_key(tmp_path, capsys) -> None:
+    import dataclasses
+
+    import yaml
+
+    from aswl.config import Config
+
+    args = ["config", "--config", "fashion_lenet300", "--set", "epochs=3", "method.alpha=2"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    resolved = load_config(CONFIGS[0].parent / "fashion_lenet300.yaml",
+                           ["epochs=3", "method.alpha=2"])
+    printed = yaml.safe_load(text)  # valid YAML: comments after the values
+    assert printed["epochs"] == 3 and printed["method"]["alpha"] == 2.0
+    assert printed["model"] == resolved.model and printed["data"]["root"] is None
+    # every key of the run config and of the method has a one-line comment
+    lines = text.splitlines()
+    for item in dataclasses.fields(Config):
+        line = next(line for line in lines if line.startswith(f"{item.name}:"))
+        assert " # " in line and len(line.split(" # ", 1)[1]) > 5, line
+    assert all(" # " in line for line in lines if line.startswith("  "))
+    # the printed file reproduces the same run config
+    path = tmp_path / "printed.yaml"
+    path.write_text(text)
+    assert load_config(path).to_dict() == {**resolved.to_dict(),
+                                           "method": printed["method"]}

@@ -2,6 +2,7 @@
 
     aswl train [--config NAME|FILE.yaml] [--set key=value ...] [--out DIR] [--resume]
     aswl configs             the shipped configs (paper experiments) and their reference points
+    aswl config [--config NAME] [--set ...]   the resolved config, one comment per key
     aswl eval DIR            accuracy and sparsity of a run's exported model.safetensors
     aswl report DIR          the run's per-layer table
     aswl compare --methods dense,aswl --sparsities 0.9,0.95 --seeds 3 --out DIR
@@ -192,6 +193,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from aswl.configs import describe_config, resolve_config
+    from aswl.train import load_config
+
+    print(describe_config(load_config(resolve_config(args.config), args.set or [])))
+    return 0
+
+
 def cmd_configs(args: argparse.Namespace) -> int:
     import textwrap
 
@@ -247,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_compare)
     sub.add_parser("configs", help="list the shipped configs with their reference points"
                    ).set_defaults(func=cmd_configs)
+    show = sub.add_parser("config", help="print the resolved config, one comment per key")
+    show.add_argument("--config", help="a shipped config name or a YAML file")
+    show.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE")
+    show.set_defaults(func=cmd_config)
     for name in ("methods", "models", "datasets"):
         sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list)
     return parser

@@ -89,3 +89,69 @@ def resolve_config(name_or_path: str | Path | None) -> Path | None:
         f"config {str(name_or_path)!r} is neither a file nor a shipped config; shipped: "
         f"{', '.join(config_names())} (`aswl configs` lists them)"
     )
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """First line of each dataclass field's docstring (the string literal after the field),
+    through the class hierarchy, base classes first."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for field_node, after in zip(body, body[1:]):
+            if (isinstance(field_node, ast.AnnAssign) and isinstance(field_node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                text = " ".join(after.value.value.split()).replace("``", "`")
+                first = re.split(r"(?<=[a-z0-9)`])(?<!e\.g)(?<!i\.e)\. ", text, maxsplit=1)[0]
+                docs[field_node.target.id] = first if first.endswith(".") else first + "."
+    return docs
+
+
+def _format_value(value: object) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix(
+        "\n...").removesuffix("...").strip()
+
+
+def describe_config(config: object) -> str:
+    """The resolved run config as YAML, every key with its one-line doc as a comment.
+
+    The ``method`` section lists every option of the chosen method with its value."""
+    import dataclasses
+
+    from aswl.config import Config
+
+    assert isinstance(config, Config)
+    lines: list[str] = []
+
+    def emit(key: str, value: object, doc: str, indent: int) -> None:
+        text = f"{'  ' * indent}{key}: {_format_value(value)}"
+        lines.append(f"{text:<44} # {doc}" if doc else text)
+
+    def section(obj: object, indent: int) -> None:
+        docs = field_docs(type(obj))
+        for item in dataclasses.fields(obj):  # type: ignore[arg-type]
+            value = getattr(obj, item.name)
+            if item.name == "method":
+                method = config.method_config()
+                lines.append(f"{'method:':<44} # {docs.get('method', '')}")
+                emit("name", config.method_name(), "the method (`aswl methods` lists them)",
+                     indent + 1)
+                section(method, indent + 1)
+            elif dataclasses.is_dataclass(value):
+                lines.append(f"{'  ' * indent + item.name + ':':<44} # {docs.get(item.name, '')}")
+                section(value, indent + 1)
+            else:
+                emit(item.name, value, docs.get(item.name, ""), indent)
+
+    section(config, 0)
+    return "\n".join(lines)
