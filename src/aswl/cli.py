@@ -82,15 +82,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_run(run: Path):
+EVAL_KEYS = ("dataset", "data.", "device", "batch_size")
+"""What ``aswl eval --set`` may change: the data it is scored on and where it runs."""
+
+
+def _load_run(run: Path, overrides: list[str] | None = None):
     from aswl.data import build_datasets
     from aswl.export.compact import ExportError
+    from aswl.methods import ConfigError
     from aswl.models import create_model
     from aswl.train import load_config
 
     if not (run / "config.yaml").is_file():
         raise ExportError(f"{run} has no config.yaml: is it an `aswl train` output folder?")
-    config = load_config(run / "config.yaml")
+    for item in overrides or []:
+        key = item.split("=", 1)[0].strip()
+        if not (key in EVAL_KEYS or key.startswith("data.")):
+            raise ConfigError(f"aswl eval --set {key}: only dataset, data.*, device and "
+                              "batch_size can change (the model is the run's own)")
+    config = load_config(run / "config.yaml", overrides or [])
     data = build_datasets(config.dataset, config.data.root, augment=False,
                           val_fraction=config.data.val_fraction, seed=config.seed,
                           limit_train=config.data.limit_train, limit_test=config.data.limit_test,
@@ -101,16 +111,16 @@ def _load_run(run: Path):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from aswl.export.compact import ExportError, load_compact
     from aswl.train.data_loop import evaluate
-    from aswl.train.dist import Dist
+    from aswl.train.dist import Dist, resolve_device
 
     _setup_logging(None, args.verbose)
-    config, data, model = _load_run(args.run)
+    config, data, model = _load_run(args.run, args.set)
+    device = resolve_device(config.device, Dist())
     path = args.run / ("model.sparse.safetensors" if args.compact else "model.safetensors")
     if args.compact:
         load_compact(model, path)
@@ -121,8 +131,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             model.load_state_dict(load_file(str(path)))
         except (SafetensorError, RuntimeError) as err:
             raise ExportError(f"{path} cannot be loaded into {config.model}: {err}") from err
-    accuracy = evaluate(model, data.test, 256, torch.device("cpu"), Dist())
-    print(json.dumps({"test_accuracy": accuracy, "file": str(path)}))
+    accuracy = evaluate(model.to(device), data.test, config.batch_size, device, Dist(),
+                        config.data.workers)
+    print(json.dumps({"test_accuracy": accuracy, "file": str(path), "dataset": config.dataset,
+                      "test_samples": len(data.test), "device": str(device)}))
     return 0
 
 
@@ -233,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path)
     evaluate.add_argument("--compact", action="store_true",
                           help="load model.sparse.safetensors instead of model.safetensors")
+    evaluate.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                          help="score on other data or another device: dataset=..., "
+                          "data.root=..., data.limit_test=..., device=..., batch_size=...")
     evaluate.set_defaults(func=cmd_eval)
     report = sub.add_parser("report", help="print a finished run's per-layer table")
     report.add_argument("run", type=Path)
