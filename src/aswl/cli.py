@@ -231,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train one model (default: the embedded MNIST job)")
+    train = sub.add_parser("train", help="train one model (default: the embedded MNIST job)",
+                           epilog="Every config key, its value and a one-line doc: "
+                           "`aswl config [--config NAME] [--set ...]`. Shipped configs: "
+                           "`aswl configs`.")
     train.add_argument("--config", help="a shipped config name (see `aswl configs`) or a "
                        "YAML file")
     train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
