@@ -1,7 +1,7 @@
 """ASWL ablation: what each part of the method adds, at one target sparsity.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablation.py \\
-        --config configs/fashion_lenet300.yaml --sparsity 0.98 --seeds 0,1,2 --out runs/ablation
+        --config fashion_lenet300 --sparsity 0.98 --seeds 0,1,2 --out runs/ablation
 
 Each variant changes one thing from the default ``aswl`` (target variant: no per-layer cap and
 one weight per output unit at least, masks every step from a sampled threshold, attentions
@@ -23,6 +23,7 @@ import logging
 import statistics
 from pathlib import Path
 
+from aswl.configs import resolve_config
 from aswl.train import load_config, train
 
 VARIANTS: dict[str, list[str]] = {
@@ -82,7 +83,7 @@ def main() -> None:
             if not (out / "report.json").is_file():
                 if args.no_train:
                     continue
-                config = load_config(args.config, ["progress=false", f"seed={seed}",
+                config = load_config(resolve_config(args.config), ["progress=false", f"seed={seed}",
                                                    *args.set, *overrides])
                 train(config, out)
             reports.append(json.loads((out / "report.json").read_text()))

@@ -1,5 +1,6 @@
-"""configs/: every experiment file loads, and each one trains from the CLI on tiny files written
-in its dataset's real format (IDX, CIFAR pickle batches, ImageNet JPEG class folders)."""
+"""Shipped configs (src/aswl/configs): every experiment file loads, and each one trains from the
+CLI on tiny files written in its dataset's real format (IDX, CIFAR pickle batches, ImageNet JPEG
+class folders)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from aswl.train import load_config
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from data_writers import IDX_NAMES, cifar_batch, write_idx  # noqa: E402
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[1] / "src" / "aswl" / "configs").glob("*.yaml"))
 EXPECTED = {"mnist_lenet300", "mnist_lenet5", "fashion_lenet300", "fashion_lenet5",
             "cifar10_vgg16", "cifar10_resnet56", "cifar10_resnet20", "imagenet_resnet50"}
 
@@ -68,7 +69,7 @@ def test_config_loads_and_documents_itself(path: Path) -> None:
     assert config.method_name() == "aswl"
     assert 0 < config.method_config().target_sparsity < 1
     header = path.read_text()
-    assert "Reference point" in header and "aswl train --config configs/" in header
+    assert "Reference point" in header and f"aswl train --config {path.stem} " in header
     assert config.dataset in WRITERS
 
 
@@ -102,3 +103,66 @@ def test_one_config_diff_for_resume_and_compare() -> None:
                                                    "method.target_sparsity"]
     assert NEUTRAL_KEYS <= RESUMABLE_KEYS
     assert config_diff(old, old) == []
+
+
+def test_shipped_configs_are_found_by_name_from_anywhere(tmp_path: Path, monkeypatch,
+                                                         capsys) -> None:
+    from aswl.configs import list_configs, resolve_config
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert {item.name for item in list_configs()} == {path.stem for path in CONFIGS}
+    assert resolve_config("fashion_lenet300").read_text() == \
+        (CONFIGS[0].parent / "fashion_lenet300.yaml").read_text()
+    assert resolve_config("configs/mnist_lenet5.yaml").name == "mnist_lenet5.yaml"
+    own = tmp_path / "mine.yaml"
+    own.write_text("epochs: 1\n")
+    assert resolve_config("mine.yaml") == Path("mine.yaml")
+    assert main(["train", "--config", "no_such_config", "--out", str(tmp_path / "r")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # one clear line
+    assert last.startswith("error: config 'no_such_config'") and "fashion_lenet300" in last
+
+
+def test_aswl_configs_lists_names_and_reference_points(capsys) -> None:
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    for path in CONFIGS:
+        assert f"{path.stem}\n" in out
+    assert "Han et al. 2015" in out and "93.73%" in out  # reference points are shown
+    assert "Reference point" not in out and "reference: " in out
+
+
+def test_version_flag(capsys) -> None:
+    import aswl
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"aswl {aswl.__version__}"
+
+
+def test_aswl_config_prints_the_resolved_config_with_a_doc_per_key(tmp_path, capsys) -> None:
+    import dataclasses
+
+    import yaml
+
+    from aswl.config import Config
+
+    args = ["config", "--config", "fashion_lenet300", "--set", "epochs=3", "method.alpha=2"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    resolved = load_config(CONFIGS[0].parent / "fashion_lenet300.yaml",
+                           ["epochs=3", "method.alpha=2"])
+    printed = yaml.safe_load(text)  # valid YAML: comments after the values
+    assert printed["epochs"] == 3 and printed["method"]["alpha"] == 2.0
+    assert printed["model"] == resolved.model and printed["data"]["root"] is None
+    # every key of the run config and of the method has a one-line comment
+    lines = text.splitlines()
+    for item in dataclasses.fields(Config):
+        line = next(line for line in lines if line.startswith(f"{item.name}:"))
+        assert " # " in line and len(line.split(" # ", 1)[1]) > 5, line
+    assert all(" # " in line for line in lines if line.startswith("  "))
+    # the printed file reproduces the same run config
+    path = tmp_path / "printed.yaml"
+    path.write_text(text)
+    assert load_config(path).to_dict() == {**resolved.to_dict(),
+                                           "method": printed["method"]}

@@ -8,12 +8,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 __all__ = ["ASWL", "ConfigError", "SparseMethod", "__version__", "create_method",
-           "list_methods", "register_method", "training_step"]
+           "list_methods", "register_method", "sparsify", "training_step"]
 
 
 def __getattr__(name: str) -> Any:
     """The public names load torch on first use, so that ``aswl --help`` (and Ctrl-C while
     it starts) stays light."""
+    if name == "sparsify":
+        from aswl.integrations import sparsify
+
+        return sparsify
     if name in __all__:
         import aswl.methods
 

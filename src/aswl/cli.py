@@ -1,6 +1,8 @@
 """Command line: thin commands over the library.
 
-    aswl train [--config FILE.yaml] [--set key=value ...] [--out DIR] [--resume]
+    aswl train [--config NAME|FILE.yaml] [--set key=value ...] [--out DIR] [--resume]
+    aswl configs             the shipped configs (paper experiments) and their reference points
+    aswl config [--config NAME] [--set ...]   the resolved config, one comment per key
     aswl eval DIR            accuracy and sparsity of a run's exported model.safetensors
     aswl report DIR          the run's per-layer table
     aswl compare --methods dense,aswl --sparsities 0.9,0.95 --seeds 3 --out DIR
@@ -36,9 +38,16 @@ def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
                         force=True)
 
 
-RUN_FILES = ("metrics.jsonl", "report.json", "model.safetensors", "model.sparse.safetensors",
-             "training.png", "checkpoints/last.pt", "checkpoints/best.pt")
+RUN_FILES = ("metrics.jsonl", "metrics.csv", "report.json", "model.safetensors",
+             "model.sparse.safetensors", "training.png", "checkpoints/last.pt",
+             "checkpoints/best.pt")
 """What --overwrite removes from a previous run in the same folder."""
+
+
+def _version() -> str:
+    from aswl import __version__
+
+    return __version__
 
 
 def _default_out(config) -> Path:
@@ -98,9 +107,11 @@ def _resume_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from aswl.configs import resolve_config
     from aswl.train import load_config, train
     from aswl.train.rundir import run_directory
 
+    args.config = resolve_config(args.config)  # a shipped config by name, or a file
     if args.resume:
         config = _resume_config(args)
     else:
@@ -142,15 +153,25 @@ def _remove_run_files(out: Path, main_rank: bool) -> None:
             (out / name).unlink(missing_ok=True)
 
 
-def _load_run(run: Path):
+EVAL_KEYS = ("dataset", "data.", "device", "batch_size")
+"""What ``aswl eval --set`` may change: the data it is scored on and where it runs."""
+
+
+def _load_run(run: Path, overrides: list[str] | None = None):
     from aswl.data import build_datasets
     from aswl.export.compact import ExportError
+    from aswl.methods import ConfigError
     from aswl.models import create_model
     from aswl.train import load_config
 
     if not (run / "config.yaml").is_file():
         raise ExportError(f"{run} has no config.yaml: is it an `aswl train` output folder?")
-    config = load_config(run / "config.yaml")
+    for item in overrides or []:
+        key = item.split("=", 1)[0].strip()
+        if not (key in EVAL_KEYS or key.startswith("data.")):
+            raise ConfigError(f"aswl eval --set {key}: only dataset, data.*, device and "
+                              "batch_size can change (the model is the run's own)")
+    config = load_config(run / "config.yaml", overrides or [])
     data = build_datasets(config.dataset, config.data.root, augment=False,
                           val_fraction=config.data.val_fraction, seed=config.seed,
                           limit_train=config.data.limit_train, limit_test=config.data.limit_test,
@@ -161,16 +182,16 @@ def _load_run(run: Path):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from aswl.export.compact import ExportError, load_compact
     from aswl.train.data_loop import evaluate
-    from aswl.train.dist import Dist
+    from aswl.train.dist import Dist, resolve_device
 
     _setup_logging(None, args.verbose)
-    config, data, model = _load_run(args.run)
+    config, data, model = _load_run(args.run, args.set)
+    device = resolve_device(config.device, Dist())
     path = args.run / ("model.sparse.safetensors" if args.compact else "model.safetensors")
     if args.compact:
         load_compact(model, path)
@@ -181,8 +202,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             model.load_state_dict(load_file(str(path)))
         except (SafetensorError, RuntimeError) as err:
             raise ExportError(f"{path} cannot be loaded into {config.model}: {err}") from err
-    accuracy = evaluate(model, data.test, 256, torch.device("cpu"), Dist())
-    print(json.dumps({"test_accuracy": accuracy, "file": str(path)}))
+    accuracy = evaluate(model.to(device), data.test, config.batch_size, device, Dist(),
+                        config.data.workers)
+    print(json.dumps({"test_accuracy": accuracy, "file": str(path), "dataset": config.dataset,
+                      "test_samples": len(data.test), "device": str(device)}))
     return 0
 
 
@@ -227,7 +250,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                            datefmt="%H:%M:%S"))
     logging.getLogger().addHandler(handler)
     try:
-        base = load_config(args.config, args.set or [])
+        from aswl.configs import resolve_config
+
+        base = load_config(resolve_config(args.config), args.set or [])
         grid = load_grid(args.grid, methods=args.methods, sparsities=args.sparsities,
                          seeds=args.seeds, layer_plot_sparsity=args.layer_plot_sparsity)
         try:
@@ -264,13 +289,38 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from aswl.configs import describe_config, resolve_config
+    from aswl.train import load_config
+
+    print(describe_config(load_config(resolve_config(args.config), args.set or [])))
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from aswl.configs import list_configs
+
+    for item in list_configs():
+        print(item.name)
+        for text in (item.title, f"reference: {item.reference or 'none'}"):
+            print(textwrap.fill(text, 96, initial_indent="    ", subsequent_indent="      "))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aswl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train one model (default: the embedded MNIST job)")
-    train.add_argument("--config", type=Path, help="YAML config (see configs/)")
+    train = sub.add_parser("train", help="train one model (default: the embedded MNIST job)",
+                           epilog="Every config key, its value and a one-line doc: "
+                           "`aswl config [--config NAME] [--set ...]`. Shipped configs: "
+                           "`aswl configs`.")
+    train.add_argument("--config", help="a shipped config name (see `aswl configs`) or a "
+                       "YAML file")
     train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                        help="override config keys, e.g. --set epochs=5 method.alpha=2")
     train.add_argument("--out", type=Path, help="output folder (default runs/<name>)")
@@ -282,13 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path)
     evaluate.add_argument("--compact", action="store_true",
                           help="load model.sparse.safetensors instead of model.safetensors")
+    evaluate.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                          help="score on other data or another device: dataset=..., "
+                          "data.root=..., data.limit_test=..., device=..., batch_size=...")
     evaluate.set_defaults(func=cmd_eval)
     report = sub.add_parser("report", help="print a finished run's per-layer table")
     report.add_argument("run", type=Path)
     report.set_defaults(func=cmd_report)
     compare = sub.add_parser("compare", help="train a grid of methods x sparsities x seeds "
                              "on one base config and summarise it (resumable)")
-    compare.add_argument("--config", type=Path, help="base YAML config shared by every run")
+    compare.add_argument("--config", help="base config shared by every run: a shipped name "
+                         "or a YAML file")
     compare.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                          help="override base config keys, e.g. --set epochs=5 model=resnet20")
     compare.add_argument("--grid", type=Path,
@@ -305,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     from aswl.export.deploy import add_commands as add_export_commands
 
     add_export_commands(sub)  # aswl export, aswl bench
+    sub.add_parser("configs", help="list the shipped configs with their reference points"
+                   ).set_defaults(func=cmd_configs)
+    show = sub.add_parser("config", help="print the resolved config, one comment per key")
+    show.add_argument("--config", help="a shipped config name or a YAML file")
+    show.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE")
+    show.set_defaults(func=cmd_config)
     for name in ("methods", "models", "datasets"):
         sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list)
     return parser

@@ -361,8 +361,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         summary.append({
             "method": method, "target_sparsity": target,
             "accuracy_mean": statistics.fmean(accuracy) if accuracy else None,
-            "accuracy_std": statistics.stdev(accuracy) if len(accuracy) > 1 else (
-                0.0 if accuracy else None),
+            "accuracy_std": statistics.stdev(accuracy) if len(accuracy) > 1 else None,
             "sparsity_mean": statistics.fmean(sparsity) if sparsity else None,
             "seeds": len(done),
             "failed": sum(r["status"] == "failed" for r in members),
@@ -382,8 +381,12 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
     lines = ["| method | target sparsity | test accuracy (%) | achieved sparsity (%) | seeds |",
              "|---|---:|---:|---:|---:|"]
     for row in summary:
-        accuracy = "-" if row["accuracy_mean"] is None else (
-            f"{row['accuracy_mean']:.2f} ± {row['accuracy_std']:.2f}")
+        if row["accuracy_mean"] is None:
+            accuracy = "-"
+        elif row["accuracy_std"] is None:  # one seed: no spread to report
+            accuracy = f"{row['accuracy_mean']:.2f} (n = 1)"
+        else:
+            accuracy = f"{row['accuracy_mean']:.2f} ± {row['accuracy_std']:.2f}"
         notes = [f"{row[k]} {k}" for k in ("failed", "stale") if row.get(k)]
         seeds = str(row["seeds"]) + (f" ({', '.join(notes)})" if notes else "")
         target = "-" if row["target_sparsity"] is None else _fmt(row["target_sparsity"], "g",

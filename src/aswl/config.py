@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 T = TypeVar("T")
 
 
@@ -115,7 +113,7 @@ def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "m
     return config
 
 
-NEUTRAL_KEYS: frozenset[str] = frozenset({"progress", "device", "checkpoint_every"})
+NEUTRAL_KEYS: frozenset[str] = frozenset({"progress", "device", "checkpoint_every", "log"})
 """Settings that never change a run's result (a finished run with other values is reused)."""
 RESUMABLE_KEYS: frozenset[str] = NEUTRAL_KEYS | {
     "lr", "lr_schedule", "lr_milestones", "lr_gamma", "warmup_epochs", "grad_clip", "epochs"}
@@ -150,39 +148,54 @@ class DataConfig:
     limit_train: int | None = None
     """Keep only the first N training samples (quick runs, tests)."""
     limit_test: int | None = None
+    """Keep only the first N test samples."""
     augment: bool = True
+    """Training-set augmentation where the dataset defines one (CIFAR, ImageNet)."""
     workers: int = 0
     """DataLoader worker processes (file-backed datasets such as ImageNet)."""
     image_size: int = 224
+    """Crop size of ImageNet-style images."""
 
 
 @dataclass
 class Config:
     model: str = "lenet300"
+    """A registered model (``aswl models``), or ``tv:NAME`` / ``timm:NAME``."""
     model_args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the model's builder (e.g. ``{width: 8}``)."""
     dataset: str = "mnist-embedded"
+    """A registered dataset (``aswl datasets``)."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Where and how the dataset is read."""
     method: dict[str, Any] = field(
         default_factory=lambda: {"name": "aswl", "target_sparsity": 0.95})
     """``name`` plus the method's own options (see ``aswl methods``)."""
     epochs: int = 20
+    """Passes over the training set."""
     batch_size: int = 64
     """Per-process batch; under DDP the global batch is batch_size * world_size."""
     lr: float = 0.05
+    """Peak learning rate of the weights."""
     momentum: float = 0.9
+    """SGD momentum (not used by adam/adamw)."""
     nesterov: bool = False
+    """Nesterov momentum (SGD)."""
     weight_decay: float = 5e-4
     """L2 on the parameters the method does not regularise itself (ASWL: its lambda)."""
     optimizer: str = "sgd"
+    """``sgd``, ``adam`` or ``adamw`` for the weights (a method's own parameters have theirs)."""
     lr_schedule: str = "cosine"
     """``cosine``, ``step`` (times lr_gamma at each of lr_milestones) or ``constant``."""
     lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     """Fractions of training at which the step schedule multiplies the lr by lr_gamma."""
     lr_gamma: float = 0.1
+    """Factor of each step of the step schedule."""
     warmup_epochs: float = 0.0
+    """Linear lr warm-up over this many epochs."""
     grad_clip: float | None = None
     """Clip the global gradient norm of the weights to this value (None: no clipping)."""
     seed: int = 0
+    """Seeds the initialisation and the data order."""
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:N``."""
     amp: str = "none"
@@ -190,7 +203,12 @@ class Config:
     select: str = "last"
     """Model reported on test: ``last`` or ``best_val`` (needs data.val_fraction > 0)."""
     checkpoint_every: int = 1
+    """Write checkpoints/last.pt every this many epochs (and after the last)."""
     progress: bool = True
+    """A tqdm bar during each epoch when stderr is a terminal (never in piped output)."""
+    log: list[str] = field(default_factory=lambda: ["jsonl"])
+    """Per-epoch metric logs: any of ``jsonl`` (metrics.jsonl), ``csv`` (metrics.csv),
+    ``tensorboard`` (tensorboard/, needs the tensorboard package)."""
 
     def validate(self) -> None:
         def need(ok: bool, name: str, allowed: str) -> None:
@@ -216,6 +234,9 @@ class Config:
              "'last' unless data.val_fraction > 0")
         need(0 <= self.data.val_fraction < 1, "data.val_fraction", "a fraction in [0, 1)")
         need(self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1")
+        need(isinstance(self.log, list) and all(name in ("jsonl", "csv", "tensorboard")
+                                                for name in self.log),
+             "log", "a list of 'jsonl', 'csv', 'tensorboard', e.g. [jsonl, csv]")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              "device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
         self.method_config()  # validates the method section
@@ -283,6 +304,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set {text!r}: the key is empty")
+    import yaml  # on first use: `import aswl` stays light
+
     try:
         value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
@@ -310,6 +333,8 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} not found")
+    import yaml
+
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:

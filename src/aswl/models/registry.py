@@ -106,14 +106,48 @@ def _check_kwargs(name: str, fn: Builder, kwargs: dict[str, Any]) -> None:
         )
 
 
+def _installed_version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _import_optional(module: str, prefix: str, extra: str) -> Any:
+    """Import an optional model package, turning a missing or broken install into a ModelError.
+
+    A torchvision (or timm, which imports torchvision) built for another torch fails while
+    loading its compiled extension: an OSError (undefined symbol), a RuntimeError (operator
+    ``torchvision::nms`` does not exist) or an AttributeError. Those name the mismatch.
+    """
     try:
         return importlib.import_module(module)
-    except ImportError as e:
-        raise ModelError(
-            f"{module} is required for '{prefix}:' models; "
-            f"install it with `pip install aswl[{extra}]`"
-        ) from e
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing in (module.split(".")[0], "torchvision"):  # the package itself is absent
+            raise ModelError(
+                f"{module} is required for '{prefix}:' models; "
+                f"install it with `pip install aswl[{extra}]`"
+            ) from e
+        broken: Exception = e
+    except (ImportError, OSError, RuntimeError, AttributeError) as e:
+        broken = e
+    import torch
+
+    torch_version = torch.__version__
+    minor = torch_version.split(".")[1] if torch_version.count(".") >= 1 else "?"
+    tv_hint = f"0.{int(minor) + 15}" if minor.isdigit() else "matching"
+    raise ModelError(
+        f"'{prefix}:' models: {module} is installed but cannot load "
+        f"({type(broken).__name__}: {str(broken).splitlines()[0] if str(broken) else ''}). "
+        f"Usually torchvision {_installed_version('torchvision')} was built for another torch "
+        f"than the installed {torch_version} (e.g. a CUDA build on a CPU torch). Fix: install "
+        f"the torchvision built for this torch (torchvision {tv_hint} from the same index as "
+        "torch, e.g. `pip install torchvision --index-url https://download.pytorch.org/whl/cpu`"
+        " for a CPU torch)."
+    ) from broken
 
 
 def _create_fallback(name: str, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,18 @@ from aswl.models import create_model
 from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
+from aswl.train.loggers import build_loggers
 from aswl.train.optim import build_optimizer, lr_factor
 
 log = logging.getLogger(__name__)
+
+
+def _is_terminal(stream: Any) -> bool:
+    """True when ``stream`` is an interactive terminal (a progress bar is wanted there only)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 # --------------------------------------------------------------------------- the run
@@ -103,9 +113,6 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = json.loads(state["history"])
         self.best_val = float(state["best_val"])
-        if self.dist.main:  # epochs after the checkpoint were lost: drop their metric lines
-            with open(self.out_dir / "metrics.jsonl", "w") as file:
-                file.writelines(json.dumps(record) + "\n" for record in self.history)
         log.info("resumed from %s at epoch %d", path or self.checkpoint_path, self.epoch)
 
     # -- one epoch -----------------------------------------------------------------------
@@ -124,11 +131,11 @@ class Trainer:
             return loss
 
         progress = None
-        if config.progress and self.dist.main:
-            from tqdm import tqdm
+        if config.progress and self.dist.main and _is_terminal(sys.stderr):
+            from tqdm import tqdm  # a bar only on a terminal; piped output gets the epoch lines
 
             progress = tqdm(total=self.per_epoch, desc=f"epoch {self.epoch + 1}/{config.epochs}",
-                            leave=False, dynamic_ncols=True)
+                            leave=False, dynamic_ncols=True, file=sys.stderr)
         for images, labels in batches(self.data.train, config.batch_size, shuffle=True,
                                       seed=config.seed, epoch=self.epoch, dist=self.dist,
                                       device=self.device, workers=config.data.workers,
@@ -190,6 +197,9 @@ class Trainer:
                                                                      sort_keys=False))
             if self.epoch == 0:  # a fresh start: no metric lines of an earlier attempt
                 (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        # epochs after the checkpoint (of an interrupted run) are dropped from every log
+        self.loggers = build_loggers(config.log, self.out_dir, self.history) \
+            if self.dist.main else []
         log.info("model %s on %s, %d prunable layers (%d weights), %d steps on %s",
                  config.model, config.dataset, len(self.method.layers),
                  self.method.total_numel, self.total_steps, self.device)
@@ -214,11 +224,13 @@ class Trainer:
                      100 * record["train_accuracy"], 100 * record["test_accuracy"],
                      100 * record["global_sparsity"], record["seconds"])
             if self.dist.main:
-                with open(self.out_dir / "metrics.jsonl", "a") as file:
-                    file.write(json.dumps(record) + "\n")
+                for logger in self.loggers:
+                    logger.log(record)
                 self._maybe_keep_best(record)
                 if self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs:
                     save_checkpoint(self.state(), self.checkpoint_path)
+        for logger in self.loggers:
+            logger.close()
         if self.dist.enabled:  # rank 0 may still be writing best.pt, which finish() reads
             import torch.distributed as dist
 
@@ -289,6 +301,9 @@ class Trainer:
 
                 plot_run(self.history, layers, self.out_dir / "training.png",
                          f"{config.method_name()} / {config.model} / {config.dataset}")
+            except ImportError:
+                log.info("training.png skipped: matplotlib is not installed "
+                         "(pip install aswl[plot])")
             except Exception as err:  # a plot must never lose a finished run
                 log.warning("could not draw training.png: %s", err)
             log.info("finalize changed %d mask entries; test accuracy %.2f%% before it",

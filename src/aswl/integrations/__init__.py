@@ -1,0 +1,172 @@
+"""One-line integration: ``aswl.sparsify(model, optimizer, total_steps=..., target_sparsity=...)``.
+
+The method's four calls of the explicit loop (``regularizer``, ``zero_grad``, ``after_backward``,
+``step``) are done by two hooks on the user's optimiser
+(:meth:`torch.optim.Optimizer.register_step_pre_hook` and ``register_step_post_hook``;
+``optimizer.step`` itself is not replaced):
+
+* **before the update** (pre-hook): the gradient of ``method.regularizer()`` is added to the
+  parameters' ``.grad``, then ``method.after_backward()`` runs. The regulariser is a function
+  of the parameters only (for ASWL's paper variant, of the attentions), never of the batch, so
+  adding its gradient after ``loss.backward()`` gives the same gradient as adding the term to
+  the loss before it. When ``optimizer.step(closure)`` is given a closure (Lightning's automatic
+  optimisation, for one), the closure is wrapped so that this runs after the closure's
+  backward pass, once per step.
+* **after the update** (post-hook): ``method.step(optimizer)`` (attention step, masks when
+  due), then ``method.zero_grad()`` so the method's gradients start from zero at the next
+  backward pass, as ``method.zero_grad()`` before ``loss.backward()`` does in the explicit loop.
+
+A step that the optimiser does not take (a float16 ``GradScaler`` that found an overflow skips
+``optimizer.step``) runs neither hook, so the method skips it too. Gradient clipping in your
+loop happens before ``optimizer.step()``, so ``after_backward`` sees the clipped gradients (the
+built-in trainer clips after it). With a float16 ``GradScaler`` and a method whose own
+parameters get gradients from the loss (``aswl_paper``, or ``scale_output=true``), use the
+explicit :func:`aswl.training_step` instead: its attention gradients would stay scaled here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aswl.methods import ConfigError, SparseMethod, create_method
+from aswl.sparse import dense_weight, find_prunable
+
+log = logging.getLogger(__name__)
+
+
+def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def innermost_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimiser inside wrappers that forward ``step`` to ``.optimizer``
+    (accelerate's ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``)."""
+    seen = 0
+    while hasattr(optimizer, "optimizer") and seen < 8:
+        inner = optimizer.optimizer
+        if not isinstance(inner, torch.optim.Optimizer) and not hasattr(inner, "optimizer"):
+            break
+        optimizer, seen = inner, seen + 1
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"sparsify needs a torch.optim.Optimizer, got "
+                          f"{type(optimizer).__name__}")
+    return optimizer
+
+
+def _check_weights_held(weights: dict[str, Tensor], optimizer: torch.optim.Optimizer) -> None:
+    held = {id(p) for p in _optimizer_params(optimizer)}
+    missing = [name for name, weight in weights.items() if id(weight) not in held]
+    if missing:
+        raise ConfigError(
+            f"the optimizer does not hold the weights of the prunable layers {missing[:5]}: "
+            "pass the optimizer that trains the model (e.g. built from model.parameters())")
+
+
+def _check_optimizer(method: SparseMethod, optimizer: torch.optim.Optimizer) -> None:
+    held = {id(p) for p in _optimizer_params(optimizer)}
+    if any(id(p) in held for p in method.parameters()):
+        raise ConfigError(
+            "the optimizer already holds the method's own parameters (the attentions): create "
+            "it before sparsify(), or from method.weight_parameters()")
+    _check_weights_held({name: dense_weight(m) for name, m in method.layers.items()},
+                        optimizer)
+
+
+def add_regularizer_gradient(method: SparseMethod, params: Iterable[Tensor]) -> None:
+    """Add d(method.regularizer())/d(param) to ``param.grad`` for the given parameters."""
+    term = method.regularizer()
+    if not isinstance(term, Tensor) or not term.requires_grad:
+        return
+    params = [p for p in params if p.requires_grad]
+    grads = torch.autograd.grad(term, params, allow_unused=True)
+    with torch.no_grad():
+        for param, grad in zip(params, grads):
+            if grad is None:
+                continue
+            if param.grad is None:
+                param.grad = grad.detach().clone()
+            else:
+                param.grad.add_(grad)
+
+
+def _before_update(method: SparseMethod, optimizer: torch.optim.Optimizer) -> None:
+    add_regularizer_gradient(method, [*_optimizer_params(optimizer), *method.parameters()])
+    method.after_backward()
+
+
+def _pre_hook(method: SparseMethod) -> Callable[..., Any]:
+    def hook(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> Any:
+        # ``args`` are step()'s positional arguments, the optimiser itself first
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if closure is None:
+            _before_update(method, optimizer)
+            return None
+        done = False
+
+        def wrapped() -> Any:
+            nonlocal done
+            loss = closure()
+            if not done:  # once per step, after the first backward pass
+                done = True
+                _before_update(method, optimizer)
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": wrapped}
+        return (args[0], wrapped, *args[2:]), kwargs
+
+    return hook
+
+
+def _post_hook(method: SparseMethod) -> Callable[..., None]:
+    def hook(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        method.step(optimizer)
+        method.zero_grad()
+
+    return hook
+
+
+def attach(method: SparseMethod, optimizer: Any) -> SparseMethod:
+    """Hook an existing (prepared) method onto ``optimizer``; returns the method.
+
+    The hook handles are in ``method.step_hooks``; ``for h in method.step_hooks: h.remove()``
+    detaches them.
+    """
+    optimizer = innermost_optimizer(optimizer)
+    _check_optimizer(method, optimizer)
+    method.step_hooks = (optimizer.register_step_pre_hook(_pre_hook(method)),
+                         optimizer.register_step_post_hook(_post_hook(method)))
+    return method
+
+
+def sparsify(model: nn.Module, optimizer: Any, total_steps: int,
+             target_sparsity: float | None = None, method: str = "aswl",
+             **options: Any) -> SparseMethod:
+    """Make ``model`` learn a sparse structure while ``optimizer`` trains it: one line.
+
+    Attaches method ``method`` (default ASWL, target mode) to ``model`` in place and hooks it
+    onto ``optimizer``; your loop stays ``loss.backward(); optimizer.step();
+    optimizer.zero_grad()``. ``total_steps`` is the number of optimiser steps of the whole
+    run (the sparsity ramp is laid out over it). ``options`` are the method's config fields
+    (``aswl methods`` lists the methods; e.g. ``include=["features.*"]``). After training call
+    ``method.finalize()`` and ``method.export()``. The optimiser must already hold the
+    model's parameters; it keeps them (the masks wrap the same weight tensors).
+
+    Raises:
+        ConfigError: a bad option, or an optimiser that does not hold the model's weights.
+    """
+    if target_sparsity is not None:
+        options["target_sparsity"] = target_sparsity
+    inner = innermost_optimizer(optimizer)
+    include, exclude = options.get("include"), options.get("exclude") or ()
+    if isinstance(include, (list, tuple, type(None))) and isinstance(exclude, (list, tuple)):
+        # before the masks are attached: a failed check leaves the model untouched
+        layers = find_prunable(model, include, exclude)
+        _check_weights_held({name: m.weight for name, m in layers.items()}, inner)
+    created = create_method(method, model, total_steps=total_steps, **options)
+    return attach(created, inner)

@@ -1,0 +1,72 @@
+"""PyTorch Lightning: ``trainer = L.Trainer(callbacks=[ASWLCallback(target_sparsity=0.9)])``.
+
+Needs ``lightning`` (``pip install aswl[lightning]``). At the start of ``fit`` the callback
+attaches the method to the LightningModule and hooks it onto the module's optimiser with
+:func:`aswl.sparsify` (so it does exactly what the explicit loop does; the number of steps is
+``trainer.estimated_stepping_batches``); at the end of ``fit`` it sets the final masks.
+``callback.method.export()`` is then the plain sparse model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from aswl.integrations import sparsify
+from aswl.methods import ConfigError, SparseMethod
+
+try:
+    from lightning.pytorch.callbacks import Callback
+except ImportError:  # the older package name
+    try:
+        from pytorch_lightning.callbacks import Callback
+    except ImportError as exc:
+        raise ImportError("aswl.integrations.lightning needs Lightning: "
+                          "pip install aswl[lightning]") from exc
+
+
+class ASWLCallback(Callback):
+    """Learn a sparse structure during ``Trainer.fit``; one optimiser, automatic or manual.
+
+    Args:
+        target_sparsity: final fraction of zero weights (None: the method's default).
+        method: a registered method name (default ``aswl``; ``aswl methods`` lists them).
+        total_steps: optimiser steps of the run; None: ``trainer.estimated_stepping_batches``.
+        finalize: set the final masks at the end of ``fit`` (default True).
+        **options: the method's config fields (e.g. ``include=["features.*"]``).
+    """
+
+    def __init__(self, target_sparsity: float | None = None, method: str = "aswl",
+                 total_steps: int | None = None, finalize: bool = True,
+                 **options: Any) -> None:
+        super().__init__()
+        self.target_sparsity = target_sparsity
+        self.method_name = method
+        self.total_steps = total_steps
+        self.finalize = finalize
+        self.options = options
+        self.method: SparseMethod | None = None
+
+    def on_fit_start(self, trainer: Any, pl_module: nn.Module) -> None:
+        if self.method is not None:
+            return  # a second fit() continues with the same method
+        optimizers = list(trainer.optimizers)
+        if len(optimizers) != 1:
+            raise ConfigError(f"ASWLCallback needs exactly one optimizer, the module configured "
+                              f"{len(optimizers)}")
+        steps = self.total_steps or int(trainer.estimated_stepping_batches)
+        self.method = sparsify(pl_module, optimizers[0], total_steps=steps,
+                               target_sparsity=self.target_sparsity, method=self.method_name,
+                               **self.options)
+
+    def on_fit_end(self, trainer: Any, pl_module: nn.Module) -> None:
+        if self.finalize and self.method is not None:
+            self.method.finalize()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.method is None else {"method": self.method.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.method is not None and "method" in state_dict:
+            self.method.load_state_dict(state_dict["method"])

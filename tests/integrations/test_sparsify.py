@@ -1,0 +1,87 @@
+"""aswl.sparsify: the optimiser's step hooks do what the four explicit calls do."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import aswl
+from aswl.methods import ConfigError
+
+from .common import assert_same_export, clone, explicit_loop, make_batches, make_net
+
+
+def hooked_loop(model, batches, method_name, lr=0.05, closure=False, **options):
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    method = aswl.sparsify(model, optimizer, total_steps=len(batches), method=method_name,
+                           **options)
+    for x, y in batches:
+        if closure:
+            def step_closure(x=x, y=y):
+                optimizer.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                return loss
+
+            optimizer.step(step_closure)
+        else:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    method.finalize()
+    return method
+
+
+@pytest.mark.parametrize("method_name,options,exact", [
+    ("aswl", {"target_sparsity": 0.8}, True),
+    ("aswl_paper", {}, False),  # a real regulariser: its gradient is added by the hook
+    ("gmp", {"target_sparsity": 0.7}, True),
+])
+@pytest.mark.parametrize("closure", [False, True], ids=["plain", "closure"])
+def test_same_model_as_the_explicit_loop(method_name, options, exact, closure) -> None:
+    base, batches = make_net(), make_batches()
+    reference = explicit_loop(clone(base), batches, method_name, **options)
+    hooked = hooked_loop(clone(base), batches, method_name, closure=closure, **options)
+    assert reference.step_count == hooked.step_count
+    assert_same_export(reference, hooked, exact=exact)
+    if method_name != "aswl_paper":
+        assert hooked.global_sparsity() == pytest.approx(options["target_sparsity"], abs=0.01)
+    else:  # the regulariser moved the attentions: without its gradient they would not match
+        assert reference.attentions() == pytest.approx(hooked.attentions(), abs=1e-6)
+
+
+def test_regularizer_gradient_is_needed_for_the_paper_variant() -> None:
+    """Leaving the regulariser out changes the attentions: the hook's addition is what works."""
+    from aswl import integrations
+
+    base, batches = make_net(), make_batches()
+    reference = explicit_loop(clone(base), batches, "aswl_paper")
+    original = integrations.add_regularizer_gradient
+    integrations.add_regularizer_gradient = lambda method, params: None
+    try:
+        hooked = hooked_loop(clone(base), batches, "aswl_paper")
+    finally:
+        integrations.add_regularizer_gradient = original
+    assert reference.attentions() != pytest.approx(hooked.attentions(), abs=1e-6)
+
+
+def test_hooks_can_be_removed_and_bad_optimizers_are_refused() -> None:
+    model = make_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    method = aswl.sparsify(model, optimizer, total_steps=10, target_sparsity=0.5)
+    x, y = make_batches(1)[0]
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    assert method.step_count == 1
+    for handle in method.step_hooks:
+        handle.remove()
+    optimizer.step()
+    assert method.step_count == 1
+    # an optimiser that misses the prunable weights: refused before the model is touched
+    other = make_net()
+    partial = torch.optim.SGD(other.fc2.parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match="does not hold the weights"):
+        aswl.sparsify(other, partial, total_steps=10)
+    assert not hasattr(other.conv, "parametrizations")
