@@ -110,9 +110,10 @@ def train_step(v: Variant, images: Tensor, labels: Tensor) -> None:
 
 
 def bench_model(spec: str, methods: list[str], intervals: list[str], steps: int, warmup: int,
-                batch_size: int, device: torch.device, sparsity: float) -> list[Variant]:
+                batch_size: int, device: torch.device, sparsity: float,
+                run_steps: int | None = None) -> list[Variant]:
     name, shape = parse_model(spec)
-    total = warmup + steps
+    total = run_steps or warmup + steps
     variants = []
     for method in methods:
         options = {} if method in ("dense", "plain") else {"target_sparsity": sparsity}
@@ -166,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--run-steps", type=int, default=18760,
+                        help="the length of the training run the methods are built for (their "
+                             "schedules and update cadences follow it); default: 20 epochs of "
+                             "60,000 images at batch 64. The timed steps are its first ones")
     parser.add_argument("--sparsity", type=float, default=0.9, help="target_sparsity")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     variants: list[Variant] = []
     for spec in (s.strip() for s in args.models.split(",") if s.strip()):
         variants += bench_model(spec, methods, intervals, args.steps, args.warmup,
-                                args.batch_size, device, args.sparsity)
+                                args.batch_size, device, args.sparsity, args.run_steps)
     print(table(variants))
 
 
