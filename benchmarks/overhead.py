@@ -113,12 +113,14 @@ def bench_model(spec: str, methods: list[str], intervals: list[str], steps: int,
                 batch_size: int, device: torch.device, sparsity: float,
                 run_steps: int | None = None) -> list[Variant]:
     name, shape = parse_model(spec)
-    total = run_steps or warmup + steps
+    total = warmup + steps
+    built_for = max(total, run_steps or total)
     variants = []
     for method in methods:
         options = {} if method in ("dense", "plain") else {"target_sparsity": sparsity}
         for interval in mask_intervals(method, intervals):
-            variants.append(build_variant(name, shape, method, interval, total, device, options))
+            variants.append(build_variant(name, shape, method, interval, built_for, device,
+                                          options))
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, *shape, generator=generator).to(device)
     labels = torch.randint(0, 10, (batch_size,), generator=generator).to(device)
