@@ -66,6 +66,7 @@ def test_wheel_metadata_is_light(wheel: Path) -> None:
 def test_import_aswl_loads_no_optional_or_heavy_module() -> None:
     """What ``import aswl`` loads beyond what ``import torch`` loads (torch.hub loads tqdm)."""
     code = ("import sys, torch; before = set(sys.modules); import aswl, aswl.cli; "
+            "aswl.create_method, aswl.sparsify; "
             "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
             "print(' '.join(m for m in ('matplotlib', 'PIL', 'tqdm', 'yaml', 'safetensors', "
             "'numpy', 'torchvision', 'timm', 'mlxtend') if m in new))")

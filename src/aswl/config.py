@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -281,21 +282,31 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
-class _Loader(yaml.SafeLoader):
+@functools.lru_cache(maxsize=1)
+def _loader() -> Any:
     """Safe YAML that also reads ``1e6``, ``1E-3`` and ``-2e+5`` as numbers (YAML 1.2 style;
-    PyYAML's YAML 1.1 rules need a dot in the mantissa and read them as strings)."""
+    PyYAML's YAML 1.1 rules need a dot in the mantissa and read them as strings). Built on
+    first use, so that ``import aswl`` does not import yaml."""
+    import yaml
 
+    class Loader(yaml.SafeLoader):
+        pass
 
-_Loader.yaml_implicit_resolvers = {
-    first: list(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+    Loader.yaml_implicit_resolvers = {
+        first: list(resolvers)
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
+    return Loader
 
 
 def yaml_load(text: str) -> Any:
     """Parse YAML text safely (no objects), with exponent numbers such as ``1e6`` as floats."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    import yaml
+
+    return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
