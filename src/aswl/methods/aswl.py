@@ -192,6 +192,9 @@ class ASWL(SparseMethod):
         self.attention_interval = cfg.attention_interval or self._auto_attention_interval()
         self.min_counts = self._min_counts()
         self._check_budget()
+        self._floor = [max(1.0 - cfg.ratio_cap, self.min_counts[n] / self.numels[n])
+                       for n in self.layers]
+        """Each layer's lowest kept fraction (the cap, or its minimum count)."""
         self._samples = self._sample_indices(ESTIMATOR_SAMPLE)
         self._mask_index = self._sample_indices(MASK_SAMPLE)
         self._stat_sum = torch.zeros(len(self.layers))
@@ -302,10 +305,8 @@ class ASWL(SparseMethod):
         raw = 1.0 - self.pruning_ratios(attention)
         if self.config.variant == "paper":
             return raw
-        floor = [max(1.0 - self.config.ratio_cap, self.min_counts[n] / self.numels[n])
-                 for n in self.layers]
         return project_to_budget(raw, self._numel_vector(raw), 1.0 - self.target_sparsity_now(),
-                                 floor)
+                                 self._floor)
 
     def layer_densities(self) -> dict[str, float]:
         with torch.no_grad():
