@@ -120,6 +120,12 @@ class ASWLConfig(MethodConfig):
     freeze_after_ramp: bool = True
     """Target variant: when the ramp ends, set exact masks at the target, then keep masks and
     attentions fixed, so the rest of training fine-tunes exactly the model that is exported."""
+    keep_every_unit: bool | None = None
+    """Every output unit (row of the weight: a neuron, or a conv's output channel) keeps at
+    least its largest weight. A unit with none left feeds a BatchNorm an all-zero channel,
+    whose normalisation divides by sqrt(eps): the straight-through gradient to its pruned
+    weights is then hundreds of times too large, the weights jump and the masks churn.
+    None: on for the target variant, off for the paper variant."""
 
     def validate(self) -> None:
         super().validate()
@@ -178,6 +184,8 @@ class ASWL(SparseMethod):
         self._thresholds: dict[str, Tensor] = {}
         """Each layer's magnitude threshold at its last kept-count update."""
         self.frozen = False
+        self.keeps_units = (cfg.variant == "target") if cfg.keep_every_unit is None \
+            else cfg.keep_every_unit
         self.paper_estimator = cfg.estimator == "paper" or (
             cfg.estimator == "auto" and cfg.variant == "paper")
         self.scales_output = (cfg.variant == "paper") if cfg.scale_output is None \
@@ -333,8 +341,9 @@ class ASWL(SparseMethod):
                 or self.step_count % self.config.count_interval == 0):
             with torch.no_grad():  # the weights moved: the same thresholds, new masks
                 for name, module in self.layers.items():
-                    torch.ge(dense_weight(module).detach().abs(), self._thresholds[name],
-                             out=self.masks[name].mask)
+                    magnitude = dense_weight(module).detach().abs()
+                    torch.ge(magnitude, self._thresholds[name], out=self.masks[name].mask)
+                    self._keep_units(magnitude, self.masks[name].mask)
             return
         densities = self.layer_densities()
         half = self.config.band / 2
@@ -350,13 +359,17 @@ class ASWL(SparseMethod):
                 kept_in_sample = keep / numel * size
                 if exact or keep >= numel or (index is not None
                                              and kept_in_sample < MIN_SAMPLED_KEPT):
-                    buffer.copy_(topk_mask(magnitude, keep))
-                    threshold = magnitude.masked_fill(~buffer, float("inf")).min()
+                    forced = self._keep_units(magnitude)
+                    scores = magnitude if forced is None else magnitude.masked_fill(
+                        forced, float("inf"))
+                    buffer.copy_(topk_mask(scores, keep))
+                    threshold = scores.masked_fill(~buffer, float("inf")).min()
                 else:
                     sample = flat if index is None else flat[index]
                     rank = min(size, max(1, size - round(kept_in_sample) + 1))
                     threshold = torch.kthvalue(sample, rank).values
                     torch.ge(magnitude, threshold, out=buffer)
+                    self._keep_units(magnitude, buffer)
                 self._thresholds[name] = threshold
                 self.kept[name] = keep
                 if bands:
@@ -366,6 +379,20 @@ class ASWL(SparseMethod):
                     lo, hi = (torch.kthvalue(sample, min(size, max(1, round(q * size)))).values
                               for q in (pruned - half, pruned + half))
                     self._bands[name] = (lo, hi)
+
+    def _keep_units(self, magnitude: Tensor, mask: Tensor | None = None) -> Tensor | None:
+        """Each row's largest weight (``keep_every_unit``): set in ``mask`` if given, and
+        returned as a mask of its own when not. None when the option is off."""
+        if not self.keeps_units or magnitude.dim() < 2:
+            return None
+        rows = magnitude.reshape(magnitude.shape[0], -1)
+        best = rows.argmax(dim=1, keepdim=True)
+        if mask is not None and mask.is_contiguous():
+            mask.view(rows.shape).scatter_(1, best, True)
+            return mask
+        forced = torch.zeros(rows.shape, dtype=torch.bool, device=magnitude.device)
+        forced = forced.scatter_(1, best, True).view(magnitude.shape)
+        return forced if mask is None else mask.logical_or_(forced)
 
     def finalize(self) -> None:
         """Jump to the end of the schedule; set the final masks unless they are frozen."""
