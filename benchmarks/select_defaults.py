@@ -8,7 +8,8 @@ Each job is ``[model, method, sparsity, seed, epochs, method_options, lr, batch,
 (the IDX files in /usr/share/datasets/fashion-mnist, or data.root's default) is split into
 50,000 training and 10,000 validation images (stratified, seed 0); SGD with Nesterov momentum
 0.9, cosine decay, weight decay 5e-4 on the weights the method does not decay itself; the
-batches' order depends on the seed only. ``model`` is a registered model or ``bnnet``: a small
+batches' order depends on the seed only. ``model`` is a registered model (``NAME:W`` passes
+``width=W``, e.g. ``resnet20:8``) or ``bnnet``: a small
 BatchNorm CNN with a residual block and a depthwise convolution, the kind of model on which the
 old cadence (masks every 16 steps) collapsed. One JSON line per job: validation accuracy before
 and after ``finalize()``, the global and per-layer sparsity, seconds.
@@ -80,7 +81,9 @@ def run(data: Any, model_name: str, method: str, sparsity: float, seed: int, epo
     torch.manual_seed(seed)
     train = data.train
     count = len(train.images) if limit is None else limit
-    model = BNNet() if model_name == "bnnet" else create_model(model_name, 10, (1, 28, 28))
+    name, _, width = model_name.partition(":")  # e.g. "resnet20:8": ResNet-20 at width 8
+    model = BNNet() if name == "bnnet" else create_model(
+        name, 10, (1, 28, 28), **({"width": int(width)} if width else {}))
     total = epochs * math.ceil(count / batch)
     kwargs = dict(options)
     if method != "dense":

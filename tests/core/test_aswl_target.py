@@ -168,3 +168,49 @@ def test_masks_follow_the_weights_every_step_at_the_last_threshold():
         assert torch.equal(method.masks[name].mask, expected)
     train(method, model, 3)  # step 12: counts and thresholds recomputed
     assert {name: float(t) for name, t in method._thresholds.items()} != thresholds
+
+
+def bn_convnet():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
+                         nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(32, 10))
+
+
+def dead_units(method):
+    return {name: int((method.masks[name].mask.reshape(m.weight.shape[0], -1).sum(1) == 0)
+                      .sum()) for name, m in method.layers.items()}
+
+
+def test_every_output_unit_keeps_a_weight_through_the_ramp_and_the_target_is_exact():
+    model = bn_convnet()
+    method = create_method("aswl", model, total_steps=30, target_sparsity=0.97)
+    optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.1, momentum=0.9)
+    generator = torch.Generator().manual_seed(2)
+    x, y = torch.randn(16, 3, 8, 8, generator=generator), torch.randint(0, 10, (16,))
+    for _ in range(30):
+        training_step(model, method, optimizer, x, y)
+        dead = dead_units(method)
+        assert method.unit_layers == {"0", "3"} and dead["0"] == dead["3"] == 0
+    method.finalize()
+    numel = sum(method.numels.values())
+    kept = sum(r["nonzero"] for r in method.layer_report())
+    assert abs(kept - 0.03 * numel) <= len(method.layers) * 0.5 + 1e-9
+
+
+def test_paper_variant_and_the_option_off_do_not_force_units():
+    model = bn_convnet()
+    method = create_method("aswl", model, total_steps=4, target_sparsity=0.99, min_kept=1,
+                           keep_every_unit=False, freeze_after_ramp=False)
+    with torch.no_grad():  # one channel of the first conv is far smaller than the rest
+        model[0].weight[0].mul_(1e-6)
+    with pytest.warns(UserWarning, match="before any step"):
+        method.finalize()
+    assert dead_units(method)["0"] >= 1
+    forced = create_method("aswl", bn_convnet(), total_steps=4, target_sparsity=0.98)
+    assert forced.unit_layers == {"0", "3"}  # the convs before a BatchNorm, not the Linear
+    assert not create_method("aswl_paper", bn_convnet(), total_steps=4).unit_layers
+    assert create_method("aswl", mlp(), total_steps=4, target_sparsity=0.9).unit_layers == set()
+    assert create_method("aswl", mlp(), total_steps=4, target_sparsity=0.9,
+                         keep_every_unit=True).unit_layers == {"0", "2", "4"}

@@ -125,7 +125,10 @@ class ASWLConfig(MethodConfig):
     least its largest weight. A unit with none left feeds a BatchNorm an all-zero channel,
     whose normalisation divides by sqrt(eps): the straight-through gradient to its pruned
     weights is then hundreds of times too large, the weights jump and the masks churn.
-    None: on for the target variant, off for the paper variant."""
+    None: in the target variant, for the layers whose next module is a BatchNorm over their
+    outputs (elsewhere a dead unit is harmless, and forcing one weight into every unit costs
+    accuracy at high sparsity); never in the paper variant. True or False: every layer or
+    none."""
 
     def validate(self) -> None:
         super().validate()
@@ -184,8 +187,8 @@ class ASWL(SparseMethod):
         self._thresholds: dict[str, Tensor] = {}
         """Each layer's magnitude threshold at its last kept-count update."""
         self.frozen = False
-        self.keeps_units = (cfg.variant == "target") if cfg.keep_every_unit is None \
-            else cfg.keep_every_unit
+        self.unit_layers = self._unit_layers()
+        """The layers whose every output unit keeps a weight (``keep_every_unit``)."""
         self.paper_estimator = cfg.estimator == "paper" or (
             cfg.estimator == "auto" and cfg.variant == "paper")
         self.scales_output = (cfg.variant == "paper") if cfg.scale_output is None \
@@ -343,7 +346,7 @@ class ASWL(SparseMethod):
                 for name, module in self.layers.items():
                     magnitude = dense_weight(module).detach().abs()
                     torch.ge(magnitude, self._thresholds[name], out=self.masks[name].mask)
-                    self._keep_units(magnitude, self.masks[name].mask)
+                    self._keep_units(name, magnitude, self.masks[name].mask)
             return
         densities = self.layer_densities()
         half = self.config.band / 2
@@ -359,7 +362,7 @@ class ASWL(SparseMethod):
                 kept_in_sample = keep / numel * size
                 if exact or keep >= numel or (index is not None
                                              and kept_in_sample < MIN_SAMPLED_KEPT):
-                    forced = self._keep_units(magnitude)
+                    forced = self._keep_units(name, magnitude)
                     scores = magnitude if forced is None else magnitude.masked_fill(
                         forced, float("inf"))
                     buffer.copy_(topk_mask(scores, keep))
@@ -369,7 +372,7 @@ class ASWL(SparseMethod):
                     rank = min(size, max(1, size - round(kept_in_sample) + 1))
                     threshold = torch.kthvalue(sample, rank).values
                     torch.ge(magnitude, threshold, out=buffer)
-                    self._keep_units(magnitude, buffer)
+                    self._keep_units(name, magnitude, buffer)
                 self._thresholds[name] = threshold
                 self.kept[name] = keep
                 if bands:
@@ -380,10 +383,27 @@ class ASWL(SparseMethod):
                               for q in (pruned - half, pruned + half))
                     self._bands[name] = (lo, hi)
 
-    def _keep_units(self, magnitude: Tensor, mask: Tensor | None = None) -> Tensor | None:
+    def _unit_layers(self) -> set[str]:
+        cfg = self.config
+        if cfg.keep_every_unit is not None:
+            return set(self.layers) if cfg.keep_every_unit else set()
+        if cfg.variant != "target":
+            return set()
+        leaves = [(name, module) for name, module in self.model.named_modules()
+                  if name in self.layers or ("parametrizations" not in name.split(".")
+                                             and not any(True for _ in module.children()))]
+        chosen = set()
+        for (name, module), (_, after) in zip(leaves, leaves[1:]):
+            if (name in self.layers and isinstance(after, nn.modules.batchnorm._BatchNorm)
+                    and after.num_features == module.weight.shape[0]):
+                chosen.add(name)
+        return chosen
+
+    def _keep_units(self, name: str, magnitude: Tensor,
+                    mask: Tensor | None = None) -> Tensor | None:
         """Each row's largest weight (``keep_every_unit``): set in ``mask`` if given, and
         returned as a mask of its own when not. None when the option is off."""
-        if not self.keeps_units or magnitude.dim() < 2:
+        if name not in self.unit_layers or magnitude.dim() < 2:
             return None
         rows = magnitude.reshape(magnitude.shape[0], -1)
         best = rows.argmax(dim=1, keepdim=True)
