@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aswl.integrations import sparsify
-from aswl.methods import ConfigError, SparseMethod
+from aswl.integrations._callback import SparsifyCallbackBase
+from aswl.methods import ConfigError
 
 try:
     from transformers import TrainerCallback
@@ -20,7 +20,7 @@ except ImportError as exc:
     raise ImportError("aswl.integrations.hf needs transformers: pip install aswl[hf]") from exc
 
 
-class ASWLTrainerCallback(TrainerCallback):
+class ASWLTrainerCallback(SparsifyCallbackBase, TrainerCallback):
     """Learn a sparse structure during ``Trainer.train()``.
 
     Args:
@@ -31,16 +31,6 @@ class ASWLTrainerCallback(TrainerCallback):
         **options: the method's config fields (e.g. ``exclude=["classifier"]``).
     """
 
-    def __init__(self, target_sparsity: float | None = None, method: str = "aswl",
-                 total_steps: int | None = None, finalize: bool = True,
-                 **options: Any) -> None:
-        self.target_sparsity = target_sparsity
-        self.method_name = method
-        self.total_steps = total_steps
-        self.finalize = finalize
-        self.options = options
-        self.method: SparseMethod | None = None
-
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                        optimizer: Any = None, **kwargs: Any) -> None:
         if self.method is not None:
@@ -48,11 +38,7 @@ class ASWLTrainerCallback(TrainerCallback):
         if model is None or optimizer is None:
             raise ConfigError("ASWLTrainerCallback: the Trainer passed no model or optimizer "
                               "to on_train_begin")
-        steps = self.total_steps or int(state.max_steps)
-        self.method = sparsify(model, optimizer, total_steps=steps,
-                               target_sparsity=self.target_sparsity, method=self.method_name,
-                               **self.options)
+        self.start(model, optimizer, int(state.max_steps))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.finalize and self.method is not None:
-            self.method.finalize()
+        self.finish()

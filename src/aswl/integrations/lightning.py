@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from aswl.integrations import sparsify
-from aswl.methods import ConfigError, SparseMethod
+from aswl.integrations._callback import SparsifyCallbackBase
+from aswl.methods import ConfigError
 
 try:
     from lightning.pytorch.callbacks import Callback
@@ -26,7 +26,7 @@ except ImportError:  # the older package name
                           "pip install aswl[lightning]") from exc
 
 
-class ASWLCallback(Callback):
+class ASWLCallback(SparsifyCallbackBase, Callback):
     """Learn a sparse structure during ``Trainer.fit``; one optimiser, automatic or manual.
 
     Args:
@@ -37,17 +37,6 @@ class ASWLCallback(Callback):
         **options: the method's config fields (e.g. ``include=["features.*"]``).
     """
 
-    def __init__(self, target_sparsity: float | None = None, method: str = "aswl",
-                 total_steps: int | None = None, finalize: bool = True,
-                 **options: Any) -> None:
-        super().__init__()
-        self.target_sparsity = target_sparsity
-        self.method_name = method
-        self.total_steps = total_steps
-        self.finalize = finalize
-        self.options = options
-        self.method: SparseMethod | None = None
-
     def on_fit_start(self, trainer: Any, pl_module: nn.Module) -> None:
         if self.method is not None:
             return  # a second fit() continues with the same method
@@ -55,14 +44,10 @@ class ASWLCallback(Callback):
         if len(optimizers) != 1:
             raise ConfigError(f"ASWLCallback needs exactly one optimizer, the module configured "
                               f"{len(optimizers)}")
-        steps = self.total_steps or int(trainer.estimated_stepping_batches)
-        self.method = sparsify(pl_module, optimizers[0], total_steps=steps,
-                               target_sparsity=self.target_sparsity, method=self.method_name,
-                               **self.options)
+        self.start(pl_module, optimizers[0], int(trainer.estimated_stepping_batches))
 
     def on_fit_end(self, trainer: Any, pl_module: nn.Module) -> None:
-        if self.finalize and self.method is not None:
-            self.method.finalize()
+        self.finish()
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.method is None else {"method": self.method.state_dict()}
