@@ -122,6 +122,38 @@ def test_project_to_budget_meets_budget_and_bounds():
     assert torch.allclose(raw.grad, torch.zeros(3), atol=1e-4)
 
 
+def test_soft_floor_same_values_and_a_gradient_for_the_layer_at_its_floor():
+    numel = torch.tensor([1000.0, 1000.0, 1000.0])
+    raw = torch.tensor([0.001, 0.5, 0.5], requires_grad=True)  # the first is held at 0.05
+    hard = project_to_budget(raw, numel, 0.3, 0.05)
+    soft = project_to_budget(raw, numel, 0.3, 0.05, soft_floor=True)
+    assert torch.allclose(hard, soft) and float(hard[0]) == pytest.approx(0.05)
+    marginal = torch.tensor([-1.0, 0.0, 0.0])  # keeping more of the first layer would help
+    (grad_hard,) = torch.autograd.grad((hard * marginal).sum(), raw)
+    (grad_soft,) = torch.autograd.grad((soft * marginal).sum(), raw, retain_graph=True)
+    assert float(grad_hard[0]) == 0.0 and float(grad_soft[0]) < 0.0
+    # the soft gradient still moves the split only
+    (total,) = torch.autograd.grad((soft * numel).sum(), raw)
+    assert torch.allclose(total, torch.zeros(3), atol=1e-4)
+
+
+def test_attentions_stay_at_the_edge_of_their_floor():
+    method = create_method("aswl", mlp(), total_steps=10, target_sparsity=0.95, min_kept=32)
+    method.step_count = 10  # the end of the ramp: the budget is the target
+    with torch.no_grad():
+        for name, value in zip(method.layers, (0.01, 0.6, 0.9)):
+            method.masks[name].attention.fill_(value)
+    before = method.density_vector().detach()
+    assert float(before[0]) == pytest.approx(method._floor[0])  # held at its floor
+    method._lift_to_floor()
+    after = method.density_vector().detach()
+    assert torch.allclose(before, after, atol=1e-6)  # the split is the same
+    raw = 1 - method.pruning_ratios(method._attention_vector().detach())
+    scale = float(after[1] / raw[1])  # a free layer's density is the shared scale times raw
+    assert float(raw[0]) * scale == pytest.approx(method._floor[0], rel=1e-4)  # at the edge
+    assert method.attentions()["0"] > 0.01
+
+
 @pytest.mark.parametrize("options, field", [
     ({"alpha": 0}, "alpha"), ({"gamma": -1}, "gamma"), ({"target_sparsity": 1.0},
                                                           "target_sparsity"),

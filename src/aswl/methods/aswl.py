@@ -130,6 +130,12 @@ class ASWLConfig(MethodConfig):
     accuracy at high sparsity); never in the paper variant. True or False: every layer or
     none."""
 
+    soft_floor: bool = True
+    """Target variant: a layer held at its lowest kept fraction (``min_kept``) still gets the
+    attention gradient it would get if it were free, and its attention is kept at the value
+    where the floor begins. Off: such a layer's attention gets no gradient and may sink far
+    below that value, so a layer that reached its floor early can never grow again."""
+
     def validate(self) -> None:
         super().validate()
         check(self.variant in ("target", "paper"), "variant", self.variant, "'target' or 'paper'")
@@ -317,7 +323,7 @@ class ASWL(SparseMethod):
         if self.config.variant == "paper":
             return raw
         return project_to_budget(raw, self._numel_vector(raw), 1.0 - self.target_sparsity_now(),
-                                 self._floor)
+                                 self._floor, soft_floor=self.config.soft_floor)
 
     def layer_densities(self) -> dict[str, float]:
         with torch.no_grad():
@@ -552,11 +558,30 @@ class ASWL(SparseMethod):
             with torch.no_grad():
                 for param in self.parameters():
                     param.clamp_(self.attention_floor, 1.0)
+                if self.config.soft_floor and self.config.variant == "target":
+                    self._lift_to_floor()
             self.zero_grad()
         super().step(optimizer)
         cfg = self.config
         if cfg.variant == "target" and cfg.freeze_after_ramp and self._ramp_done():
             self._freeze()
+
+    def _lift_to_floor(self) -> None:
+        """Raise every attention below the one at which its layer reaches its lowest kept
+        fraction at the current budget to exactly that one (``soft_floor``)."""
+        attention = self._attention_vector().detach()
+        raw = (1.0 - self.pruning_ratios(attention)).cpu().double().numpy()
+        sizes = self._numel.detach().cpu().double().numpy()
+        target = (1.0 - self.target_sparsity_now()) * float(sizes.sum())
+        if target >= sizes.sum() - 0.5:
+            return
+        lower = np.maximum(np.asarray(self._floor, dtype=np.float64), 1.0 / sizes)
+        scale = _shared_scale(np.maximum(raw, 1e-12), sizes, lower, target)
+        boundary = np.minimum(1.0, lower / max(scale, 1e-12))
+        for name, value, edge in zip(self.layers, raw, boundary):
+            if value < edge:
+                lifted = 1.0 - (1.0 - edge) ** (1.0 / self.config.alpha)
+                self.masks[name].attention.fill_(min(1.0, max(self.attention_floor, lifted)))
 
     # ------------------------------------------------------------------ export and state
     def fold_into_weights(self, model: nn.Module) -> None:
@@ -615,7 +640,7 @@ def remove_output_scaling(module: nn.Module) -> None:
 
 
 def project_to_budget(density: Tensor, numel: Tensor, budget: float,
-                      floor: float | list[float]) -> Tensor:
+                      floor: float | list[float], soft_floor: bool = False) -> Tensor:
     """Scale raw densities by one shared factor c so sum(n_l * clamp(c d_l)) = budget * N.
 
     Each layer stays in [max(floor_l, 1/n_l), 1] (``floor``: one number, or one per layer).
@@ -642,7 +667,15 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float,
     free = torch.as_tensor(free_np, device=density.device)
     clamped_kept = float((sizes * np.clip(scaled, lower, 1.0) * ~free_np).sum())
     shared = (target - clamped_kept) / (numel * density * free).sum()
-    return torch.where(free, shared * density, clamped)
+    projected = torch.where(free, shared * density, clamped)
+    if not soft_floor or not density.requires_grad:
+        return projected
+    soft_np = free_np | (scaled <= lower)
+    soft = torch.as_tensor(soft_np, device=density.device)
+    held_kept = float((sizes * np.clip(scaled, lower, 1.0) * ~soft_np).sum())
+    soft_shared = (target - held_kept) / (numel * density * soft).sum()
+    carrier = torch.where(soft, soft_shared * density, torch.zeros_like(density))
+    return projected.detach() + carrier - carrier.detach()
 
 
 def _shared_scale(raw: np.ndarray, sizes: np.ndarray, lower: np.ndarray,
