@@ -195,6 +195,7 @@ class ASWL(SparseMethod):
         self.frozen = False
         self.unit_layers = self._unit_layers()
         """The layers whose every output unit keeps a weight (``keep_every_unit``)."""
+        self._unit_index: dict[str, Tensor] = {}
         self.paper_estimator = cfg.estimator == "paper" or (
             cfg.estimator == "auto" and cfg.variant == "paper")
         self.scales_output = (cfg.variant == "paper") if cfg.scale_output is None \
@@ -352,7 +353,7 @@ class ASWL(SparseMethod):
                 for name, module in self.layers.items():
                     magnitude = dense_weight(module).detach().abs()
                     torch.ge(magnitude, self._thresholds[name], out=self.masks[name].mask)
-                    self._keep_units(name, magnitude, self.masks[name].mask)
+                    self._keep_units(name, magnitude, self.masks[name].mask, again=True)
             return
         densities = self.layer_densities()
         half = self.config.band / 2
@@ -405,14 +406,18 @@ class ASWL(SparseMethod):
                 chosen.add(name)
         return chosen
 
-    def _keep_units(self, name: str, magnitude: Tensor,
-                    mask: Tensor | None = None) -> Tensor | None:
+    def _keep_units(self, name: str, magnitude: Tensor, mask: Tensor | None = None,
+                    again: bool = False) -> Tensor | None:
         """Each row's largest weight (``keep_every_unit``): set in ``mask`` if given, and
-        returned as a mask of its own when not. None when the option is off."""
+        returned as a mask of its own when not. None when the option is off. ``again``: the
+        rows' largest weights found at the last kept-count update (no pass over the layer)."""
         if name not in self.unit_layers or magnitude.dim() < 2:
             return None
         rows = magnitude.reshape(magnitude.shape[0], -1)
-        best = rows.argmax(dim=1, keepdim=True)
+        best = self._unit_index.get(name) if again else None
+        if best is None:
+            best = rows.argmax(dim=1, keepdim=True)
+            self._unit_index[name] = best
         if mask is not None and mask.is_contiguous():
             mask.view(rows.shape).scatter_(1, best, True)
             return mask
