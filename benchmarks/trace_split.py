@@ -1,0 +1,120 @@
+"""Trace ASWL's split during training: per-layer densities, the training loss and the
+estimator's statistic, every few steps, on the validation split of select_defaults.py.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/trace_split.py --model resnet20:8 \\
+        --sparsity 0.98 --seed 0 --epochs 2 --lr 0.1 --batch 128 --limit 15000 \\
+        --set keep_every_unit=false soft_floor=false
+
+Every ``--every`` steps one line: the step, the mean training loss since the last line, the
+global sparsity and each layer's density (%); before it, the mean and standard deviation
+over those steps of each layer's estimator statistic (the band average of ``g * w``, in units
+of 1e-4). This is the trace that showed why ASWL collapsed at 98% on a BatchNorm ResNet
+(docs/RESULTS.md): the statistic of layers with dead channels grew by many orders of
+magnitude and the split swung.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+import torch
+import yaml
+from select_defaults import BNNet, accuracy
+
+import aswl
+from aswl.data import build_datasets
+from aswl.methods import training_step
+from aswl.methods.aswl import ASWL
+
+
+def build(model_name: str) -> torch.nn.Module:
+    from aswl.models import create_model
+
+    name, _, width = model_name.partition(":")
+    if name == "bnnet":
+        return BNNet()
+    return create_model(name, 10, (1, 28, 28), **({"width": int(width)} if width else {}))
+
+
+def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    data = build_datasets("fashion-mnist", args.root, val_fraction=1 / 6, seed=0, augment=False)
+    torch.manual_seed(args.seed)
+    model = build(args.model)
+    train = data.train
+    count = len(train.images) if args.limit is None else args.limit
+    total = args.epochs * math.ceil(count / args.batch)
+    method = aswl.create_method("aswl", model, total_steps=total,
+                                target_sparsity=args.sparsity, **options)
+    assert isinstance(method, ASWL)
+    means: list[torch.Tensor] = []
+    original = method._estimate_attention_gradient
+
+    def record() -> None:
+        means.append(method._stat_sum / method._stat_count.clamp_min(1.0))
+        original()
+
+    method._estimate_attention_gradient = record  # type: ignore[method-assign]
+    decayed = {id(p) for p in method.decayed_parameters()}
+    params = method.weight_parameters()
+    optimizer = torch.optim.SGD(
+        [{"params": [p for p in params if id(p) not in decayed], "weight_decay": 5e-4},
+         {"params": [p for p in params if id(p) in decayed], "weight_decay": 0.0}],
+        lr=args.lr, momentum=0.9, nesterov=True)
+    step, losses = 0, []
+    print("layers: " + " ".join(method.layers))
+    for epoch in range(args.epochs):
+        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(train.images), generator=generator)[:count]
+        for first in range(0, count, args.batch):
+            index = order[first:first + args.batch]
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            losses.append(float(training_step(model, method, optimizer, train.images[index],
+                                              train.labels[index])))
+            step += 1
+            if step % args.every:
+                continue
+            if means:
+                stacked = torch.stack(means)
+                spread = stacked.std(0) if len(means) > 1 else torch.zeros_like(stacked[0])
+                print("   statistic x1e4 (mean/std): " + " ".join(
+                    f"{1e4 * m:+.1f}/{1e4 * d:.1f}"
+                    for m, d in zip(stacked.mean(0).tolist(), spread.tolist())))
+                means.clear()
+            densities = method.layer_densities().values()
+            print(f"{step:5d} loss {sum(losses[-args.every:]) / args.every:.3f} "
+                  f"sparsity {method.global_sparsity():.4f} density % "
+                  + " ".join(f"{100 * d:.1f}" for d in densities), flush=True)
+    method.finalize()
+    print(f"validation accuracy {100 * accuracy(model, data.val):.2f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet20:8", help="NAME, NAME:WIDTH or bnnet")
+    parser.add_argument("--sparsity", type=float, default=0.98)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--limit", type=int, default=15000, help="training images (all: 0)")
+    parser.add_argument("--every", type=int, default=20, help="steps between lines")
+    parser.add_argument("--root", default=None, help="Fashion-MNIST folder (default: system)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="ASWL options, e.g. keep_every_unit=false")
+    args = parser.parse_args()
+    args.limit = args.limit or None
+    options = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
+        options[key] = yaml.safe_load(value)
+    torch.set_num_threads(1)
+    trace(args, options)
+
+
+if __name__ == "__main__":
+    main()
