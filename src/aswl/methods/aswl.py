@@ -196,6 +196,7 @@ class ASWL(SparseMethod):
         self.unit_layers = self._unit_layers()
         """The layers whose every output unit keeps a weight (``keep_every_unit``)."""
         self._unit_index: dict[str, Tensor] = {}
+        self._magnitudes: dict[str, Tensor] = {}
         self.paper_estimator = cfg.estimator == "paper" or (
             cfg.estimator == "auto" and cfg.variant == "paper")
         self.scales_output = (cfg.variant == "paper") if cfg.scale_output is None \
@@ -351,7 +352,7 @@ class ASWL(SparseMethod):
                 or self.step_count % self.config.count_interval == 0):
             with torch.no_grad():  # the weights moved: the same thresholds, new masks
                 for name, module in self.layers.items():
-                    magnitude = dense_weight(module).detach().abs()
+                    magnitude = self._magnitude(name, dense_weight(module).detach())
                     torch.ge(magnitude, self._thresholds[name], out=self.masks[name].mask)
                     self._keep_units(name, magnitude, self.masks[name].mask, again=True)
             return
@@ -389,6 +390,15 @@ class ASWL(SparseMethod):
                     lo, hi = (torch.kthvalue(sample, min(size, max(1, round(q * size)))).values
                               for q in (pruned - half, pruned + half))
                     self._bands[name] = (lo, hi)
+
+    def _magnitude(self, name: str, weight: Tensor) -> Tensor:
+        """``|weight|`` written into a buffer kept per layer: on a CPU a fresh allocation of
+        a large layer's size on every step costs as much as the comparison itself."""
+        buffer = self._magnitudes.get(name)
+        if buffer is None or buffer.shape != weight.shape or buffer.dtype != weight.dtype \
+                or buffer.device != weight.device:
+            buffer = self._magnitudes[name] = torch.empty_like(weight)
+        return torch.abs(weight, out=buffer)
 
     def _unit_layers(self) -> set[str]:
         cfg = self.config
