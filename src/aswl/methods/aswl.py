@@ -412,6 +412,7 @@ class ASWL(SparseMethod):
         chosen = set()
         for (name, module), (_, after) in zip(leaves, leaves[1:]):
             if (name in self.layers and isinstance(after, nn.modules.batchnorm._BatchNorm)
+                    and not isinstance(module, nn.modules.conv._ConvTransposeNd)  # rows = inputs
                     and after.num_features == module.weight.shape[0]):
                 chosen.add(name)
         return chosen
