@@ -64,6 +64,16 @@ class BNNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+def build_model(model_name: str) -> nn.Module:
+    """``bnnet``, a registered model, or ``NAME:W`` (the registered model with ``width=W``)."""
+    name, _, width = model_name.rpartition(":")  # e.g. "resnet20:8": ResNet-20 at width 8
+    if not width.isdigit():  # "tv:resnet18" and plain names carry no width
+        name, width = model_name, ""
+    if name == "bnnet":
+        return BNNet()
+    return create_model(name, 10, (1, 28, 28), **({"width": int(width)} if width else {}))
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, dataset: Any, batch: int = 1000) -> float:
     model.eval()
@@ -81,9 +91,7 @@ def run(data: Any, model_name: str, method: str, sparsity: float, seed: int, epo
     torch.manual_seed(seed)
     train = data.train
     count = len(train.images) if limit is None else limit
-    name, _, width = model_name.partition(":")  # e.g. "resnet20:8": ResNet-20 at width 8
-    model = BNNet() if name == "bnnet" else create_model(
-        name, 10, (1, 28, 28), **({"width": int(width)} if width else {}))
+    model = build_model(model_name)
     total = epochs * math.ceil(count / batch)
     kwargs = dict(options)
     if method != "dense":

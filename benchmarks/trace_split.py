@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 import yaml
-from select_defaults import BNNet, accuracy
+from select_defaults import accuracy, build_model
 
 import aswl
 from aswl.data import build_datasets
@@ -29,19 +29,10 @@ from aswl.methods import training_step
 from aswl.methods.aswl import ASWL
 
 
-def build(model_name: str) -> torch.nn.Module:
-    from aswl.models import create_model
-
-    name, _, width = model_name.partition(":")
-    if name == "bnnet":
-        return BNNet()
-    return create_model(name, 10, (1, 28, 28), **({"width": int(width)} if width else {}))
-
-
 def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
     data = build_datasets("fashion-mnist", args.root, val_fraction=1 / 6, seed=0, augment=False)
     torch.manual_seed(args.seed)
-    model = build(args.model)
+    model = build_model(args.model)
     train = data.train
     count = len(train.images) if args.limit is None else args.limit
     total = args.epochs * math.ceil(count / args.batch)

@@ -199,18 +199,53 @@ def test_every_output_unit_keeps_a_weight_through_the_ramp_and_the_target_is_exa
     assert abs(kept - 0.03 * numel) <= len(method.layers) * 0.5 + 1e-9
 
 
-def test_paper_variant_and_the_option_off_do_not_force_units():
-    model = bn_convnet()
-    method = create_method("aswl", model, total_steps=4, target_sparsity=0.99, min_kept=1,
-                           keep_every_unit=False, freeze_after_ramp=False)
-    with torch.no_grad():  # one channel of the first conv is far smaller than the rest
-        model[0].weight[0].mul_(1e-6)
-    with pytest.warns(UserWarning, match="before any step"):
-        method.finalize()
-    assert dead_units(method)["0"] >= 1
+def test_the_option_off_leaves_dead_units_and_on_keeps_them():
+    def finalized(**options):
+        model = bn_convnet()
+        with torch.no_grad():  # one channel of the second conv is far smaller than the rest
+            model[3].weight[0].mul_(1e-6)
+        method = create_method("aswl", model, total_steps=4, target_sparsity=0.97,
+                               freeze_after_ramp=False, **options)
+        with pytest.warns(UserWarning, match="before any step"):
+            method.finalize()
+        return dead_units(method)
+
+    assert finalized(keep_every_unit=False)["3"] >= 1
+    assert finalized()["3"] == 0
+
+
+def test_unit_layers_are_those_before_a_batchnorm_and_their_minimum_covers_every_row():
     forced = create_method("aswl", bn_convnet(), total_steps=4, target_sparsity=0.98)
     assert forced.unit_layers == {"0", "3"}  # the convs before a BatchNorm, not the Linear
     assert not create_method("aswl_paper", bn_convnet(), total_steps=4).unit_layers
     assert create_method("aswl", mlp(), total_steps=4, target_sparsity=0.9).unit_layers == set()
-    assert create_method("aswl", mlp(), total_steps=4, target_sparsity=0.9,
-                         keep_every_unit=True).unit_layers == {"0", "2", "4"}
+    everywhere = create_method("aswl", mlp(), total_steps=4, target_sparsity=0.9,
+                               keep_every_unit=True, min_kept=1)
+    assert everywhere.unit_layers == {"0", "2", "4"}
+    assert everywhere.min_counts == {"0": 100, "2": 40, "4": 10}  # min_kept=1 is raised
+
+
+def test_resume_restores_the_rows_kept_between_count_updates():
+    def run(steps, state=None):
+        model = bn_convnet()
+        method = create_method("aswl", model, total_steps=40, target_sparsity=0.98,
+                               attention_interval=8)  # steps 22 and 23 reuse the rows
+        optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.5, momentum=0.9)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            method.load_state_dict(state["method"])
+            optimizer.load_state_dict(state["optimizer"])
+        generator = torch.Generator().manual_seed(3)
+        x, y = torch.randn(8, 3, 8, 8, generator=generator), torch.randint(0, 10, (8,))
+        for _ in range(steps):
+            training_step(model, method, optimizer, x, y)
+        return model, method, optimizer
+
+    _, whole, _ = run(23)
+    model, half, optimizer = run(21)
+    state = {"model": model.state_dict(), "method": half.state_dict(),
+             "optimizer": optimizer.state_dict()}
+    assert state["method"]["unit_index"]
+    _, resumed, _ = run(2, state)
+    for name in whole.layers:
+        assert torch.equal(whole.masks[name].mask, resumed.masks[name].mask)

@@ -125,6 +125,7 @@ class ASWLConfig(MethodConfig):
     least its largest weight. A unit with none left feeds a BatchNorm an all-zero channel,
     whose normalisation divides by sqrt(eps): the straight-through gradient to its pruned
     weights is then hundreds of times too large, the weights jump and the masks churn.
+    Such a layer's minimum count (``min_kept``) is at least its number of rows.
     None: in the target variant, for the layers whose next module is a BatchNorm over their
     outputs (elsewhere a dead unit is harmless, and forcing one weight into every unit costs
     accuracy at high sparsity); never in the paper variant. True or False: every layer or
@@ -133,8 +134,9 @@ class ASWLConfig(MethodConfig):
     soft_floor: bool = True
     """Target variant: a layer held at its lowest kept fraction (``min_kept``) still gets the
     attention gradient it would get if it were free, and its attention is kept at the value
-    where the floor begins. Off: such a layer's attention gets no gradient and may sink far
-    below that value, so a layer that reached its floor early can never grow again."""
+    where the floor begins (not with ``scale_output``, where that would rescale the layer's
+    output). Off: such a layer's attention gets no gradient and may sink far below that value,
+    so a layer that reached its floor early can never grow again."""
 
     def validate(self) -> None:
         super().validate()
@@ -261,6 +263,8 @@ class ASWL(SparseMethod):
                 wanted = int(module.weight.shape[0])  # one weight per output unit
             else:
                 wanted = 1
+            if name in self.unit_layers:  # keep_every_unit: at least one weight per row
+                wanted = max(wanted, int(module.weight.shape[0]))
             counts[name] = max(1, min(self.numels[name], wanted))
         return counts
 
@@ -392,8 +396,10 @@ class ASWL(SparseMethod):
                     self._bands[name] = (lo, hi)
 
     def _magnitude(self, name: str, weight: Tensor) -> Tensor:
-        """``|weight|`` written into a buffer kept per layer: on a CPU a fresh allocation of
-        a large layer's size on every step costs as much as the comparison itself."""
+        """``|weight|``, on a CPU written into a buffer kept per layer: there a fresh
+        allocation of a large layer's size on every step costs as much as the comparison."""
+        if weight.device.type != "cpu":  # a caching allocator makes the copy cheap there
+            return weight.abs()
         buffer = self._magnitudes.get(name)
         if buffer is None or buffer.shape != weight.shape or buffer.dtype != weight.dtype \
                 or buffer.device != weight.device:
@@ -426,7 +432,7 @@ class ASWL(SparseMethod):
             return None
         rows = magnitude.reshape(magnitude.shape[0], -1)
         best = self._unit_index.get(name) if again else None
-        if best is None:
+        if best is None or best.device != magnitude.device:
             best = rows.argmax(dim=1, keepdim=True)
             self._unit_index[name] = best
         if mask is not None and mask.is_contiguous():
@@ -574,7 +580,8 @@ class ASWL(SparseMethod):
             with torch.no_grad():
                 for param in self.parameters():
                     param.clamp_(self.attention_floor, 1.0)
-                if self.config.soft_floor and self.config.variant == "target":
+                if (self.config.soft_floor and self.config.variant == "target"
+                        and not self.scales_output):  # a lift would rescale the output
                     self._lift_to_floor()
             self.zero_grad()
         super().step(optimizer)
@@ -619,7 +626,9 @@ class ASWL(SparseMethod):
                 "bands": {k: [float(v[0]), float(v[1])] for k, v in self._bands.items()},
                 "frozen": self.frozen,
                 "thresholds": {k: float(v) for k, v in self._thresholds.items()},
-                "statistic": [self._stat_sum.cpu().tolist(), self._stat_count.cpu().tolist()]}
+                "statistic": [self._stat_sum.cpu().tolist(), self._stat_count.cpu().tolist()],
+                "unit_index": {k: v.reshape(-1).cpu().tolist()
+                               for k, v in self._unit_index.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -631,6 +640,9 @@ class ASWL(SparseMethod):
         self.frozen = bool(state.get("frozen", False))
         self._thresholds = {k: torch.tensor(float(v), device=dense_weight(self.layers[k]).device)
                             for k, v in state.get("thresholds", {}).items()}
+        self._unit_index = {
+            k: torch.tensor(v, dtype=torch.long, device=dense_weight(self.layers[k]).device)
+            .reshape(-1, 1) for k, v in state.get("unit_index", {}).items() if k in self.layers}
         if "statistic" in state:
             total, count = state["statistic"]
             self._stat_sum = torch.tensor(total, dtype=torch.float32, device=device)
@@ -691,7 +703,7 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float,
     held_kept = float((sizes * np.clip(scaled, lower, 1.0) * ~soft_np).sum())
     soft_shared = (target - held_kept) / (numel * density * soft).sum()
     carrier = torch.where(soft, soft_shared * density, torch.zeros_like(density))
-    return projected.detach() + carrier - carrier.detach()
+    return projected.detach() + (carrier - carrier.detach())
 
 
 def _shared_scale(raw: np.ndarray, sizes: np.ndarray, lower: np.ndarray,
