@@ -592,14 +592,12 @@ class ASWL(SparseMethod):
     def _lift_to_floor(self) -> None:
         """Raise every attention below the one at which its layer reaches its lowest kept
         fraction at the current budget to exactly that one (``soft_floor``)."""
-        attention = self._attention_vector().detach()
-        raw = (1.0 - self.pruning_ratios(attention)).cpu().double().numpy()
-        sizes = self._numel.detach().cpu().double().numpy()
-        target = (1.0 - self.target_sparsity_now()) * float(sizes.sum())
-        if target >= sizes.sum() - 0.5:
+        raw_density = 1.0 - self.pruning_ratios(self._attention_vector().detach())
+        found = _budget_scale(raw_density, self._numel, 1.0 - self.target_sparsity_now(),
+                              self._floor)
+        if found is None:
             return
-        lower = np.maximum(np.asarray(self._floor, dtype=np.float64), 1.0 / sizes)
-        scale = _shared_scale(np.maximum(raw, 1e-12), sizes, lower, target)
+        scale, raw, _, lower, _ = found
         boundary = np.minimum(1.0, lower / max(scale, 1e-12))
         for name, value, edge in zip(self.layers, raw, boundary):
             if value < edge:
@@ -677,15 +675,10 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float,
     never the total. c itself is found exactly in numpy (:func:`_shared_scale`): this runs on
     every mask update.
     """
-    sizes = numel.detach().cpu().double().numpy()
-    total = float(sizes.sum())
-    target = budget * total
-    if target >= total - 0.5:
+    found = _budget_scale(density, numel, budget, floor)
+    if found is None:
         return torch.ones_like(density)
-    raw = np.maximum(density.detach().cpu().double().numpy(), 1e-12)
-    lower = np.maximum(np.asarray(floor, dtype=np.float64), 1.0 / sizes)
-
-    scale = _shared_scale(raw, sizes, lower, target)
+    scale, raw, sizes, lower, target = found
     scaled = scale * raw
     free_np = (scaled > lower) & (scaled < 1.0)
     clamped = torch.as_tensor(np.clip(scaled, lower, 1.0), dtype=density.dtype,
@@ -704,6 +697,21 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float,
     soft_shared = (target - held_kept) / (numel * density * soft).sum()
     carrier = torch.where(soft, soft_shared * density, torch.zeros_like(density))
     return projected.detach() + (carrier - carrier.detach())
+
+
+def _budget_scale(density: Tensor, numel: Tensor, budget: float, floor: float | list[float]
+                  ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, float] | None:
+    """The shared scale c of :func:`project_to_budget` with the numpy arrays it came from:
+    (c, raw densities, layer sizes, lower bounds, kept-weight target); None when the budget
+    keeps every weight."""
+    sizes = numel.detach().cpu().double().numpy()
+    total = float(sizes.sum())
+    target = budget * total
+    if target >= total - 0.5:
+        return None
+    raw = np.maximum(density.detach().cpu().double().numpy(), 1e-12)
+    lower = np.maximum(np.asarray(floor, dtype=np.float64), 1.0 / sizes)
+    return _shared_scale(raw, sizes, lower, target), raw, sizes, lower, target
 
 
 def _shared_scale(raw: np.ndarray, sizes: np.ndarray, lower: np.ndarray,
