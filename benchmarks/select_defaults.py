@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -87,7 +88,10 @@ def accuracy(model: nn.Module, dataset: Any, batch: int = 1000) -> float:
 
 def run(data: Any, model_name: str, method: str, sparsity: float, seed: int, epochs: int,
         options: dict[str, Any], lr: float = 0.05, batch: int = 64,
-        limit: int | None = None) -> dict[str, Any]:
+        limit: int | None = None, on_start: Callable[[Any], None] | None = None,
+        on_step: Callable[[int, float, Any], None] | None = None) -> dict[str, Any]:
+    """One job. ``on_start(method)`` runs before the first step, ``on_step(step, loss,
+    method)`` after each one (benchmarks/trace_split.py uses both)."""
     torch.manual_seed(seed)
     train = data.train
     count = len(train.images) if limit is None else limit
@@ -103,6 +107,8 @@ def run(data: Any, model_name: str, method: str, sparsity: float, seed: int, epo
         [{"params": [p for p in params if id(p) not in decayed], "weight_decay": 5e-4},
          {"params": [p for p in params if id(p) in decayed], "weight_decay": 0.0}],
         lr=lr, momentum=0.9, nesterov=True)
+    if on_start is not None:
+        on_start(sparse)
     step, start = 0, time.time()
     for epoch in range(epochs):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -114,6 +120,8 @@ def run(data: Any, model_name: str, method: str, sparsity: float, seed: int, epo
             loss = training_step(model, sparse, optimizer, train.images[index],
                                  train.labels[index])
             step += 1
+            if on_step is not None:
+                on_step(step, float(loss), sparse)
             if not math.isfinite(float(loss)):
                 return {"model": model_name, "method": method, "seed": seed, "opts": options,
                         "error": f"non-finite loss in epoch {epoch}"}

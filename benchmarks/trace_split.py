@@ -16,70 +16,53 @@ magnitude and the split swung.
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 import torch
 import yaml
-from select_defaults import accuracy, build_model
+from select_defaults import run
 
-import aswl
 from aswl.data import build_datasets
-from aswl.methods import training_step
 from aswl.methods.aswl import ASWL
 
 
 def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
     data = build_datasets("fashion-mnist", args.root, val_fraction=1 / 6, seed=0, augment=False)
-    torch.manual_seed(args.seed)
-    model = build_model(args.model)
-    train = data.train
-    count = len(train.images) if args.limit is None else args.limit
-    total = args.epochs * math.ceil(count / args.batch)
-    method = aswl.create_method("aswl", model, total_steps=total,
-                                target_sparsity=args.sparsity, **options)
-    assert isinstance(method, ASWL)
     means: list[torch.Tensor] = []
-    original = method._estimate_attention_gradient
+    losses: list[float] = []
 
-    def record() -> None:
-        means.append(method._stat_sum / method._stat_count.clamp_min(1.0))
-        original()
+    def on_start(method: ASWL) -> None:
+        original = method._estimate_attention_gradient
 
-    method._estimate_attention_gradient = record  # type: ignore[method-assign]
-    decayed = {id(p) for p in method.decayed_parameters()}
-    params = method.weight_parameters()
-    optimizer = torch.optim.SGD(
-        [{"params": [p for p in params if id(p) not in decayed], "weight_decay": 5e-4},
-         {"params": [p for p in params if id(p) in decayed], "weight_decay": 0.0}],
-        lr=args.lr, momentum=0.9, nesterov=True)
-    step, losses = 0, []
-    print("layers: " + " ".join(method.layers))
-    for epoch in range(args.epochs):
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(train.images), generator=generator)[:count]
-        for first in range(0, count, args.batch):
-            index = order[first:first + args.batch]
-            for group in optimizer.param_groups:
-                group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            losses.append(float(training_step(model, method, optimizer, train.images[index],
-                                              train.labels[index])))
-            step += 1
-            if step % args.every:
-                continue
-            if means:
-                stacked = torch.stack(means)
-                spread = stacked.std(0) if len(means) > 1 else torch.zeros_like(stacked[0])
-                print("   statistic x1e4 (mean/std): " + " ".join(
-                    f"{1e4 * m:+.1f}/{1e4 * d:.1f}"
-                    for m, d in zip(stacked.mean(0).tolist(), spread.tolist())))
-                means.clear()
-            densities = method.layer_densities().values()
-            print(f"{step:5d} loss {sum(losses[-args.every:]) / args.every:.3f} "
-                  f"sparsity {method.global_sparsity():.4f} density % "
-                  + " ".join(f"{100 * d:.1f}" for d in densities), flush=True)
-    method.finalize()
-    print(f"validation accuracy {100 * accuracy(model, data.val):.2f}%")
+        def record() -> None:
+            means.append(method._stat_sum / method._stat_count.clamp_min(1.0))
+            original()
+
+        method._estimate_attention_gradient = record  # type: ignore[method-assign]
+        print("layers: " + " ".join(method.layers))
+
+    def on_step(step: int, loss: float, method: ASWL) -> None:
+        losses.append(loss)
+        if step % args.every:
+            return
+        if means:
+            stacked = torch.stack(means)
+            spread = stacked.std(0) if len(means) > 1 else torch.zeros_like(stacked[0])
+            print("   statistic x1e4 (mean/std): " + " ".join(
+                f"{1e4 * m:+.1f}/{1e4 * d:.1f}"
+                for m, d in zip(stacked.mean(0).tolist(), spread.tolist())))
+            means.clear()
+        densities = method.layer_densities().values()
+        print(f"{step:5d} loss {sum(losses[-args.every:]) / args.every:.3f} "
+              f"sparsity {method.global_sparsity():.4f} density % "
+              + " ".join(f"{100 * d:.1f}" for d in densities), flush=True)
+
+    result = run(data, args.model, "aswl", args.sparsity, args.seed, args.epochs, options,
+                 args.lr, args.batch, args.limit, on_start=on_start, on_step=on_step)
+    if "error" in result:
+        print(result["error"])
+    else:
+        print(f"validation accuracy {100 * result['val']:.2f}%")
 
 
 def main() -> None:
