@@ -110,16 +110,20 @@ def test_finalize_or_export_without_any_step_warns(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         method.finalize()
-        method.export()
+        exported = method.export()
+    assert method.global_sparsity() > 0  # a trained run ends sparse, without a warning
+    assert isinstance(exported, nn.Module)
 
 
 def test_layer_too_small_to_prune_warns():
-    with pytest.warns(UserWarning, match="cannot be reached.*at most 0.0% sparse"):
-        create_method("gmp", nn.Sequential(nn.Linear(1, 1)), total_steps=10,
-                      target_sparsity=0.9)
+    with pytest.warns(UserWarning, match="cannot be reached.*at most 0.0% sparse") as record:
+        tiny = create_method("gmp", nn.Sequential(nn.Linear(1, 1)), total_steps=10,
+                             target_sparsity=0.9)
+    assert len(record) == 1 and tiny.global_sparsity() == 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        create_method("gmp", mlp(), total_steps=10, target_sparsity=0.9)
+        method = create_method("gmp", mlp(), total_steps=10, target_sparsity=0.9)
+    assert method.config.target_sparsity == 0.9
 
 
 # ---------------------------------------------------------------- tied weights
