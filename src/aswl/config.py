@@ -151,7 +151,8 @@ class DataConfig:
     limit_test: int | None = None
     """Keep only the first N test samples."""
     augment: bool = True
-    """Training-set augmentation where the dataset defines one (CIFAR, ImageNet)."""
+    """Training-set augmentation: random shifts of up to 2 pixels (MNIST, Fashion-MNIST, the
+    embedded MNIST subset), random crop and flip (CIFAR-10, ImageNet); none for synthetic."""
     workers: int = 0
     """DataLoader worker processes (file-backed datasets such as ImageNet)."""
     image_size: int = 224

@@ -35,7 +35,7 @@ def test_mnist_idx_loads(tmp_path: Path, make_idx_dataset, gz: bool) -> None:
     assert ds.test.labels.tolist() == arrays["test_labels"].tolist()
     expected = (torch.from_numpy(arrays["train_images"]).float() / 255 - 0.1307) / 0.3081
     torch.testing.assert_close(ds.train.images[:, 0], expected)
-    assert ds.train.augment_batch is None
+    assert ds.train.augment_batch is not None and ds.test.augment_batch is None
     image, label = ds.train[3]
     assert image.shape == (1, 28, 28) and isinstance(label, int) and label == 3
 

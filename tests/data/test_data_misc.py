@@ -47,7 +47,7 @@ def test_synthetic() -> None:
 def test_mnist_embedded() -> None:
     ds = build_datasets("mnist_embedded", root="/ignored")
     assert len(ds.train) == 4000 and len(ds.test) == 1000 and ds.num_classes == 10
-    assert ds.input_shape == (1, 28, 28) and ds.train.augment_batch is None
+    assert ds.input_shape == (1, 28, 28) and ds.train.augment_batch is not None
     assert torch.bincount(ds.train.labels).tolist() == [400] * 10
     assert torch.bincount(ds.test.labels).tolist() == [100] * 10
     assert ds.train.labels[:10].tolist() == list(range(10))  # prefixes are balanced
@@ -95,3 +95,24 @@ def test_system_fashion_mnist() -> None:
     assert abs(float(full.train.images.std()) - 1) < 0.01
     ds = build_datasets("fashion-mnist", limit_train=100, limit_test=50, val_fraction=0.1)
     assert len(ds.train) == 100 and len(ds.test) == 50 and len(ds.val) == 6000
+
+
+def test_mnist_family_augmentation_is_a_shift_without_flip() -> None:
+    from aswl.data import RandomCropFlip
+
+    ds = build_datasets("mnist-embedded", val_fraction=0.1)
+    aug = ds.train.augment_batch
+    assert isinstance(aug, RandomCropFlip) and aug.padding == 2 and not aug.flip
+    assert ds.val.augment_batch is None and ds.test.augment_batch is None
+    assert build_datasets("mnist-embedded", augment=False).train.augment_batch is None
+    batch = ds.train.images[:64]
+    out = aug(batch, torch.Generator().manual_seed(3))
+    assert out.shape == batch.shape and not torch.equal(out, batch)
+    # every output is the (black-)padded input at some offset of at most 2 pixels, never mirrored
+    black = aug.fill[0]  # the normalised value of a black pixel
+    padded = torch.nn.functional.pad(batch, (2, 2, 2, 2), value=black)
+    for i in range(len(batch)):
+        crops = [padded[i, :, r:r + 28, c:c + 28] for r in range(5) for c in range(5)]
+        assert any(torch.equal(out[i], crop) for crop in crops)
+        mirrored = [crop.flip(-1) for crop in crops]
+        assert not any(torch.equal(out[i], m) for m in mirrored if not torch.equal(m, out[i]))

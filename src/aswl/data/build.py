@@ -153,6 +153,10 @@ def _build_imagenet(
     return Datasets(train, val, test, len(classes), (3, image_size, image_size))
 
 
+MNIST_FAMILY = ("mnist-embedded", "mnist", "fashion-mnist")
+"""28x28 grey-scale sets whose training augmentation is a random shift of up to 2 pixels."""
+
+
 def build_datasets(
     name: str,
     root: str | os.PathLike[str] | None = None,
@@ -171,7 +175,8 @@ def build_datasets(
         name: dataset name (case-insensitive; ``_`` accepted for ``-``).
         root: data folder; None uses :func:`default_root`. Ignored for mnist-embedded/synthetic.
         download: fetch missing files from the official mirrors (not for imagenet).
-        augment: enable training augmentation (CIFAR-10 crop+flip, ImageNet random crop+flip).
+        augment: enable training augmentation (MNIST family: shifts of up to 2 pixels, no
+            flip; CIFAR-10 crop+flip, ImageNet random crop+flip).
         val_fraction: fraction of the train set held out (stratified, from ``seed``) as ``val``,
             evaluated without augmentation; 0 gives ``val=None``.
         seed: seed of the val split (and of the synthetic data).
@@ -209,6 +214,8 @@ def build_datasets(
                 train_augment = RandomCropFlip(padding=4, fill=black)
         else:  # synthetic
             raw, mean, std, classes = make_synthetic(seed), (0.0,), (1.0,), DIGITS
+        if augment and key in MNIST_FAMILY:  # shifts of up to 2 pixels; no flip (digits)
+            train_augment = RandomCropFlip(padding=2, fill=-mean[0] / std[0], flip=False)
         train, val, test = _in_memory(
             raw, mean, std, train_augment, classes, val_fraction, seed, limit_train, limit_test
         )

@@ -88,14 +88,18 @@ class RandomCropFlip:
     """Batched random crop (with padding) plus random horizontal flip, fully vectorised.
 
     Equivalent to torchvision's ``RandomCrop(size, padding=p)`` + ``RandomHorizontalFlip()``
-    applied per sample before normalisation: the padding value ``fill`` is per channel and
-    defaults to 0 (i.e. pass the *normalised* value of a black pixel, ``-mean/std``, for images
-    that are already normalised). Random numbers come from ``generator`` (torch's global RNG
-    when None); the output is on the input's device.
+    applied per sample before normalisation; ``flip=False`` keeps the crop alone (random
+    shifts of up to ``p`` pixels, for images whose mirror image is another class, such as
+    digits). The padding value ``fill`` is per channel and defaults to 0 (i.e. pass the
+    *normalised* value of a black pixel, ``-mean/std``, for images that are already
+    normalised). Random numbers come from ``generator`` (torch's global RNG when None); the
+    output is on the input's device.
     """
 
-    def __init__(self, padding: int = 4, fill: Sequence[float] | float = 0.0) -> None:
+    def __init__(self, padding: int = 4, fill: Sequence[float] | float = 0.0,
+                 flip: bool = True) -> None:
         self.padding = int(padding)
+        self.flip = bool(flip)
         self.fill = [float(fill)] if isinstance(fill, (int, float)) else [float(v) for v in fill]
 
     def __call__(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -104,6 +108,8 @@ class RandomCropFlip:
         gen_device = generator.device if generator is not None else torch.device("cpu")
         offsets = torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=gen_device)
         flip = torch.randint(0, 2, (n,), generator=generator, device=gen_device).bool()
+        if not self.flip:
+            flip = torch.zeros_like(flip)
         offsets, flip = offsets.to(batch.device), flip.to(batch.device)
 
         fill = torch.tensor(self.fill, dtype=batch.dtype, device=batch.device)
@@ -118,7 +124,7 @@ class RandomCropFlip:
         return out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
     def __repr__(self) -> str:
-        return f"RandomCropFlip(padding={self.padding}, fill={self.fill})"
+        return f"RandomCropFlip(padding={self.padding}, fill={self.fill}, flip={self.flip})"
 
 
 def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
