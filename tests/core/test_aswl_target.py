@@ -249,3 +249,44 @@ def test_resume_restores_the_rows_kept_between_count_updates():
     _, resumed, _ = run(2, state)
     for name in whole.layers:
         assert torch.equal(whole.masks[name].mask, resumed.masks[name].mask)
+
+
+def test_log_space_steps_are_multiplicative_and_rescale_without_moving_densities():
+    model = mlp()
+    method = create_method("aswl", model, total_steps=40, target_sparsity=0.95,
+                           attention_space="log", attention_lr=0.1)
+    attention = [method.masks[name].attention for name in method.layers]
+    with torch.no_grad():
+        for param, value in zip(attention, (0.011, 0.5, 0.95)):
+            param.fill_(value)
+    method.step_count = 40  # end of the ramp: the budget is the target
+    for param, grad in zip(attention, (1.0, 1.0, -1.0)):  # first Adam step: lr * sign
+        param.grad = torch.tensor(grad)
+    method._log_space_step()
+    values = torch.stack([p.detach() for p in attention])
+    # a3 grew by e^0.1 past 1: every attention is divided by it, so a3 is 1 and the others
+    # fell by e^0.1 twice; layer 1 goes below the linear mode's 0.01 floor
+    expected = torch.tensor([0.011, 0.5, 0.95]) * torch.tensor([-0.1, -0.1, 0.1]).exp()
+    expected = expected / expected.max()
+    torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-7)
+    assert float(values[0]) < 0.01 and float(values[2]) == pytest.approx(1.0)
+    assert method.attention_floor == pytest.approx(1e-4)
+    # rescaling every attention alone moves no density (alpha = 1: the projection rescales)
+    density = method.density_vector().detach()
+    assert len(set(density.tolist())) == 3  # distinct densities, none at a bound
+    torch.testing.assert_close(density, method.density_vector(0.5 * values))
+
+
+def test_log_space_run_reaches_the_target_and_paper_variant_refuses_it():
+    model = mlp()
+    method = create_method("aswl", model, total_steps=40, target_sparsity=0.99,
+                           attention_space="log", attention_lr=0.1)
+    train(method, model, 40)
+    method.finalize()
+    rows = method.layer_report()
+    numel = 200 * 100 + 100 * 40 + 40 * 10
+    assert abs(sum(r["nonzero"] for r in rows) - 0.01 * numel) <= len(rows) * 0.5 + 1e-9
+    assert all(r["nonzero"] >= method.min_counts[r["name"]] for r in rows)
+    assert len({round(r["sparsity"], 3) for r in rows}) == 3  # a learned, non-uniform split
+    with pytest.raises(ConfigError, match="attention_space"):
+        create_method("aswl_paper", mlp(), attention_space="log")

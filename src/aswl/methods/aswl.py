@@ -42,6 +42,8 @@ from aswl.sparse.allocation import erk_densities
 log = logging.getLogger(__name__)
 
 ATTENTION_MIN = 0.01
+LOG_ATTENTION_MIN = 1e-4
+"""Lowest attention with ``attention_space='log'`` (multiplicative steps reach it gradually)."""
 ESTIMATOR_SAMPLE = 4096
 """Weights per layer (a fixed random sample) the loss-aware estimator looks at."""
 MASK_SAMPLE = 16384
@@ -81,6 +83,13 @@ class ASWLConfig(MethodConfig):
     """``sgd`` (momentum 0.9, as the authors) or ``adam``."""
     attention_lr: float = 0.01
     """Learning rate of the attentions' own optimiser."""
+    attention_space: str = "linear"
+    """``linear``: the optimiser steps the attention a itself, within [0.01, 1]. ``log``
+    (target variant): it steps log a, so every step changes a layer's raw density by a
+    factor; after each step the attentions are divided by the largest one when it exceeds 1
+    (with alpha = 1 the budget projection makes this change no density), so a layer that
+    wants more than every other layer keeps growing relative to them instead of stopping at
+    a = 1, and the attentions may go down to 1e-4."""
     attention_momentum: float = 0.9
     """Momentum of the attentions' SGD (attention_optimizer = sgd)."""
     estimator: str = "auto"
@@ -149,6 +158,10 @@ class ASWLConfig(MethodConfig):
         check(ATTENTION_MIN <= self.init_attention <= 1.0, "init_attention",
               self.init_attention, "a number in [0.01, 1]")
         check(self.prior in ("uniform", "erk"), "prior", self.prior, "'uniform' or 'erk'")
+        check(self.attention_space in ("linear", "log"), "attention_space",
+              self.attention_space, "'linear' or 'log'")
+        check(self.attention_space == "linear" or self.variant == "target", "attention_space",
+              self.attention_space, "'linear' in the paper variant")
         check(self.attention_optimizer in ("sgd", "adam"), "attention_optimizer",
               self.attention_optimizer, "'sgd' or 'adam'")
         check(math.isfinite(self.attention_lr) and self.attention_lr >= 0, "attention_lr",
@@ -207,7 +220,9 @@ class ASWL(SparseMethod):
             raise ConfigError("method.estimator = 'paper' in the target variant needs "
                               "method.scale_output = true (equation 1 is then the attentions' "
                               "only gradient); or use estimator = 'loss_aware'")
-        self.attention_floor = max(ATTENTION_MIN, 1.0 - cfg.ratio_cap ** (1.0 / cfg.alpha))
+        self.log_space = cfg.attention_space == "log"
+        lowest = LOG_ATTENTION_MIN if self.log_space else ATTENTION_MIN
+        self.attention_floor = max(lowest, 1.0 - cfg.ratio_cap ** (1.0 / cfg.alpha))
         """Below this attention p is capped anyway, and the gradient through the cap is 0."""
         self._numel = torch.tensor([float(self.numels[n]) for n in self.layers])
         self.attention_interval = cfg.attention_interval or self._auto_attention_interval()
@@ -576,7 +591,10 @@ class ASWL(SparseMethod):
             self.step_count += 1
             return
         if any(p.grad is not None for p in self.parameters()):
-            self.optimizer.step()
+            if self.log_space:
+                self._log_space_step()
+            else:
+                self.optimizer.step()
             with torch.no_grad():
                 for param in self.parameters():
                     param.clamp_(self.attention_floor, 1.0)
@@ -588,6 +606,23 @@ class ASWL(SparseMethod):
         cfg = self.config
         if cfg.variant == "target" and cfg.freeze_after_ramp and self._ramp_done():
             self._freeze()
+
+    def _log_space_step(self) -> None:
+        """One optimiser step on log a (``attention_space='log'``): d/d(log a) = a d/da; the
+        optimiser's state lives in log space. Then every attention is divided by the largest
+        one if that exceeds 1 (no density changes with alpha = 1: the budget projection
+        rescales the raw densities anyway)."""
+        params = self.parameters()
+        with torch.no_grad():
+            for param in params:
+                if param.grad is not None:
+                    param.grad.mul_(param)
+                param.copy_(param.clamp_min(self.attention_floor).log())
+        self.optimizer.step()
+        with torch.no_grad():
+            top = max(float(param) for param in params)
+            for param in params:
+                param.sub_(max(top, 0.0)).exp_()
 
     def _lift_to_floor(self) -> None:
         """Raise every attention below the one at which its layer reaches its lowest kept
