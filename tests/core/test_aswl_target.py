@@ -253,40 +253,62 @@ def test_resume_restores_the_rows_kept_between_count_updates():
 
 def test_log_space_steps_are_multiplicative_and_rescale_without_moving_densities():
     model = mlp()
+    # plain SGD (no momentum) on log a: the step is lr * a * dL/da, so the chain-rule factor
+    # shows in the result (Adam's first step would be lr * sign and hide it)
     method = create_method("aswl", model, total_steps=40, target_sparsity=0.95,
-                           attention_space="log", attention_lr=0.1)
+                           attention_space="log", attention_lr=0.1, attention_optimizer="sgd",
+                           attention_momentum=0.0, soft_floor=False)
     attention = [method.masks[name].attention for name in method.layers]
+    start = torch.tensor([0.011, 0.5, 0.95])
+    grad = torch.tensor([1.0, 0.4, -2.0])
     with torch.no_grad():
-        for param, value in zip(attention, (0.011, 0.5, 0.95)):
-            param.fill_(value)
-    method.step_count = 40  # end of the ramp: the budget is the target
-    for param, grad in zip(attention, (1.0, 1.0, -1.0)):  # first Adam step: lr * sign
-        param.grad = torch.tensor(grad)
-    method._log_space_step()
+        for param, value in zip(attention, start):
+            param.fill_(float(value))
+    method.step_count = 10
+    for param, value in zip(attention, grad):
+        param.grad = value.clone()
+    method.step()  # the dispatch: step() takes the log-space step
     values = torch.stack([p.detach() for p in attention])
-    # a3 grew by e^0.1 past 1: every attention is divided by it, so a3 is 1 and the others
-    # fell by e^0.1 twice; layer 1 goes below the linear mode's 0.01 floor
-    expected = torch.tensor([0.011, 0.5, 0.95]) * torch.tensor([-0.1, -0.1, 0.1]).exp()
+    # log a -= lr * a * g; a3 grew past 1, so every attention is divided by it
+    expected = start * torch.exp(-0.1 * start * grad)
     expected = expected / expected.max()
     torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-7)
     assert float(values[0]) < 0.01 and float(values[2]) == pytest.approx(1.0)
     assert method.attention_floor == pytest.approx(1e-4)
     # rescaling every attention alone moves no density (alpha = 1: the projection rescales)
+    method.step_count = 40  # end of the ramp: the budget is the target
     density = method.density_vector().detach()
     assert len(set(density.tolist())) == 3  # distinct densities, none at a bound
     torch.testing.assert_close(density, method.density_vector(0.5 * values))
 
 
-def test_log_space_run_reaches_the_target_and_paper_variant_refuses_it():
-    model = mlp()
-    method = create_method("aswl", model, total_steps=40, target_sparsity=0.99,
-                           attention_space="log", attention_lr=0.1)
-    train(method, model, 40)
-    method.finalize()
-    rows = method.layer_report()
+def test_log_space_lets_the_split_grow_beyond_the_linear_range():
+    """The same run in both spaces with large steps: in linear space every attention piles up
+    at the top of its range, a = 1, and the split is uniform again; in log space the largest
+    is held at 1 by rescaling and the others keep their (learned, much smaller) ratios."""
+    def run(space):
+        model = mlp()
+        method = create_method("aswl", model, total_steps=40, target_sparsity=0.99,
+                               attention_space=space, attention_lr=1.0)
+        train(method, model, 40)
+        method.finalize()
+        return method
+
+    linear, log_space = run("linear"), run("log")
+    assert all(v == pytest.approx(1.0) for v in linear.attentions().values())
+    values = sorted(log_space.attentions().values())
+    assert values[-1] == pytest.approx(1.0) and values[0] < 0.05
+    assert len({round(r["sparsity"], 3) for r in log_space.layer_report()}) == 3
+    rows = log_space.layer_report()
     numel = 200 * 100 + 100 * 40 + 40 * 10
     assert abs(sum(r["nonzero"] for r in rows) - 0.01 * numel) <= len(rows) * 0.5 + 1e-9
-    assert all(r["nonzero"] >= method.min_counts[r["name"]] for r in rows)
-    assert len({round(r["sparsity"], 3) for r in rows}) == 3  # a learned, non-uniform split
+    assert all(r["nonzero"] >= log_space.min_counts[r["name"]] for r in rows)
+
+
+@pytest.mark.parametrize("options", [{"variant": "paper"}, {"alpha": 2.0},
+                                     {"scale_output": True}])
+def test_log_space_is_refused_where_the_rescale_would_move_densities(options):
+    name = "aswl_paper" if options.get("variant") == "paper" else "aswl"
+    options = {k: v for k, v in options.items() if k != "variant"}
     with pytest.raises(ConfigError, match="attention_space"):
-        create_method("aswl_paper", mlp(), attention_space="log")
+        create_method(name, mlp(), attention_space="log", **options)

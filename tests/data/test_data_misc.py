@@ -109,10 +109,9 @@ def test_mnist_family_augmentation_is_a_shift_without_flip() -> None:
     out = aug(batch, torch.Generator().manual_seed(3))
     assert out.shape == batch.shape and not torch.equal(out, batch)
     # every output is the (black-)padded input at some offset of at most 2 pixels, never mirrored
-    black = aug.fill[0]  # the normalised value of a black pixel
-    padded = torch.nn.functional.pad(batch, (2, 2, 2, 2), value=black)
+    black = -0.1307 / 0.3081  # the normalised value of a black pixel (MNIST mean and std)
+    assert aug.fill == [pytest.approx(black)]
+    padded = torch.nn.functional.pad(batch, (2, 2, 2, 2), value=aug.fill[0])
     for i in range(len(batch)):
         crops = [padded[i, :, r:r + 28, c:c + 28] for r in range(5) for c in range(5)]
-        assert any(torch.equal(out[i], crop) for crop in crops)
-        mirrored = [crop.flip(-1) for crop in crops]
-        assert not any(torch.equal(out[i], m) for m in mirrored if not torch.equal(m, out[i]))
+        assert any(torch.equal(out[i], crop) for crop in crops)  # a mirrored one would not be

@@ -2,7 +2,7 @@
 
 He, Shi & Dong, "Learning Pruned Structure and Weights Simultaneously from Scratch: an
 Attention based Approach", arXiv 2111.02399 (2021). Each prunable layer l has a learned scalar
-attention a_l in [0.01, 1] that
+attention a_l in [0.01, 1] (down to 1e-4 with ``attention_space='log'``) that
 
 1. scales the layer's output, f(x) = a_l * f_l(x; w_l * m_l)           (``scale_output``)
 2. sets its pruning ratio, p_l = min((1 - a_l)^alpha, 0.99)
@@ -85,9 +85,10 @@ class ASWLConfig(MethodConfig):
     """Learning rate of the attentions' own optimiser."""
     attention_space: str = "linear"
     """``linear``: the optimiser steps the attention a itself, within [0.01, 1]. ``log``
-    (target variant): it steps log a, so every step changes a layer's raw density by a
-    factor; after each step the attentions are divided by the largest one when it exceeds 1
-    (with alpha = 1 the budget projection makes this change no density), so a layer that
+    (target variant with alpha = 1 and no output scaling, where the raw density is a): it
+    steps log a, so every step changes a layer's raw density by a factor; after each step
+    the attentions are divided by the largest one when it exceeds 1, which changes no
+    density (the budget projection rescales the raw densities anyway), so a layer that
     wants more than every other layer keeps growing relative to them instead of stopping at
     a = 1, and the attentions may go down to 1e-4."""
     attention_momentum: float = 0.9
@@ -160,8 +161,14 @@ class ASWLConfig(MethodConfig):
         check(self.prior in ("uniform", "erk"), "prior", self.prior, "'uniform' or 'erk'")
         check(self.attention_space in ("linear", "log"), "attention_space",
               self.attention_space, "'linear' or 'log'")
-        check(self.attention_space == "linear" or self.variant == "target", "attention_space",
-              self.attention_space, "'linear' in the paper variant")
+        if self.attention_space == "log":  # the rescale is density-neutral only there
+            check(self.variant == "target", "attention_space", self.attention_space,
+                  "'linear': 'log' needs variant = target")
+            check(self.alpha == 1.0, "attention_space", self.attention_space,
+                  "'linear': 'log' needs alpha = 1 (raw density = a)")
+            check(self.scale_output is not True, "attention_space", self.attention_space,
+                  "'linear': 'log' needs scale_output off (rescaling the attentions would "
+                  "rescale the outputs)")
         check(self.attention_optimizer in ("sgd", "adam"), "attention_optimizer",
               self.attention_optimizer, "'sgd' or 'adam'")
         check(math.isfinite(self.attention_lr) and self.attention_lr >= 0, "attention_lr",
@@ -223,7 +230,8 @@ class ASWL(SparseMethod):
         self.log_space = cfg.attention_space == "log"
         lowest = LOG_ATTENTION_MIN if self.log_space else ATTENTION_MIN
         self.attention_floor = max(lowest, 1.0 - cfg.ratio_cap ** (1.0 / cfg.alpha))
-        """Below this attention p is capped anyway, and the gradient through the cap is 0."""
+        """Lowest attention: below it p is capped anyway (the gradient through the cap is 0),
+        or the fixed lower end of the range (0.01; 1e-4 with ``attention_space='log'``)."""
         self._numel = torch.tensor([float(self.numels[n]) for n in self.layers])
         self.attention_interval = cfg.attention_interval or self._auto_attention_interval()
         self.min_counts = self._min_counts()
