@@ -225,28 +225,37 @@ def test_unit_layers_are_those_before_a_batchnorm_and_their_minimum_covers_every
     assert everywhere.min_counts == {"0": 100, "2": 40, "4": 10}  # min_kept=1 is raised
 
 
-def test_resume_restores_the_rows_kept_between_count_updates():
+def whole_and_resumed(build, inputs, lr, first, second):
+    """The same run straight through (first + second steps) and saved after ``first`` steps
+    then resumed in fresh objects for ``second``; ``build()`` -> (model, method)."""
     def run(steps, state=None):
-        model = bn_convnet()
-        method = create_method("aswl", model, total_steps=40, target_sparsity=0.98,
-                               attention_interval=8)  # steps 22 and 23 reuse the rows
-        optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.5, momentum=0.9)
+        model, method = build()
+        optimizer = torch.optim.SGD(method.weight_parameters(), lr=lr, momentum=0.9)
         if state is not None:
             model.load_state_dict(state["model"])
             method.load_state_dict(state["method"])
             optimizer.load_state_dict(state["optimizer"])
-        generator = torch.Generator().manual_seed(3)
-        x, y = torch.randn(8, 3, 8, 8, generator=generator), torch.randint(0, 10, (8,))
         for _ in range(steps):
-            training_step(model, method, optimizer, x, y)
-        return model, method, optimizer
+            training_step(model, method, optimizer, *inputs)
+        return {"model": model.state_dict(), "method": method.state_dict(),
+                "optimizer": optimizer.state_dict()}, method
 
-    _, whole, _ = run(23)
-    model, half, optimizer = run(21)
-    state = {"model": model.state_dict(), "method": half.state_dict(),
-             "optimizer": optimizer.state_dict()}
+    _, whole = run(first + second)
+    state, _ = run(first)
+    _, resumed = run(second, state)
+    return whole, resumed, state
+
+
+def test_resume_restores_the_rows_kept_between_count_updates():
+    def build():
+        model = bn_convnet()
+        return model, create_method("aswl", model, total_steps=40, target_sparsity=0.98,
+                                    attention_interval=8)  # steps 22 and 23 reuse the rows
+
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.randn(8, 3, 8, 8, generator=generator), torch.randint(0, 10, (8,))
+    whole, resumed, state = whole_and_resumed(build, inputs, 0.5, 21, 2)
     assert state["method"]["unit_index"]
-    _, resumed, _ = run(2, state)
     for name in whole.layers:
         assert torch.equal(whole.masks[name].mask, resumed.masks[name].mask)
 
@@ -317,25 +326,12 @@ def test_log_space_is_refused_where_the_rescale_would_move_densities(options):
 def test_log_space_resume_is_exact():
     """Attentions and the optimiser's log-space state survive a save and load: a run split
     at step 12 ends with the same attentions and masks as one run straight through."""
-    def run(steps, state=None):
+    def build():
         model = mlp()
-        method = create_method("aswl", model, total_steps=40, target_sparsity=0.99,
-                               attention_space="log", attention_lr=0.3)
-        optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.05, momentum=0.9)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            method.load_state_dict(state["method"])
-            optimizer.load_state_dict(state["optimizer"])
-        x, y = batch()
-        for _ in range(steps):
-            training_step(model, method, optimizer, x, y)
-        return model, method, optimizer
+        return model, create_method("aswl", model, total_steps=40, target_sparsity=0.99,
+                                    attention_space="log", attention_lr=0.3)
 
-    _, whole, _ = run(24)
-    model, half, optimizer = run(12)
-    state = {"model": model.state_dict(), "method": half.state_dict(),
-             "optimizer": optimizer.state_dict()}
-    _, resumed, _ = run(12, state)
+    whole, resumed, _ = whole_and_resumed(build, batch(), 0.05, 12, 12)
     assert resumed.attentions() == whole.attentions()
     assert min(whole.attentions().values()) < 0.5  # the attentions did move
     for name in whole.layers:
