@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from aswl.methods import ConfigError, create_method, training_step
+from aswl.methods.lamp import lamp_densities, lamp_scores
+from aswl.sparse import dense_weight
 
 
 def mlp():
@@ -334,5 +336,73 @@ def test_log_space_resume_is_exact():
     whole, resumed, _ = whole_and_resumed(build, batch(), 0.05, 12, 12)
     assert resumed.attentions() == whole.attentions()
     assert min(whole.attentions().values()) < 0.5  # the attentions did move
+    for name in whole.layers:
+        assert torch.equal(whole.masks[name].mask, resumed.masks[name].mask)
+
+
+def exact_lamp_kept(model, layers, kept):
+    """Per-layer kept counts of one exact global top-k over every layer's LAMP scores."""
+    scores = [lamp_scores(dense_weight(model.get_submodule(name))).reshape(-1)
+              for name in layers]
+    threshold = torch.cat(scores).topk(kept).values[-1]
+    return [int((s >= threshold).sum()) for s in scores]
+
+
+def test_lamp_densities_match_an_exact_global_lamp_threshold_and_a_sample_estimates_it():
+    torch.manual_seed(0)
+    weights = [torch.randn(300) * 3, torch.randn(5000), torch.randn(40000) * 0.1]
+    sizes = [w.numel() for w in weights]
+    kept = round(0.1 * sum(sizes))
+    scores = torch.cat([lamp_scores(w) for w in weights])
+    threshold = scores.topk(kept).values[-1]
+    exact = torch.tensor([float((lamp_scores(w) >= threshold).double().mean())
+                          for w in weights], dtype=torch.float64)
+    torch.testing.assert_close(lamp_densities(weights, sizes, kept), exact, atol=1e-4, rtol=0)
+    samples = [w if w.numel() <= 4096 else w[torch.randperm(w.numel())[:4096]] for w in weights]
+    torch.testing.assert_close(lamp_densities(samples, sizes, kept), exact, atol=5e-3, rtol=0)
+    assert lamp_densities(weights, sizes, sum(sizes)).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_lamp_prior_with_equal_attentions_gives_lamp_split_and_attentions_correct_it():
+    torch.manual_seed(0)  # every layer fits the estimator's sample: the prior is exact LAMP
+    model = nn.Sequential(nn.Linear(200, 15), nn.ReLU(), nn.Linear(15, 40), nn.ReLU(),
+                          nn.Linear(40, 10))
+    numel = 200 * 15 + 15 * 40 + 40 * 10
+    # no freeze: finalize sets the masks from the prior of the final weights
+    method = create_method("aswl", model, total_steps=40, target_sparsity=0.9, prior="lamp",
+                           attention_lr=0.0, min_kept=1, freeze_after_ramp=False)
+    train(method, model, 40)
+    method.finalize()
+    kept = [r["nonzero"] for r in method.layer_report()]
+    expected = exact_lamp_kept(model, method.layers, round(0.1 * numel))
+    assert abs(sum(kept) - 0.1 * numel) <= len(kept)  # each layer's count is rounded
+    assert all(abs(k - e) <= 1 for k, e in zip(kept, expected)), (kept, expected)
+    assert len({round(k / n, 2) for k, n in zip(kept, [3000, 600, 400])}) == 3  # not uniform
+    # learned attentions move the split away from LAMP's, keeping the exact target
+    model = mlp()
+    learned = create_method("aswl", model, total_steps=80, target_sparsity=0.95, prior="lamp",
+                            attention_interval=2, min_kept=1)
+    train(learned, model, 80)
+    learned.finalize()
+    assert len(set(learned.attentions().values())) > 1
+    kept = sum(r["nonzero"] for r in learned.layer_report())
+    assert abs(kept - 0.05 * (200 * 100 + 100 * 40 + 40 * 10)) <= 3
+
+
+def test_lamp_prior_is_refused_in_the_paper_variant():
+    with pytest.raises(ConfigError, match="prior"):
+        create_method("aswl_paper", mlp(), prior="lamp")
+
+
+def test_lamp_prior_resume_is_exact():
+    def build():
+        model = mlp()
+        return model, create_method("aswl", model, total_steps=40, target_sparsity=0.95,
+                                    prior="lamp", attention_lr=0.3, count_interval=4,
+                                    attention_interval=8)  # step 15 uses the saved prior
+
+    whole, resumed, state = whole_and_resumed(build, batch(), 0.05, 13, 10)
+    assert len(set(state["method"]["prior"])) == 3
+    assert resumed.attentions() == whole.attentions()
     for name in whole.layers:
         assert torch.equal(whole.masks[name].mask, resumed.masks[name].mask)

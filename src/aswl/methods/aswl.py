@@ -36,6 +36,7 @@ from aswl.methods.base import (
     check,
     register_method,
 )
+from aswl.methods.lamp import lamp_densities
 from aswl.sparse import dense_weight, keep_count, masked_weight, topk_mask
 from aswl.sparse.allocation import erk_densities
 
@@ -77,8 +78,12 @@ class ASWLConfig(MethodConfig):
     init_attention: float = 0.5
     """Starting attention (with ``prior='erk'``: the attention of the densest layer)."""
     prior: str = "uniform"
-    """Starting split: ``uniform`` (every attention at init_attention) or ``erk`` (attentions
-    proportional to the Erdos-Renyi-kernel densities of Evci et al. 2020)."""
+    """The split the attentions start from or correct. ``uniform`` (every attention at
+    init_attention), ``erk`` (attentions start proportional to the Erdos-Renyi-kernel
+    densities of Evci et al. 2020) or ``lamp`` (target variant: each layer's raw density is
+    its attention times its LAMP density at the current budget, recomputed from the dense
+    weights with the kept counts, so equal attentions give LAMP's split (Lee et al. 2021)
+    and the attentions learn a correction to it)."""
     attention_optimizer: str = "adam"
     """``sgd`` (momentum 0.9, as the authors) or ``adam``."""
     attention_lr: float = 0.01
@@ -158,7 +163,11 @@ class ASWLConfig(MethodConfig):
               "a fraction in [0, 1]")
         check(ATTENTION_MIN <= self.init_attention <= 1.0, "init_attention",
               self.init_attention, "a number in [0.01, 1]")
-        check(self.prior in ("uniform", "erk"), "prior", self.prior, "'uniform' or 'erk'")
+        check(self.prior in ("uniform", "erk", "lamp"), "prior", self.prior,
+              "'uniform', 'erk' or 'lamp'")
+        if self.prior == "lamp":
+            check(self.variant == "target", "prior", self.prior,
+                  "'uniform' or 'erk': 'lamp' needs variant = target (a budget to split)")
         check(self.attention_space in ("linear", "log"), "attention_space",
               self.attention_space, "'linear' or 'log'")
         if self.attention_space == "log":  # the rescale is density-neutral only there
@@ -243,6 +252,8 @@ class ASWL(SparseMethod):
         self._mask_index = self._sample_indices(MASK_SAMPLE)
         self._stat_sum = torch.zeros(len(self.layers))
         self._stat_count = torch.zeros(len(self.layers))
+        self._prior = torch.ones(len(self.layers), dtype=torch.float64)
+        """Per-layer factor on the raw densities (``prior='lamp'``: LAMP's densities)."""
 
     def on_attach(self) -> None:
         """One attention per layer (on its mask parametrization, so it is in the model's
@@ -339,6 +350,21 @@ class ASWL(SparseMethod):
                             torch.zeros_like(base))  # a = 1 prunes nothing, for every alpha
         return ratio.clamp_max(self.config.ratio_cap)
 
+    def _raw_density(self, attention: Tensor) -> Tensor:
+        """1 - p(a), times the prior's density with ``prior='lamp'``."""
+        raw = 1.0 - self.pruning_ratios(attention)
+        if self.config.prior != "lamp":
+            return raw
+        return raw * self._prior.to(raw.device, raw.dtype)
+
+    def _refresh_prior(self) -> None:
+        """``prior='lamp'``: LAMP's per-layer densities at the current budget, from the
+        estimator's fixed sample of each layer's dense weights."""
+        samples = [self._sample(name, dense_weight(module).detach())
+                   for name, module in self.layers.items()]
+        kept = (1.0 - self.target_sparsity_now()) * self.total_numel
+        self._prior = lamp_densities(samples, [self.numels[n] for n in self.layers], kept)
+
     def _numel_vector(self, like: Tensor) -> Tensor:
         if self._numel.device != like.device:
             self._numel = self._numel.to(like.device)
@@ -348,7 +374,7 @@ class ASWL(SparseMethod):
         """Per-layer kept fraction now, differentiable in the attentions."""
         if attention is None:
             attention = self._attention_vector()
-        raw = 1.0 - self.pruning_ratios(attention)
+        raw = self._raw_density(attention)
         if self.config.variant == "paper":
             return raw
         return project_to_budget(raw, self._numel_vector(raw), 1.0 - self.target_sparsity_now(),
@@ -383,6 +409,8 @@ class ASWL(SparseMethod):
                     torch.ge(magnitude, self._thresholds[name], out=self.masks[name].mask)
                     self._keep_units(name, magnitude, self.masks[name].mask, again=True)
             return
+        if self.config.prior == "lamp":
+            self._refresh_prior()
         densities = self.layer_densities()
         half = self.config.band / 2
         with torch.no_grad():
@@ -635,16 +663,18 @@ class ASWL(SparseMethod):
     def _lift_to_floor(self) -> None:
         """Raise every attention below the one at which its layer reaches its lowest kept
         fraction at the current budget to exactly that one (``soft_floor``)."""
-        raw_density = 1.0 - self.pruning_ratios(self._attention_vector().detach())
+        raw_density = self._raw_density(self._attention_vector().detach())
         found = _budget_scale(raw_density, self._numel, 1.0 - self.target_sparsity_now(),
                               self._floor)
         if found is None:
             return
         scale, raw, _, lower, _ = found
         boundary = np.minimum(1.0, lower / max(scale, 1e-12))
-        for name, value, edge in zip(self.layers, raw, boundary):
-            if value < edge:
-                lifted = 1.0 - (1.0 - edge) ** (1.0 / self.config.alpha)
+        prior = self._prior.tolist() if self.config.prior == "lamp" else [1.0] * len(raw)
+        for name, value, edge, factor in zip(self.layers, raw, boundary, prior):
+            if value < edge:  # the attention whose own density times the prior's is edge
+                own = min(1.0, edge / max(factor, 1e-12))
+                lifted = 1.0 - (1.0 - own) ** (1.0 / self.config.alpha)
                 self.masks[name].attention.fill_(min(1.0, max(self.attention_floor, lifted)))
 
     # ------------------------------------------------------------------ export and state
@@ -665,7 +695,7 @@ class ASWL(SparseMethod):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "attention_optimizer": self.optimizer.state_dict(),
                 "bands": {k: [float(v[0]), float(v[1])] for k, v in self._bands.items()},
-                "frozen": self.frozen,
+                "frozen": self.frozen, "prior": self._prior.tolist(),
                 "thresholds": {k: float(v) for k, v in self._thresholds.items()},
                 "statistic": [self._stat_sum.cpu().tolist(), self._stat_count.cpu().tolist()],
                 "unit_index": {k: v.reshape(-1).cpu().tolist()
@@ -679,6 +709,8 @@ class ASWL(SparseMethod):
                            torch.tensor(float(v[1]), device=device))
                        for k, v in state.get("bands", {}).items()}
         self.frozen = bool(state.get("frozen", False))
+        if "prior" in state:
+            self._prior = torch.tensor(state["prior"], dtype=torch.float64)
         self._thresholds = {k: torch.tensor(float(v), device=dense_weight(self.layers[k]).device)
                             for k, v in state.get("thresholds", {}).items()}
         self._unit_index = {

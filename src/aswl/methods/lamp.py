@@ -27,6 +27,32 @@ def lamp_scores(weight: Tensor) -> Tensor:
     return scores.view_as(weight)
 
 
+def lamp_densities(samples: list[Tensor], sizes: list[int], kept: float) -> Tensor:
+    """Each layer's kept fraction under one global LAMP threshold that keeps ``kept`` weights.
+
+    ``samples[l]`` is the whole weight of layer l or a random sample of it (m of its n
+    weights): a sampled weight stands for n / m weights, and its LAMP score within the sample,
+    times m / n, estimates its score within the layer (the sum over same-or-larger weights
+    grows with n / m). Every layer keeps at least its largest weight (score 1 > any other).
+    """
+    total = float(sum(sizes))
+    if kept >= total - 0.5:
+        return torch.ones(len(sizes), dtype=torch.float64)
+    scores, stands_for, owner = [], [], []
+    for index, (sample, size) in enumerate(zip(samples, sizes)):
+        count = sample.numel()
+        scores.append(lamp_scores(sample).reshape(-1).double() * (count / size))
+        stands_for.append(torch.full((count,), size / count, dtype=torch.float64))
+        owner.append(torch.full((count,), index, dtype=torch.long))
+    order = torch.cat(scores).cpu().argsort(descending=True)
+    weight = torch.cat(stands_for)[order]
+    cut = int(torch.searchsorted(weight.cumsum(0), torch.tensor(kept, dtype=torch.float64)))
+    keep = torch.zeros(len(sizes), dtype=torch.float64)
+    keep.index_add_(0, torch.cat(owner)[order[:cut]], weight[:cut])
+    size = torch.tensor(sizes, dtype=torch.float64)
+    return torch.maximum(keep, torch.ones_like(keep)).div(size).clamp_max(1.0)
+
+
 @register_method("lamp")
 class LAMP(MagnitudeFamily):
     """Gradual LAMP pruning: the cubic schedule of ``gmp_global``, one global threshold on LAMP
