@@ -300,7 +300,7 @@ def test_log_space_lets_the_split_grow_beyond_the_linear_range():
     def run(space):
         model = mlp()
         method = create_method("aswl", model, total_steps=40, target_sparsity=0.99,
-                               attention_space=space, attention_lr=1.0)
+                               attention_space=space, attention_lr=1.0, prior="uniform")
         train(method, model, 40)
         method.finalize()
         return method

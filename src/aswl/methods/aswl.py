@@ -77,8 +77,9 @@ class ASWLConfig(MethodConfig):
     """r in phi = (S - r)^2: the global kept fraction the regulariser pulls towards (paper)."""
     init_attention: float = 0.5
     """Starting attention (with ``prior='erk'``: the attention of the densest layer)."""
-    prior: str = "uniform"
-    """The split the attentions start from or correct. ``uniform`` (every attention at
+    prior: str | None = None
+    """The split the attentions start from or correct. None: ``lamp`` in the target variant,
+    ``uniform`` in the paper variant. ``uniform`` (every attention at
     init_attention), ``erk`` (attentions start proportional to the Erdos-Renyi-kernel
     densities of Evci et al. 2020) or ``lamp`` (target variant: each layer's raw density is
     its attention times its LAMP density at the current budget, recomputed from the dense
@@ -163,8 +164,8 @@ class ASWLConfig(MethodConfig):
               "a fraction in [0, 1]")
         check(ATTENTION_MIN <= self.init_attention <= 1.0, "init_attention",
               self.init_attention, "a number in [0.01, 1]")
-        check(self.prior in ("uniform", "erk", "lamp"), "prior", self.prior,
-              "'uniform', 'erk' or 'lamp'")
+        check(self.prior in (None, "uniform", "erk", "lamp"), "prior", self.prior,
+              "null, 'uniform', 'erk' or 'lamp'")
         if self.prior == "lamp":
             check(self.variant == "target", "prior", self.prior,
                   "'uniform' or 'erk': 'lamp' needs variant = target (a budget to split)")
@@ -200,6 +201,13 @@ class ASWLConfig(MethodConfig):
         if self.variant == "target":
             check(self.target_sparsity <= self.ratio_cap, "target_sparsity",
                   self.target_sparsity, f"at most max_ratio = {self.ratio_cap}")
+
+    @property
+    def prior_in_force(self) -> str:
+        """``prior``, or its variant default."""
+        if self.prior is not None:
+            return self.prior
+        return "lamp" if self.variant == "target" else "uniform"
 
     @property
     def ratio_cap(self) -> float:
@@ -268,7 +276,7 @@ class ASWL(SparseMethod):
                 # Not used in the forward pass: its gradient comes from the estimator only
                 # (and DDP must not wait for a gradient that autograd never produces).
                 self.masks[name].attention.requires_grad_(False)
-        if cfg.prior == "erk":
+        if cfg.prior_in_force == "erk":
             self._init_from_erk()
         params = self.parameters()
         if cfg.attention_optimizer == "sgd":
@@ -353,7 +361,7 @@ class ASWL(SparseMethod):
     def _raw_density(self, attention: Tensor) -> Tensor:
         """1 - p(a), times the prior's density with ``prior='lamp'``."""
         raw = 1.0 - self.pruning_ratios(attention)
-        if self.config.prior != "lamp":
+        if self.config.prior_in_force != "lamp":
             return raw
         return raw * self._prior.to(raw.device, raw.dtype)
 
@@ -409,7 +417,7 @@ class ASWL(SparseMethod):
                     torch.ge(magnitude, self._thresholds[name], out=self.masks[name].mask)
                     self._keep_units(name, magnitude, self.masks[name].mask, again=True)
             return
-        if self.config.prior == "lamp":
+        if self.config.prior_in_force == "lamp":
             self._refresh_prior()
         densities = self.layer_densities()
         half = self.config.band / 2
@@ -670,7 +678,7 @@ class ASWL(SparseMethod):
             return
         scale, raw, _, lower, _ = found
         boundary = np.minimum(1.0, lower / max(scale, 1e-12))
-        prior = self._prior.tolist() if self.config.prior == "lamp" else [1.0] * len(raw)
+        prior = self._prior.tolist() if self.config.prior_in_force == "lamp" else [1.0] * len(raw)
         for name, value, edge, factor in zip(self.layers, raw, boundary, prior):
             if value < edge:  # the attention whose own density times the prior's is edge
                 own = min(1.0, edge / max(factor, 1e-12))
