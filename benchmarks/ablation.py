@@ -5,9 +5,9 @@
 
 Each variant changes one thing from the default ``aswl`` (target variant: no per-layer cap and
 one weight per output unit at least, masks every step from a sampled threshold, attentions
-about 512 times over the ramp from the first-order estimator accumulated in between, uniform
-start, masks and attentions frozen at the end of the ramp, the optimiser's decay on the dense
-weights). All share epochs, data order, optimiser and schedule. ``--variants`` picks some by
+about 512 times over the ramp from the first-order estimator accumulated in between, as a
+correction to LAMP's split (``prior: lamp``), masks and attentions frozen at the end of the
+ramp, the optimiser's decay on the dense weights). All share epochs, data order, optimiser and schedule. ``--variants`` picks some by
 name (comma list); the paper variant's rows are ``aswl_paper gamma=G``.
 
 Finished runs (``report.json``) are reused, so an interrupted ablation continues. Prints a
@@ -28,7 +28,10 @@ from aswl.train import load_config, train
 
 VARIANTS: dict[str, list[str]] = {
     "aswl (default)": [],
-    "uniform split (attention_lr 0)": ["method.attention_lr=0"],
+    "LAMP's split, attentions fixed (attention_lr 0)": ["method.attention_lr=0"],
+    "uniform start (no LAMP prior; the third round's default)": ["method.prior=uniform"],
+    "uniform split (uniform start, attention_lr 0)": ["method.prior=uniform",
+                                                      "method.attention_lr=0"],
     "0.99 cap, one weight per layer (the paper's floor)": ["method.max_ratio=0.99",
                                                             "method.min_kept=1"],
     "no accumulation (estimate on the attention step only)": ["method.accumulate=false"],

@@ -134,19 +134,42 @@ def run(data: Any, model_name: str, method: str, sparsity: float, seed: int, epo
             "seconds": round(time.time() - start, 1)}
 
 
+def start_at(split: list[float]) -> Callable[[Any], None]:
+    """An ``on_start`` that sets each attention to its layer's density in ``split`` (per-layer
+    sparsity, %) over the largest one: the raw densities then follow that split."""
+    densities = [1.0 - value / 100.0 for value in split]
+    top = max(densities)
+
+    def on_start(method: Any) -> None:
+        if len(densities) != len(method.layers):
+            raise SystemExit(f"--start-split has {len(densities)} values for "
+                             f"{len(method.layers)} prunable layers")
+        with torch.no_grad():
+            for name, density in zip(method.layers, densities):
+                method.masks[name].attention.fill_(max(0.01, density / top))
+    return on_start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", required=True,
                         help="a JSON list of jobs, or the path of a .json file holding one")
     parser.add_argument("--out", required=True, help="JSON lines file the results append to")
     parser.add_argument("--root", default=None, help="Fashion-MNIST folder (default: system)")
+    parser.add_argument("--start-split", default=None,
+                        help="ASWL jobs: a JSON list of per-layer sparsities (%%); the "
+                             "attentions start proportional to those densities (with "
+                             "attention_lr 0 and prior uniform they stay: a fixed split)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     text = open(args.jobs).read() if args.jobs.endswith(".json") else args.jobs
     data = build_datasets("fashion-mnist", args.root, val_fraction=1 / 6, seed=0,
                           augment=False)
+    split = None if args.start_split is None else json.loads(args.start_split)
     for job in json.loads(text):
-        result = run(data, *job)
+        result = run(data, *job, on_start=None if split is None else start_at(split))
+        if split is not None:
+            result["start_split"] = split
         print(json.dumps(result), flush=True)
         with open(args.out, "a") as handle:
             handle.write(json.dumps(result) + "\n")
