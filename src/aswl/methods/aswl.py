@@ -13,9 +13,10 @@ dense magnitudes. Two variants, both with per-layer ratios from the attentions:
 
 * ``paper``: the equations as published. Gradient to a_l from eq. 1 and the regulariser.
 * ``target`` (default): the user asks for a global sparsity; a cubic ramp sets the budget;
-  raw densities 1 - p_l are projected onto the budget by one shared scale, so the final model
-  has exactly the target, and the attentions learn the split from a loss-aware estimate of
-  each layer's marginal loss (see :meth:`ASWL.after_backward`).
+  raw densities 1 - p_l, times each layer's LAMP density at that budget (``prior='lamp'``),
+  are projected onto the budget by one shared scale, so the final model has exactly the
+  target, and the attentions learn the split (a correction to LAMP's) from a loss-aware
+  estimate of each layer's marginal loss (see :meth:`ASWL.after_backward`).
 """
 
 from __future__ import annotations
