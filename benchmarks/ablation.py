@@ -7,8 +7,9 @@ Each variant changes one thing from the default ``aswl`` (target variant: no per
 one weight per output unit at least, masks every step from a sampled threshold, attentions
 about 512 times over the ramp from the first-order estimator accumulated in between, as a
 correction to LAMP's split (``prior: lamp``), masks and attentions frozen at the end of the
-ramp, the optimiser's decay on the dense weights). All share epochs, data order, optimiser and schedule. ``--variants`` picks some by
-name (comma list); the paper variant's rows are ``aswl_paper gamma=G``.
+ramp, the optimiser's decay on the dense weights). All share epochs, data order, optimiser
+and schedule. ``--variants`` picks some by name (comma list); the paper variant's rows are
+``aswl_paper gamma=G``.
 
 Finished runs (``report.json``) are reused, so an interrupted ablation continues. Prints a
 Markdown table: mean ± std test accuracy, what finalize() cost (accuracy before it minus

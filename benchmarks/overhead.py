@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import Tensor, nn
 
 from aswl.config import Config
@@ -65,6 +66,17 @@ def parse_model(spec: str) -> tuple[str, tuple[int, int, int]]:
         return name, tuple(default_input_shape(name))  # type: ignore[return-value]
     c, h, w = (int(v) for v in shape.lower().split("x"))
     return name, (c, h, w)
+
+
+def parse_method(token: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name:key=value+key=value`` (method options, values read as YAML), e.g.
+    ``aswl:prior=uniform``."""
+    name, _, rest = token.partition(":")
+    options = {}
+    for item in filter(None, rest.split("+")):
+        key, _, value = item.partition("=")
+        options[key] = yaml.safe_load(value)
+    return name, options
 
 
 def mask_intervals(method: str, tokens: list[str]) -> list[int | None]:
@@ -116,11 +128,13 @@ def bench_model(spec: str, methods: list[str], intervals: list[str], steps: int,
     total = warmup + steps
     built_for = max(total, run_steps or total)
     variants = []
-    for method in methods:
-        options = {} if method in ("dense", "plain") else {"target_sparsity": sparsity}
+    for token in methods:
+        method, extra = parse_method(token)
+        options = {} if method in ("dense", "plain") else {"target_sparsity": sparsity, **extra}
         for interval in mask_intervals(method, intervals):
-            variants.append(build_variant(name, shape, method, interval, built_for, device,
-                                          options))
+            variant = build_variant(name, shape, method, interval, built_for, device, options)
+            variant.method = token
+            variants.append(variant)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, *shape, generator=generator).to(device)
     labels = torch.randint(0, 10, (batch_size,), generator=generator).to(device)
@@ -163,7 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="lenet5,resnet20",
                         help="comma list of model names, optionally name@CxHxW")
     parser.add_argument("--methods", default="dense,aswl",
-                        help="comma list (dense = baseline; plain = no method attached)")
+                        help="comma list (dense = baseline; plain = no method attached; "
+                             "name:key=value+key=value sets method options, e.g. "
+                             "aswl:prior=uniform)")
     parser.add_argument("--mask-intervals", default="1,16,default",
                         help="comma list of integers and/or 'default'")
     parser.add_argument("--steps", type=int, default=100, help="timed steps per variant")

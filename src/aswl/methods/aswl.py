@@ -263,6 +263,7 @@ class ASWL(SparseMethod):
         self._stat_count = torch.zeros(len(self.layers))
         self._prior = torch.ones(len(self.layers), dtype=torch.float64)
         """Per-layer factor on the raw densities (``prior='lamp'``: LAMP's densities)."""
+        self._prior_ready = False
 
     def on_attach(self) -> None:
         """One attention per layer (on its mask parametrization, so it is in the model's
@@ -368,11 +369,14 @@ class ASWL(SparseMethod):
 
     def _refresh_prior(self) -> None:
         """``prior='lamp'``: LAMP's per-layer densities at the current budget, from the
-        estimator's fixed sample of each layer's dense weights."""
+        estimator's fixed sample of each layer's dense weights. Refreshed when the
+        estimator's bands are (every ``attention_interval`` steps: the attentions change no
+        more often) and at every exact mask update."""
         samples = [self._sample(name, dense_weight(module).detach())
                    for name, module in self.layers.items()]
         kept = (1.0 - self.target_sparsity_now()) * self.total_numel
         self._prior = lamp_densities(samples, [self.numels[n] for n in self.layers], kept)
+        self._prior_ready = True
 
     def _numel_vector(self, like: Tensor) -> Tensor:
         if self._numel.device != like.device:
@@ -418,8 +422,9 @@ class ASWL(SparseMethod):
                     torch.ge(magnitude, self._thresholds[name], out=self.masks[name].mask)
                     self._keep_units(name, magnitude, self.masks[name].mask, again=True)
             return
-        if self.config.prior_in_force == "lamp":
-            self._refresh_prior()
+        if self.config.prior_in_force == "lamp" and (
+                exact or not self._prior_ready or self.step_count % self.attention_interval == 0):
+            self._refresh_prior()  # with the estimator's bands: a sort of each layer's sample
         densities = self.layer_densities()
         half = self.config.band / 2
         with torch.no_grad():
@@ -720,6 +725,7 @@ class ASWL(SparseMethod):
         self.frozen = bool(state.get("frozen", False))
         if "prior" in state:
             self._prior = torch.tensor(state["prior"], dtype=torch.float64)
+            self._prior_ready = True
         self._thresholds = {k: torch.tensor(float(v), device=dense_weight(self.layers[k]).device)
                             for k, v in state.get("thresholds", {}).items()}
         self._unit_index = {
