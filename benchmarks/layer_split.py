@@ -5,9 +5,10 @@ LAMP (both from finished ``aswl compare`` runs) and the closed-form ERK rule.
         --out docs/img/split_lenet300.png
 
 Reads ``<runs>/<method>-<sparsity>-seed<S>/report.json`` for every seed found and averages
-the per-layer sparsity over seeds; ERK comes from the layer shapes (no training: the model is
-built from the runs' config.yaml). Prints a Markdown table (one row per layer) and draws
-grouped bars.
+the per-layer sparsity over seeds. ``--runs`` takes several folders (e.g. the baselines' grid
+and a later grid of ``aswl`` alone); ``FOLDER=LABEL`` names that folder's ``aswl`` bars. ERK
+comes from the layer shapes (no training: the model is built from the first folder's
+config.yaml). Prints a Markdown table (one row per layer) and draws grouped bars.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def load(runs: Path, method: str, sparsity: float) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, required=True, help="a compare folder's runs/")
+    parser.add_argument("--runs", nargs="+", required=True,
+                        help="compare folders' runs/ (FOLDER or FOLDER=LABEL for its aswl runs)")
     parser.add_argument("--sparsity", type=float, default=0.98)
     parser.add_argument("--out", type=Path, help="PNG to draw (needs matplotlib)")
     parser.add_argument("--title", default="")
@@ -46,19 +48,22 @@ def main() -> None:
     args = parser.parse_args()
     splits: dict[str, dict[str, float]] = {}
     layers: list[dict] = []
-    for method in METHODS:
-        reports = load(args.runs, method, args.sparsity)
-        if not reports:
-            continue
-        layers = reports[0]["layers"]
-        splits[f"{method} (n={len(reports)})"] = {
-            layer["name"]: statistics.mean(
-                next(x["sparsity"] for x in r["layers"] if x["name"] == layer["name"])
-                for r in reports)
-            for layer in layers}
+    folders = [(Path(spec.partition("=")[0]), spec.partition("=")[2]) for spec in args.runs]
+    for folder, label in folders:
+        for method in METHODS:
+            reports = load(folder, method, args.sparsity)
+            if not reports:
+                continue
+            layers = reports[0]["layers"]
+            name = label if (label and method == "aswl") else method
+            splits[f"{name} (n={len(reports)})"] = {
+                layer["name"]: statistics.mean(
+                    next(x["sparsity"] for x in r["layers"] if x["name"] == layer["name"])
+                    for r in reports)
+                for layer in layers}
     if not layers:
         parser.error(f"no finished run at {args.sparsity} under {args.runs}")
-    config = load_config(next(args.runs.glob("*/config.yaml")))
+    config = load_config(next(folders[0][0].glob("*/config.yaml")))
     model = create_model(config.model, 10, tuple(args.input_shape), **config.model_args)
     shapes = {layer["name"]: tuple(model.get_submodule(layer["name"]).weight.shape)
               for layer in layers}
@@ -76,7 +81,7 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) * len(splits) / 2), 4.2))
+        fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.25 * len(names) * len(splits))), 4.2))
         width = 0.8 / len(splits)
         for i, (label, split) in enumerate(splits.items()):
             ax.bar([j + (i - (len(splits) - 1) / 2) * width for j in range(len(names))],
