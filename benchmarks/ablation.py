@@ -29,7 +29,7 @@ from aswl.train import load_config, train
 
 VARIANTS: dict[str, list[str]] = {
     "aswl (default)": [],
-    "LAMP's split, attentions fixed (attention_lr 0)": ["method.attention_lr=0"],
+    "LAMP's split with fixed attentions (attention_lr 0)": ["method.attention_lr=0"],
     "uniform start (no LAMP prior; the third round's default)": ["method.prior=uniform"],
     "uniform split (uniform start, attention_lr 0)": ["method.prior=uniform",
                                                       "method.attention_lr=0"],
