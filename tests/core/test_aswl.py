@@ -137,9 +137,14 @@ def test_soft_floor_same_values_and_a_gradient_for_the_layer_at_its_floor():
     assert torch.allclose(total, torch.zeros(3), atol=1e-4)
 
 
-def test_attentions_stay_at_the_edge_of_their_floor():
-    method = create_method("aswl", mlp(), total_steps=10, target_sparsity=0.95, min_kept=32)
+@pytest.mark.parametrize("prior", ["uniform", "lamp"])
+def test_attentions_stay_at_the_edge_of_their_floor(prior):
+    method = create_method("aswl", mlp(), total_steps=10, target_sparsity=0.95, min_kept=32,
+                           prior=prior)
     method.step_count = 10  # the end of the ramp: the budget is the target
+    if prior == "lamp":
+        method._refresh_prior()  # LAMP's uneven densities at the target
+        assert len(set(method._prior.tolist())) == 3
     with torch.no_grad():
         for name, value in zip(method.layers, (0.01, 0.6, 0.9)):
             method.masks[name].attention.fill_(value)
@@ -148,7 +153,7 @@ def test_attentions_stay_at_the_edge_of_their_floor():
     method._lift_to_floor()
     after = method.density_vector().detach()
     assert torch.allclose(before, after, atol=1e-6)  # the split is the same
-    raw = 1 - method.pruning_ratios(method._attention_vector().detach())
+    raw = method._raw_density(method._attention_vector().detach())  # with the prior's factor
     scale = float(after[1] / raw[1])  # a free layer's density is the shared scale times raw
     assert float(raw[0]) * scale == pytest.approx(method._floor[0], rel=1e-4)  # at the edge
     assert method.attentions()["0"] > 0.01

@@ -361,6 +361,11 @@ def test_lamp_densities_match_an_exact_global_lamp_threshold_and_a_sample_estima
     samples = [w if w.numel() <= 4096 else w[torch.randperm(w.numel())[:4096]] for w in weights]
     torch.testing.assert_close(lamp_densities(samples, sizes, kept), exact, atol=5e-3, rtol=0)
     assert lamp_densities(weights, sizes, sum(sizes)).tolist() == [1.0, 1.0, 1.0]
+    # unsampled, the kept count is exactly the budget: the threshold's own weight included
+    kept_counts = lamp_densities(weights, sizes, kept) * torch.tensor(sizes, dtype=torch.float64)
+    assert float(kept_counts.sum()) == pytest.approx(kept)
+    assert lamp_densities([torch.tensor([3.0, 2.0, 1.0]), torch.tensor([5.0, 4.0])], [3, 2],
+                          3.0).mul(torch.tensor([3.0, 2.0])).sum().item() == pytest.approx(3.0)
 
 
 def test_lamp_prior_with_equal_attentions_gives_lamp_split_and_attentions_correct_it():
@@ -406,3 +411,16 @@ def test_lamp_prior_resume_is_exact():
     assert resumed.attentions() == whole.attentions()
     for name in whole.layers:
         assert torch.equal(whole.masks[name].mask, resumed.masks[name].mask)
+
+
+def test_a_state_from_before_the_prior_loads_with_a_warning(caplog):
+    model = mlp()
+    method = create_method("aswl", model, total_steps=40, target_sparsity=0.9)
+    train(method, model, 5)
+    state = method.state_dict()
+    del state["prior"]  # as saved by versions before the LAMP prior
+    other = create_method("aswl", mlp(), total_steps=40, target_sparsity=0.9)
+    with caplog.at_level("WARNING"):
+        other.load_state_dict(state)
+    assert "method.prior=uniform" in caplog.text
+    assert not other._prior_ready  # recomputed at the next mask update

@@ -52,6 +52,8 @@ MASK_SAMPLE = 16384
 """Weights per layer (a fixed random sample) whose order statistic sets a sampled mask."""
 ATTENTION_UPDATES = 512
 """Attention updates over the ramp when ``attention_interval`` is None."""
+PRIOR_INTERVAL_MAX = 32
+"""``prior='lamp'`` is refreshed with the estimator's bands, and at least this often."""
 MIN_SAMPLED_KEPT = 64
 """Fewer kept weights than this in a layer's sample: its mask is exact (a sampled threshold
 would be too coarse)."""
@@ -84,8 +86,9 @@ class ASWLConfig(MethodConfig):
     init_attention), ``erk`` (attentions start proportional to the Erdos-Renyi-kernel
     densities of Evci et al. 2020) or ``lamp`` (target variant: each layer's raw density is
     its attention times its LAMP density at the current budget, recomputed from the dense
-    weights with the kept counts, so equal attentions give LAMP's split (Lee et al. 2021)
-    and the attentions learn a correction to it)."""
+    weights every ``attention_interval`` steps (at most 32) and at exact mask updates, so
+    equal attentions give LAMP's split (Lee et al. 2021; estimated from a sample of at most
+    4,096 weights per layer) and the attentions learn a correction to it)."""
     attention_optimizer: str = "adam"
     """``sgd`` (momentum 0.9, as the authors) or ``adam``."""
     attention_lr: float = 0.01
@@ -224,6 +227,7 @@ class ASWL(SparseMethod):
 
     config_class = ASWLConfig
     config: ASWLConfig
+    optional_state = ("prior",)  # saved since the LAMP prior; recomputed when absent
 
     def __init__(self, model: nn.Module, config: ASWLConfig | None = None,
                  total_steps: int | None = None, **overrides: Any) -> None:
@@ -264,6 +268,8 @@ class ASWL(SparseMethod):
         self._prior = torch.ones(len(self.layers), dtype=torch.float64)
         """Per-layer factor on the raw densities (``prior='lamp'``: LAMP's densities)."""
         self._prior_ready = False
+        self._prior_interval = min(self.attention_interval, PRIOR_INTERVAL_MAX)
+        """The prior is refreshed every this many steps (and at every exact mask update)."""
 
     def on_attach(self) -> None:
         """One attention per layer (on its mask parametrization, so it is in the model's
@@ -371,7 +377,8 @@ class ASWL(SparseMethod):
         """``prior='lamp'``: LAMP's per-layer densities at the current budget, from the
         estimator's fixed sample of each layer's dense weights. Refreshed when the
         estimator's bands are (every ``attention_interval`` steps: the attentions change no
-        more often) and at every exact mask update."""
+        more often), at least every PRIOR_INTERVAL_MAX steps and at every exact mask
+        update."""
         samples = [self._sample(name, dense_weight(module).detach())
                    for name, module in self.layers.items()]
         kept = (1.0 - self.target_sparsity_now()) * self.total_numel
@@ -414,7 +421,9 @@ class ASWL(SparseMethod):
         # the estimator's bands: refreshed at the start of each attention interval
         bands = not self.paper_estimator and (
             not self._bands or self.step_count % self.attention_interval == 0)
-        if not (exact or bands or len(self._thresholds) < len(self.layers)
+        prior = self.config.prior_in_force == "lamp" and (
+            exact or not self._prior_ready or self.step_count % self._prior_interval == 0)
+        if not (exact or bands or prior or len(self._thresholds) < len(self.layers)
                 or self.step_count % self.config.count_interval == 0):
             with torch.no_grad():  # the weights moved: the same thresholds, new masks
                 for name, module in self.layers.items():
@@ -422,9 +431,8 @@ class ASWL(SparseMethod):
                     torch.ge(magnitude, self._thresholds[name], out=self.masks[name].mask)
                     self._keep_units(name, magnitude, self.masks[name].mask, again=True)
             return
-        if self.config.prior_in_force == "lamp" and (
-                exact or not self._prior_ready or self.step_count % self.attention_interval == 0):
-            self._refresh_prior()  # with the estimator's bands: a sort of each layer's sample
+        if prior:
+            self._refresh_prior()  # a sort of each layer's sample
         densities = self.layer_densities()
         half = self.config.band / 2
         with torch.no_grad():
@@ -726,6 +734,13 @@ class ASWL(SparseMethod):
         if "prior" in state:
             self._prior = torch.tensor(state["prior"], dtype=torch.float64)
             self._prior_ready = True
+        else:
+            self._prior_ready = False  # recomputed at the next mask update
+        if "prior" not in state and self.config.prior is None \
+                and self.config.variant == "target":
+            log.warning("this ASWL state predates the LAMP prior (the default until then was "
+                        "a uniform start); it continues with prior=lamp. To continue it as it "
+                        "was trained, set method.prior=uniform")
         self._thresholds = {k: torch.tensor(float(v), device=dense_weight(self.layers[k]).device)
                             for k, v in state.get("thresholds", {}).items()}
         self._unit_index = {

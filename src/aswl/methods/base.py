@@ -157,6 +157,8 @@ class SparseMethod:
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    optional_state: ClassVar[tuple[str, ...]] = ()
+    """Keys of ``state_dict()`` that checkpoints of older versions may lack."""
     straight_through: ClassVar[bool] = True
     """Dense-and-sparse tracking (gradient reaches pruned weights) or plain masked gradient."""
     pin_pruned: ClassVar[bool] = False
@@ -331,7 +333,8 @@ class SparseMethod:
         if owner is not None and owner != self.name:
             raise MethodStateError(f"this is the state of method {owner!r}; it cannot be loaded "
                                    f"into {self.name!r}: build the same method, then load")
-        missing = sorted(set(self.state_dict()) - set(state) - {"method"})
+        missing = sorted(set(self.state_dict()) - set(state) - {"method"}
+                         - set(self.optional_state))
         if missing:
             raise MethodStateError(f"method state lacks {missing}: it is not a "
                                    f"{self.name}.state_dict() (an empty or another method's "

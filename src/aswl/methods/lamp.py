@@ -33,7 +33,7 @@ def lamp_densities(samples: list[Tensor], sizes: list[int], kept: float) -> Tens
     ``samples[l]`` is the whole weight of layer l or a random sample of it (m of its n
     weights): a sampled weight stands for n / m weights, and its LAMP score within the sample,
     times m / n, estimates its score within the layer (the sum over same-or-larger weights
-    grows with n / m). Every layer keeps at least its largest weight (score 1 > any other).
+    grows with n / m). Every layer keeps at least one weight.
     """
     total = float(sum(sizes))
     if kept >= total - 0.5:
@@ -41,12 +41,14 @@ def lamp_densities(samples: list[Tensor], sizes: list[int], kept: float) -> Tens
     scores, stands_for, owner = [], [], []
     for index, (sample, size) in enumerate(zip(samples, sizes)):
         count = sample.numel()
-        scores.append(lamp_scores(sample).reshape(-1).double() * (count / size))
+        scores.append(lamp_scores(sample).reshape(-1).double().cpu() * (count / size))
         stands_for.append(torch.full((count,), size / count, dtype=torch.float64))
         owner.append(torch.full((count,), index, dtype=torch.long))
     order = torch.cat(scores).cpu().argsort(descending=True)
     weight = torch.cat(stands_for)[order]
-    cut = int(torch.searchsorted(weight.cumsum(0), torch.tensor(kept, dtype=torch.float64)))
+    # the largest scores whose weights add up to at most ``kept`` (to within rounding)
+    cut = int(torch.searchsorted(weight.cumsum(0), torch.tensor(kept + 1e-9, dtype=torch.float64),
+                                 right=True))
     keep = torch.zeros(len(sizes), dtype=torch.float64)
     keep.index_add_(0, torch.cat(owner)[order[:cut]], weight[:cut])
     size = torch.tensor(sizes, dtype=torch.float64)
