@@ -146,7 +146,7 @@ def start_at(split: list[float]) -> Callable[[Any], None]:
                              f"{len(method.layers)} prunable layers")
         with torch.no_grad():
             for name, density in zip(method.layers, densities):
-                method.masks[name].attention.fill_(max(0.01, density / top))
+                method.masks[name].attention.fill_(max(method.attention_floor, density / top))
     return on_start
 
 

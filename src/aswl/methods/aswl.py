@@ -692,8 +692,7 @@ class ASWL(SparseMethod):
             return
         scale, raw, _, lower, _ = found
         boundary = np.minimum(1.0, lower / max(scale, 1e-12))
-        prior = self._prior.tolist() if self.config.prior_in_force == "lamp" else [1.0] * len(raw)
-        for name, value, edge, factor in zip(self.layers, raw, boundary, prior):
+        for name, value, edge, factor in zip(self.layers, raw, boundary, self._prior.tolist()):
             if value < edge:  # the attention whose own density times the prior's is edge
                 own = min(1.0, edge / max(factor, 1e-12))
                 lifted = 1.0 - (1.0 - own) ** (1.0 / self.config.alpha)
@@ -732,15 +731,15 @@ class ASWL(SparseMethod):
                        for k, v in state.get("bands", {}).items()}
         self.frozen = bool(state.get("frozen", False))
         if "prior" in state:
-            self._prior = torch.tensor(state["prior"], dtype=torch.float64)
+            if self.config.prior_in_force == "lamp":  # otherwise the factor stays at one
+                self._prior = torch.tensor(state["prior"], dtype=torch.float64)
             self._prior_ready = True
-        else:
-            self._prior_ready = False  # recomputed at the next mask update
-        if "prior" not in state and self.config.prior is None \
-                and self.config.variant == "target":
-            log.warning("this ASWL state predates the LAMP prior (the default until then was "
-                        "a uniform start); it continues with prior=lamp. To continue it as it "
-                        "was trained, set method.prior=uniform")
+        else:  # a state from before the prior: recomputed at the next mask update
+            self._prior_ready = False
+            if self.config.prior is None and self.config.variant == "target":
+                log.warning("this ASWL state predates the LAMP prior (the default until then was "
+                            "a uniform start); it continues with prior=lamp. To continue it as "
+                            "it was trained, set method.prior=uniform")
         self._thresholds = {k: torch.tensor(float(v), device=dense_weight(self.layers[k]).device)
                             for k, v in state.get("thresholds", {}).items()}
         self._unit_index = {

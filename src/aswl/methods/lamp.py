@@ -44,7 +44,7 @@ def lamp_densities(samples: list[Tensor], sizes: list[int], kept: float) -> Tens
         scores.append(lamp_scores(sample).reshape(-1).double().cpu() * (count / size))
         stands_for.append(torch.full((count,), size / count, dtype=torch.float64))
         owner.append(torch.full((count,), index, dtype=torch.long))
-    order = torch.cat(scores).cpu().argsort(descending=True)
+    order = torch.cat(scores).argsort(descending=True)
     weight = torch.cat(stands_for)[order]
     # the largest scores whose weights add up to at most ``kept`` (to within rounding)
     cut = int(torch.searchsorted(weight.cumsum(0), torch.tensor(kept + 1e-9, dtype=torch.float64),
