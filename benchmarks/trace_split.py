@@ -11,6 +11,13 @@ over those steps of each layer's estimator statistic (the band average of ``g * 
 of 1e-4). This is the trace that showed why ASWL collapsed at 98% on a BatchNorm ResNet
 (docs/RESULTS.md): the statistic of layers with dead channels grew by many orders of
 magnitude and the split swung.
+
+``--summary`` adds, at the end, each layer's statistic over the whole run: its mean, its
+standard deviation from one attention update to the next, their ratio (the signal-to-noise
+ratio of one update) and the mean over its standard error (the evidence of all the updates
+together: above about 2 in size, the sign of the layer's statistic is consistent), beside
+``-wd * w^2`` averaged over the band (the value ``g * w`` takes when a weight sits where its
+loss gradient and the weight decay of select_defaults.py, 5e-4, balance).
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ from select_defaults import run
 
 from aswl.data import build_datasets
 from aswl.methods.aswl import ASWL
+from aswl.sparse import dense_weight
 
 
 def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
     data = build_datasets("fashion-mnist", args.root, val_fraction=1 / 6, seed=0, augment=False)
     means: list[torch.Tensor] = []
+    every_mean: list[torch.Tensor] = []
+    decay: list[torch.Tensor] = []
     losses: list[float] = []
 
     def on_start(method: ASWL) -> None:
@@ -36,6 +46,9 @@ def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
 
         def record() -> None:
             means.append(method._stat_sum / method._stat_count.clamp_min(1.0))
+            every_mean.append(means[-1].clone())
+            if args.summary:
+                decay.append(band_decay(method))
             original()
 
         method._estimate_attention_gradient = record  # type: ignore[method-assign]
@@ -63,6 +76,37 @@ def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
         print(result["error"])
     else:
         print(f"validation accuracy {100 * result['val']:.2f}%")
+    if args.summary and every_mean:
+        summarize(list(result.get("layers", [])), torch.stack(every_mean), torch.stack(decay))
+
+
+def band_decay(method: ASWL) -> torch.Tensor:
+    """-wd * mean(w^2) over each layer's band (wd = 5e-4, select_defaults.py's)."""
+    values = []
+    with torch.no_grad():
+        for name, module in method.layers.items():
+            if name not in method._bands:
+                values.append(float("nan"))
+                continue
+            sample = method._sample(name, dense_weight(module).detach()).float()
+            low, high = method._bands[name]
+            band = (sample.abs() >= low) & (sample.abs() <= high)
+            values.append(-5e-4 * float((sample * sample)[band].mean()) if band.any()
+                          else float("nan"))
+    return torch.tensor(values)
+
+
+def summarize(sparsity: list[float], stats: torch.Tensor, decay: torch.Tensor) -> None:
+    """One line per layer: the statistic over all attention updates (units of 1e-6)."""
+    count = stats.shape[0]
+    mean, spread = stats.mean(0), stats.std(0) if count > 1 else torch.zeros(stats.shape[1])
+    print(f"summary over {count} attention updates (statistic x1e6): layer, final sparsity %, "
+          "mean, std, one-update SNR, mean/standard error, -wd*w^2")
+    for i in range(stats.shape[1]):
+        snr = float(mean[i] / spread[i]) if spread[i] > 0 else float("nan")
+        final = f"{sparsity[i]:.1f}" if i < len(sparsity) else "-"
+        print(f"  {i:3d} {final:>5} {1e6 * mean[i]:+9.2f} {1e6 * spread[i]:8.2f} {snr:+6.2f} "
+              f"{snr * count ** 0.5:+6.1f} {1e6 * float(decay[:, i].nanmean()):+9.2f}")
 
 
 def main() -> None:
@@ -75,6 +119,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--limit", type=int, default=15000, help="training images (all: 0)")
     parser.add_argument("--every", type=int, default=20, help="steps between lines")
+    parser.add_argument("--summary", action="store_true",
+                        help="each layer's statistic over the whole run, at the end")
     parser.add_argument("--root", default=None, help="Fashion-MNIST folder (default: system)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="ASWL options, e.g. keep_every_unit=false")

@@ -126,7 +126,30 @@ def test_estimator_accumulates_between_attention_updates():
     assert float(counts[True] / counts[False]) == pytest.approx(5.0, rel=0.2)
 
 
-@pytest.mark.parametrize("saliency", ["first_order", "second_order"])
+def test_restore_saliency_averages_the_pruned_side_of_the_band():
+    counts = {}
+    for saliency in ("first_order", "restore"):
+        torch.manual_seed(0)
+        model = mlp()
+        method = create_method("aswl", model, total_steps=100, target_sparsity=0.9,
+                               attention_interval=50, saliency=saliency)
+        train(method, model, 6)
+        counts[saliency] = method._stat_count.clone()
+        if saliency == "restore":  # recount one step's pruned band weights by hand
+            before = method._stat_count.clone()
+            method._accumulate_statistic()
+            for i, (name, module) in enumerate(method.layers.items()):
+                weight = method._sample(name, module.parametrizations.weight.original.detach())
+                low, high = method._bands[name]
+                magnitude = weight.abs()
+                pruned = ((magnitude >= low) & (magnitude <= high)
+                          & (magnitude < method._thresholds[name]))
+                assert float(method._stat_count[i] - before[i]) == int(pruned.sum())
+    ratio = counts["restore"].sum() / counts["first_order"].sum()
+    assert 0.3 < float(ratio) < 0.7  # the band straddles the threshold: about half of it
+
+
+@pytest.mark.parametrize("saliency", ["first_order", "second_order", "restore"])
 def test_estimators_learn_a_split(saliency):
     model = mlp()
     method = create_method("aswl", model, total_steps=80, target_sparsity=0.9,
@@ -424,3 +447,40 @@ def test_a_state_from_before_the_prior_loads_with_a_warning(caplog):
         other.load_state_dict(state)
     assert "method.prior=uniform" in caplog.text
     assert not other._prior_ready  # recomputed at the next mask update
+
+
+def test_shared_adam_keeps_the_gradients_relative_sizes():
+    from aswl.methods.aswl import SharedAdam
+
+    big, small = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    shared = SharedAdam([big, small], lr=0.1)
+    pair = torch.nn.Parameter(torch.zeros(2))
+    per_layer = torch.optim.Adam([pair], lr=0.1)
+    for _ in range(3):
+        big.grad, small.grad = torch.tensor([1.0]), torch.tensor([0.01])
+        pair.grad = torch.tensor([1.0, 0.01])
+        shared.step()
+        per_layer.step()
+    # shared: the sizes are kept; Adam: both take the same step
+    assert float(big.detach() / small.detach()) == pytest.approx(100.0, rel=1e-4)
+    assert float(pair[0].detach() / pair[1].detach()) == pytest.approx(1.0, rel=1e-3)
+    # a first step of the mean-square size moves by lr, as Adam's does
+    one = torch.nn.Parameter(torch.zeros(1))
+    one.grad = torch.tensor([5.0])
+    SharedAdam([one], lr=0.1).step()
+    assert float(one.detach()) == pytest.approx(-0.1, rel=1e-4)
+
+
+def test_shared_adam_state_round_trip():
+    model = mlp()
+    method = create_method("aswl", model, total_steps=40, target_sparsity=0.9,
+                           attention_optimizer="adam_shared", attention_interval=2)
+    train(method, model, 12)
+    assert len(set(method.attentions().values())) > 1  # it learns a split
+    other = create_method("aswl", mlp(), total_steps=40, target_sparsity=0.9,
+                          attention_optimizer="adam_shared", attention_interval=2)
+    other.load_state_dict(method.state_dict())
+    head = method.optimizer.state[method.parameters()[0]]
+    loaded = other.optimizer.state[other.parameters()[0]]
+    assert loaded["shared_step"] == head["shared_step"] == 6
+    assert loaded["shared_square"] == pytest.approx(head["shared_square"])

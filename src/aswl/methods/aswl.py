@@ -90,7 +90,10 @@ class ASWLConfig(MethodConfig):
     equal attentions give LAMP's split (Lee et al. 2021; estimated from a sample of at most
     4,096 weights per layer) and the attentions learn a correction to it)."""
     attention_optimizer: str = "adam"
-    """``sgd`` (momentum 0.9, as the authors) or ``adam``."""
+    """``sgd`` (momentum 0.9, as the authors), ``adam``, or ``adam_shared``: Adam with one
+    second moment for all the attentions (the mean square of their gradients), so the steps
+    keep the gradients' relative sizes across layers instead of giving a layer whose
+    gradient is small and noisy as large a step as one whose gradient is large."""
     attention_lr: float = 0.01
     """Learning rate of the attentions' own optimiser."""
     attention_space: str = "linear"
@@ -108,9 +111,11 @@ class ASWLConfig(MethodConfig):
     marginal-loss estimate), ``auto`` (paper for the paper variant, loss_aware for target)."""
     saliency: str = "first_order"
     """What the loss-aware estimator averages over the weights near each layer's threshold:
-    ``first_order`` (g * w, the loss change of restoring or removing the weight) or
+    ``first_order`` (g * w, the loss change of restoring or removing the weight),
     ``second_order`` (0.5 * (g * w)^2, an optimal-brain-damage saliency with the squared
-    gradient as the curvature)."""
+    gradient as the curvature) or ``restore`` (g * w over the pruned half of the band only:
+    the loss change of restoring the pruned weights nearest the threshold, the side whose
+    first-order term a trained kept weight lacks)."""
     accumulate: bool = True
     """Accumulate the estimator's statistic on every mask-update step between attention updates
     (False: only on the attention-update step itself)."""
@@ -183,8 +188,9 @@ class ASWLConfig(MethodConfig):
             check(self.scale_output is not True, "attention_space", self.attention_space,
                   "'linear': 'log' needs scale_output off (rescaling the attentions would "
                   "rescale the outputs)")
-        check(self.attention_optimizer in ("sgd", "adam"), "attention_optimizer",
-              self.attention_optimizer, "'sgd' or 'adam'")
+        check(self.attention_optimizer in ("sgd", "adam", "adam_shared"),
+              "attention_optimizer", self.attention_optimizer,
+              "'sgd', 'adam' or 'adam_shared'")
         check(math.isfinite(self.attention_lr) and self.attention_lr >= 0, "attention_lr",
               self.attention_lr, "a finite number >= 0")
         check(self.attention_interval is None or self.attention_interval >= 1,
@@ -193,8 +199,8 @@ class ASWLConfig(MethodConfig):
               "'auto', 'paper' or 'loss_aware'")
         check(self.count_interval >= 1, "count_interval", self.count_interval,
               "an integer >= 1")
-        check(self.saliency in ("first_order", "second_order"), "saliency", self.saliency,
-              "'first_order' or 'second_order'")
+        check(self.saliency in ("first_order", "second_order", "restore"), "saliency",
+              self.saliency, "'first_order', 'second_order' or 'restore'")
         check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
               self.weight_decay, "null or a number >= 0")
         check(self.max_ratio is None or 0.0 < self.max_ratio <= 1.0, "max_ratio",
@@ -290,6 +296,8 @@ class ASWL(SparseMethod):
         if cfg.attention_optimizer == "sgd":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 params, lr=cfg.attention_lr, momentum=cfg.attention_momentum)
+        elif cfg.attention_optimizer == "adam_shared":
+            self.optimizer = SharedAdam(params, lr=cfg.attention_lr)
         else:
             self.optimizer = torch.optim.Adam(params, lr=cfg.attention_lr)
 
@@ -583,8 +591,10 @@ class ASWL(SparseMethod):
         of the loss per unit of kept fraction: a soft-mask surrogate of the threshold gradient.
         With ``saliency='second_order'`` the average is of 0.5 (g_j w_j)^2, the loss that
         removing such a weight costs under a squared-gradient curvature, and the marginal is
-        its negative. The statistic is accumulated on every mask-update step (``accumulate``)
-        and turned into an attention gradient every ``attention_interval`` steps.
+        its negative; with ``saliency='restore'`` the average of g_j * w_j runs over the
+        band's pruned weights only. The statistic is accumulated on every mask-update step
+        (``accumulate``) and turned into an attention gradient every ``attention_interval``
+        steps.
         """
         if not self.paper_estimator and not self.frozen:
             step_now = self._attention_step_now()
@@ -601,6 +611,7 @@ class ASWL(SparseMethod):
 
     def _accumulate_statistic(self) -> None:
         second = self.config.saliency == "second_order"
+        restore = self.config.saliency == "restore"
         with torch.no_grad():
             for i, (name, module) in enumerate(self.layers.items()):
                 weight = dense_weight(module)
@@ -611,6 +622,8 @@ class ASWL(SparseMethod):
                 lo, hi = self._bands[name]
                 magnitude = sample.abs()
                 band = (magnitude >= lo) & (magnitude <= hi)
+                if restore:  # the pruned side: below the layer's threshold
+                    band &= magnitude < self._thresholds[name]
                 value = grad * sample
                 if second:
                     value = 0.5 * value * value
@@ -841,6 +854,39 @@ def _shared_scale(raw: np.ndarray, sizes: np.ndarray, lower: np.ndarray,
         return float(hi)
     fixed = float((sizes * np.clip(lo * raw, lower, 1.0) * ~free).sum())
     return float((target - fixed) / slope)
+
+
+class SharedAdam(torch.optim.Optimizer):
+    """Adam whose second moment is one number for all its parameters: the running mean of
+    their gradients' mean square. Each parameter keeps its own first moment, so one step
+    moves the parameters in proportion to their (averaged) gradients, with one overall scale
+    that adapts as Adam's does (``attention_optimizer='adam_shared'``)."""
+
+    def __init__(self, params: Any, lr: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            shared = self.state[group["params"][0]]  # the group's step count and moment
+            shared["shared_step"] = step = shared.get("shared_step", 0) + 1
+            square = sum(float(p.grad.float().square().sum()) for p in params) / sum(
+                p.numel() for p in params)
+            shared["shared_square"] = (beta2 * shared.get("shared_square", 0.0)
+                                       + (1 - beta2) * square)
+            scale = (shared["shared_square"] / (1 - beta2 ** step)) ** 0.5 + group["eps"]
+            for param in params:
+                state = self.state[param]
+                if "first_moment" not in state:
+                    state["first_moment"] = torch.zeros_like(param)
+                moment = state["first_moment"]
+                moment.mul_(beta1).add_(param.grad, alpha=1 - beta1)
+                param.sub_(moment, alpha=group["lr"] / ((1 - beta1 ** step) * scale))
 
 
 @dataclass
