@@ -13,11 +13,13 @@ of 1e-4). This is the trace that showed why ASWL collapsed at 98% on a BatchNorm
 magnitude and the split swung.
 
 ``--summary`` adds, at the end, each layer's statistic over the whole run: its mean, its
-standard deviation from one attention update to the next, their ratio (the signal-to-noise
-ratio of one update) and the mean over its standard error (the evidence of all the updates
-together: above about 2 in size, the sign of the layer's statistic is consistent), beside
-``-wd * w^2`` averaged over the band (the value ``g * w`` takes when a weight sits where its
-loss gradient and the weight decay of select_defaults.py, 5e-4, balance).
+standard deviation across the attention updates, their ratio (the signal-to-noise ratio of
+one update), ``-wd * w^2`` averaged over the same band weights (the value ``g * w`` takes
+where a weight's loss gradient and its weight decay balance: 5e-4 from select_defaults.py,
+or 2 * weight_decay when the method decays the weights itself), and the departure from that
+balance, the statistic minus it, over its standard error. The standard errors treat the
+updates as independent around one mean; the statistic drifts over the ramp and consecutive
+updates are correlated, so they are rough: read them as orders of size.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
             means.append(method._stat_sum / method._stat_count.clamp_min(1.0))
             every_mean.append(means[-1].clone())
             if args.summary:
-                decay.append(band_decay(method))
+                decay.append(band_decay(method, options))
             original()
 
         method._estimate_attention_gradient = record  # type: ignore[method-assign]
@@ -76,12 +78,18 @@ def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
         print(result["error"])
     else:
         print(f"validation accuracy {100 * result['val']:.2f}%")
-    if args.summary and every_mean:
-        summarize(list(result.get("layers", [])), torch.stack(every_mean), torch.stack(decay))
+    if args.summary:
+        if every_mean:
+            summarize(list(result.get("layers", [])), torch.stack(every_mean),
+                      torch.stack(decay))
+        else:
+            print("no attention update in this run: no summary")
 
 
-def band_decay(method: ASWL) -> torch.Tensor:
-    """-wd * mean(w^2) over each layer's band (wd = 5e-4, select_defaults.py's)."""
+def band_decay(method: ASWL, options: dict[str, Any]) -> torch.Tensor:
+    """-wd * mean(w^2) over the weights of each layer's band that the statistic averages."""
+    own = options.get("weight_decay")
+    wd = 2 * float(own) if own else 5e-4  # equation 3's gradient, or select_defaults.py's SGD
     values = []
     with torch.no_grad():
         for name, module in method.layers.items():
@@ -91,7 +99,9 @@ def band_decay(method: ASWL) -> torch.Tensor:
             sample = method._sample(name, dense_weight(module).detach()).float()
             low, high = method._bands[name]
             band = (sample.abs() >= low) & (sample.abs() <= high)
-            values.append(-5e-4 * float((sample * sample)[band].mean()) if band.any()
+            if method.config.saliency == "restore":
+                band &= sample.abs() < method._thresholds[name]
+            values.append(-wd * float((sample * sample)[band].mean()) if band.any()
                           else float("nan"))
     return torch.tensor(values)
 
@@ -99,14 +109,18 @@ def band_decay(method: ASWL) -> torch.Tensor:
 def summarize(sparsity: list[float], stats: torch.Tensor, decay: torch.Tensor) -> None:
     """One line per layer: the statistic over all attention updates (units of 1e-6)."""
     count = stats.shape[0]
+    departure = stats - decay
     mean, spread = stats.mean(0), stats.std(0) if count > 1 else torch.zeros(stats.shape[1])
+    gap, gap_spread = departure.mean(0), (departure.std(0) if count > 1
+                                          else torch.zeros(stats.shape[1]))
     print(f"summary over {count} attention updates (statistic x1e6): layer, final sparsity %, "
-          "mean, std, one-update SNR, mean/standard error, -wd*w^2")
+          "mean, std, one-update SNR, -wd*w^2, departure (mean - decay term)/standard error")
     for i in range(stats.shape[1]):
         snr = float(mean[i] / spread[i]) if spread[i] > 0 else float("nan")
+        z = float(gap[i] / gap_spread[i]) * count ** 0.5 if gap_spread[i] > 0 else float("nan")
         final = f"{sparsity[i]:.1f}" if i < len(sparsity) else "-"
         print(f"  {i:3d} {final:>5} {1e6 * mean[i]:+9.2f} {1e6 * spread[i]:8.2f} {snr:+6.2f} "
-              f"{snr * count ** 0.5:+6.1f} {1e6 * float(decay[:, i].nanmean()):+9.2f}")
+              f"{1e6 * float(decay[:, i].nanmean()):+9.2f} {z:+6.1f}")
 
 
 def main() -> None:

@@ -44,3 +44,37 @@ def test_start_split_sets_attentions_proportional_to_the_split_densities():
     assert method.attentions() == pytest.approx({"0": 1.0, "2": 0.4})
     with pytest.raises(SystemExit, match="2 prunable layers"):
         select.start_at([50.0])(method)
+
+
+def test_trace_summary_reads_the_departure_from_the_decay_balance(capsys):
+    trace = load("trace_split")
+    torch.manual_seed(0)
+    decay = torch.full((50, 2), -2e-6)
+    noise = 1e-6 * torch.randn(50, 2)
+    stats = decay + noise
+    stats[:, 1] -= 3e-6  # layer 1 departs from the balance; layer 0 does not
+    trace.summarize([90.0, 95.0], stats, decay)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    z = [float(row[-1]) for row in rows]
+    assert abs(z[0]) < 3 and z[1] < -10
+    assert float(rows[0][5]) == pytest.approx(-2.0)  # the decay term, x1e6
+
+
+def test_trace_band_decay_uses_the_methods_own_decay_and_band():
+    trace = load("trace_split")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(200, 50), nn.ReLU(), nn.Linear(50, 5))
+    method = create_method("aswl", model, total_steps=100, target_sparsity=0.9)
+    method.step_count = 50
+    method.update_masks()
+    sgd = trace.band_decay(method, {})
+    own = trace.band_decay(method, {"weight_decay": 1e-3})
+    assert torch.allclose(own, sgd * 2e-3 / 5e-4)
+    restore = create_method("aswl", nn.Sequential(nn.Linear(200, 50), nn.ReLU(),
+                                                  nn.Linear(50, 5)),
+                            total_steps=100, target_sparsity=0.9, saliency="restore")
+    restore.load_state_dict(method.state_dict())
+    restore.layers["0"].parametrizations.weight.original.data.copy_(
+        method.layers["0"].parametrizations.weight.original)
+    # the pruned half of the band only: smaller magnitudes, a smaller decay term
+    assert abs(float(trace.band_decay(restore, {})[0])) < abs(float(sgd[0]))

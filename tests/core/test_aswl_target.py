@@ -1,6 +1,8 @@
 """The target variant: no cap, minimum counts, frozen masks after the ramp, sampled masks,
 the accumulated estimator and the ERK prior."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -469,6 +471,12 @@ def test_shared_adam_keeps_the_gradients_relative_sizes():
     one.grad = torch.tensor([5.0])
     SharedAdam([one], lr=0.1).step()
     assert float(one.detach()) == pytest.approx(-0.1, rel=1e-4)
+    # the second moment is the mean square over the parameters (12.5 for 3 and 4), not a sum
+    three, four = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    three.grad, four.grad = torch.tensor([3.0]), torch.tensor([4.0])
+    SharedAdam([three, four], lr=0.1).step()
+    assert float(three.detach()) == pytest.approx(-0.1 * 3 / 12.5 ** 0.5, rel=1e-4)
+    assert float(four.detach()) == pytest.approx(-0.1 * 4 / 12.5 ** 0.5, rel=1e-4)
 
 
 def test_shared_adam_state_round_trip():
@@ -479,8 +487,20 @@ def test_shared_adam_state_round_trip():
     assert len(set(method.attentions().values())) > 1  # it learns a split
     other = create_method("aswl", mlp(), total_steps=40, target_sparsity=0.9,
                           attention_optimizer="adam_shared", attention_interval=2)
-    other.load_state_dict(method.state_dict())
+    other.load_state_dict(copy.deepcopy(method.state_dict()))  # as if read from a file
     head = method.optimizer.state[method.parameters()[0]]
     loaded = other.optimizer.state[other.parameters()[0]]
     assert loaded["shared_step"] == head["shared_step"] == 6
     assert loaded["shared_square"] == pytest.approx(head["shared_square"])
+    for mine, theirs in zip(method.parameters(), other.parameters()):
+        assert torch.equal(method.optimizer.state[mine]["first_moment"],
+                           other.optimizer.state[theirs]["first_moment"])
+    # one more step from the same gradients moves the attentions as in the uninterrupted
+    # run (the attentions themselves live in the model, which this test does not copy)
+    with torch.no_grad():
+        for mine, theirs in zip(method.parameters(), other.parameters()):
+            theirs.copy_(mine)
+            mine.grad, theirs.grad = torch.full_like(mine, 0.3), torch.full_like(theirs, 0.3)
+    method.optimizer.step()
+    other.optimizer.step()
+    assert method.attentions() == other.attentions()

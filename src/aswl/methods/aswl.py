@@ -91,9 +91,9 @@ class ASWLConfig(MethodConfig):
     4,096 weights per layer) and the attentions learn a correction to it)."""
     attention_optimizer: str = "adam"
     """``sgd`` (momentum 0.9, as the authors), ``adam``, or ``adam_shared``: Adam with one
-    second moment for all the attentions (the mean square of their gradients), so the steps
-    keep the gradients' relative sizes across layers instead of giving a layer whose
-    gradient is small and noisy as large a step as one whose gradient is large."""
+    second moment for all the attentions (the running mean square of their gradients), so
+    each step is proportional to the attentions' momentum-averaged gradients, with one
+    adaptive scale for all (an ablation)."""
     attention_lr: float = 0.01
     """Learning rate of the attentions' own optimiser."""
     attention_space: str = "linear"
@@ -113,9 +113,10 @@ class ASWLConfig(MethodConfig):
     """What the loss-aware estimator averages over the weights near each layer's threshold:
     ``first_order`` (g * w, the loss change of restoring or removing the weight),
     ``second_order`` (0.5 * (g * w)^2, an optimal-brain-damage saliency with the squared
-    gradient as the curvature) or ``restore`` (g * w over the pruned half of the band only:
-    the loss change of restoring the pruned weights nearest the threshold, the side whose
-    first-order term a trained kept weight lacks)."""
+    gradient as the curvature) or ``restore`` (g * w over the band's weights below the
+    layer's threshold only: the first-order loss change of restoring the pruned weights
+    nearest it; an ablation. Below the threshold also counts the weights that
+    ``keep_every_unit`` keeps in a unit with nothing above it)."""
     accumulate: bool = True
     """Accumulate the estimator's statistic on every mask-update step between attention updates
     (False: only on the attention-update step itself)."""
@@ -860,14 +861,24 @@ class SharedAdam(torch.optim.Optimizer):
     """Adam whose second moment is one number for all its parameters: the running mean of
     their gradients' mean square. Each parameter keeps its own first moment, so one step
     moves the parameters in proportion to their (averaged) gradients, with one overall scale
-    that adapts as Adam's does (``attention_optimizer='adam_shared'``)."""
+    that adapts as Adam's does (``attention_optimizer='adam_shared'``). One step count per
+    group serves the bias corrections: meant for parameters that all get a gradient at every
+    step, as ASWL's attentions do."""
 
     def __init__(self, params: Any, lr: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with torch.no_grad():
+            self._update()
+        return loss
+
+    def _update(self) -> None:
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -875,8 +886,8 @@ class SharedAdam(torch.optim.Optimizer):
             beta1, beta2 = group["betas"]
             shared = self.state[group["params"][0]]  # the group's step count and moment
             shared["shared_step"] = step = shared.get("shared_step", 0) + 1
-            square = sum(float(p.grad.float().square().sum()) for p in params) / sum(
-                p.numel() for p in params)
+            total = torch.stack([p.grad.float().square().sum() for p in params])
+            square = total.double().sum().item() / sum(p.numel() for p in params)  # one sync
             shared["shared_square"] = (beta2 * shared.get("shared_square", 0.0)
                                        + (1 - beta2) * square)
             scale = (shared["shared_square"] / (1 - beta2 ** step)) ** 0.5 + group["eps"]
