@@ -593,9 +593,9 @@ class ASWL(SparseMethod):
         With ``saliency='second_order'`` the average is of 0.5 (g_j w_j)^2, the loss that
         removing such a weight costs under a squared-gradient curvature, and the marginal is
         its negative; with ``saliency='restore'`` the average of g_j * w_j runs over the
-        band's pruned weights only. The statistic is accumulated on every mask-update step
-        (``accumulate``) and turned into an attention gradient every ``attention_interval``
-        steps.
+        band's weights below the threshold only. The statistic is accumulated on every
+        mask-update step (``accumulate``) and turned into an attention gradient every
+        ``attention_interval`` steps.
         """
         if not self.paper_estimator and not self.frozen:
             step_now = self._attention_step_now()
