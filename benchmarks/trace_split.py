@@ -38,17 +38,16 @@ from aswl.sparse import dense_weight
 
 def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
     data = build_datasets("fashion-mnist", args.root, val_fraction=1 / 6, seed=0, augment=False)
-    means: list[torch.Tensor] = []
-    every_mean: list[torch.Tensor] = []
+    means: list[torch.Tensor] = []  # every attention update's statistic (a new tensor each)
     decay: list[torch.Tensor] = []
     losses: list[float] = []
+    shown = 0  # updates already in a printed line
 
     def on_start(method: ASWL) -> None:
         original = method._estimate_attention_gradient
 
         def record() -> None:
             means.append(method._stat_sum / method._stat_count.clamp_min(1.0))
-            every_mean.append(means[-1].clone())
             if args.summary:
                 decay.append(band_decay(method, options))
             original()
@@ -57,16 +56,17 @@ def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
         print("layers: " + " ".join(method.layers))
 
     def on_step(step: int, loss: float, method: ASWL) -> None:
+        nonlocal shown
         losses.append(loss)
         if step % args.every:
             return
-        if means:
-            stacked = torch.stack(means)
-            spread = stacked.std(0) if len(means) > 1 else torch.zeros_like(stacked[0])
+        if len(means) > shown:
+            stacked = torch.stack(means[shown:])
+            spread = stacked.std(0) if len(stacked) > 1 else torch.zeros_like(stacked[0])
             print("   statistic x1e4 (mean/std): " + " ".join(
                 f"{1e4 * m:+.1f}/{1e4 * d:.1f}"
                 for m, d in zip(stacked.mean(0).tolist(), spread.tolist())))
-            means.clear()
+            shown = len(means)
         densities = method.layer_densities().values()
         print(f"{step:5d} loss {sum(losses[-args.every:]) / args.every:.3f} "
               f"sparsity {method.global_sparsity():.4f} density % "
@@ -79,9 +79,8 @@ def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
     else:
         print(f"validation accuracy {100 * result['val']:.2f}%")
     if args.summary:
-        if every_mean:
-            summarize(list(result.get("layers", [])), torch.stack(every_mean),
-                      torch.stack(decay))
+        if means:
+            summarize(list(result.get("layers", [])), torch.stack(means), torch.stack(decay))
         else:
             print("no attention update in this run: no summary")
 
@@ -97,10 +96,7 @@ def band_decay(method: ASWL, options: dict[str, Any]) -> torch.Tensor:
                 values.append(float("nan"))
                 continue
             sample = method._sample(name, dense_weight(module).detach()).float()
-            low, high = method._bands[name]
-            band = (sample.abs() >= low) & (sample.abs() <= high)
-            if method.config.saliency == "restore":
-                band &= sample.abs() < method._thresholds[name]
+            band = method._band(name, sample.abs())
             values.append(-wd * float((sample * sample)[band].mean()) if band.any()
                           else float("nan"))
     return torch.tensor(values)

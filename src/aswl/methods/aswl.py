@@ -610,9 +610,18 @@ class ASWL(SparseMethod):
                     if weight.grad is not None:
                         weight.grad.add_(module.weight, alpha=2 * self.config.weight_decay)
 
+    def _band(self, name: str, magnitude: Tensor) -> Tensor:
+        """Which of the layer's sampled weights (``magnitude``) the estimator averages over:
+        those within its band around the threshold (with ``saliency='restore'``, only
+        those below the threshold)."""
+        low, high = self._bands[name]
+        band = (magnitude >= low) & (magnitude <= high)
+        if self.config.saliency == "restore":
+            band &= magnitude < self._thresholds[name]
+        return band
+
     def _accumulate_statistic(self) -> None:
         second = self.config.saliency == "second_order"
-        restore = self.config.saliency == "restore"
         with torch.no_grad():
             for i, (name, module) in enumerate(self.layers.items()):
                 weight = dense_weight(module)
@@ -620,11 +629,7 @@ class ASWL(SparseMethod):
                     continue
                 sample = self._sample(name, weight.detach()).float()
                 grad = self._sample(name, weight.grad).float()
-                lo, hi = self._bands[name]
-                magnitude = sample.abs()
-                band = (magnitude >= lo) & (magnitude <= hi)
-                if restore:  # the pruned side: below the layer's threshold
-                    band &= magnitude < self._thresholds[name]
+                band = self._band(name, sample.abs())
                 value = grad * sample
                 if second:
                     value = 0.5 * value * value
