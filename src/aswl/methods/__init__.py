@@ -1,8 +1,18 @@
 """ASWL and the baselines, each registered by name on one shared base."""
 
 from aswl.methods import aswl as _aswl  # noqa: F401  (registers)
+from aswl.methods import (  # noqa: F401  (baselines; channel granularity)
+    channel,
+    channel_aswl,
+    dpf,
+    gmp,
+    imp,
+    lamp,
+    magnitude,
+    rigl,
+    snip,
+)
 from aswl.methods import dense as _dense  # noqa: F401
-from aswl.methods import dpf, gmp, imp, lamp, magnitude, rigl, snip  # noqa: F401  (baselines)
 from aswl.methods.aswl import ASWL, ASWLConfig, project_to_budget
 from aswl.methods.base import (
     METHODS,
@@ -13,6 +23,7 @@ from aswl.methods.base import (
     create_method,
     get_method,
     list_methods,
+    method_for,
     register_method,
     training_step,
 )
@@ -20,6 +31,7 @@ from aswl.methods.base import (
 __all__ = [
     "ASWL", "ASWLConfig", "METHODS", "ConfigError", "MethodConfig", "MethodStateError",
     "SparseMethod",
-    "create_method", "get_method", "list_methods", "project_to_budget", "register_method",
+    "create_method", "get_method", "list_methods", "method_for", "project_to_budget",
+    "register_method",
     "training_step",
 ]

@@ -519,7 +519,31 @@ def get_method(name: str) -> type[SparseMethod]:
     return METHODS[name]
 
 
+STRUCTURES = ("weight", "channel")
+
+
+def method_for(name: str, structure: str = "weight") -> type[SparseMethod]:
+    """The class of method ``name`` at granularity ``structure`` (``weight``: single weights,
+    ``channel``: whole channels, so the export is a thinner dense model)."""
+    if structure not in STRUCTURES:
+        raise ConfigError(f"structure = {structure!r} is invalid: expected 'weight' or 'channel'")
+    from aswl.methods.channel import CHANNEL_VARIANTS  # noqa: PLC0415 (registers them first)
+
+    if structure == "channel":
+        if name not in CHANNEL_VARIANTS:
+            raise ConfigError(f"method {name!r} has no channel mode; with structure = 'channel' "
+                              f"use one of {sorted(set(CHANNEL_VARIANTS))}")
+        return get_method(CHANNEL_VARIANTS[name])
+    if name in CHANNEL_VARIANTS and CHANNEL_VARIANTS[name] == name:
+        raise ConfigError(f"method {name!r} prunes whole channels: set structure = 'channel' "
+                          "(it has no weight-level mode)")
+    return get_method(name)
+
+
 def create_method(name: str, model: nn.Module, total_steps: int | None = None,
-                  **options: Any) -> SparseMethod:
-    """Method ``name`` with its options, prepared on ``model`` (in place): ready to train."""
-    return get_method(name)(model, total_steps=total_steps, **options).prepare()
+                  structure: str = "weight", **options: Any) -> SparseMethod:
+    """Method ``name`` with its options, prepared on ``model`` (in place): ready to train.
+
+    ``structure='channel'`` removes whole channels (needs ``example_inputs``: a batch the
+    model accepts, on which its coupled channels are traced)."""
+    return method_for(name, structure)(model, total_steps=total_steps, **options).prepare()

@@ -1,0 +1,319 @@
+"""Channel granularity: methods that remove whole channels, so the export is a thinner,
+faster dense model (``structure='channel'``).
+
+Every method here keeps one boolean mask per coupled channel group
+(:mod:`aswl.sparse.channels`), ramps the removed cost (``budget``: parameters or FLOPs of the
+Conv/Linear layers) along the same schedule as the weight-level methods, ranks the channels of
+a group by a score, freezes the masks when the ramp ends and exports a slimmed model. They
+differ in how many channels each group keeps and in the score:
+
+* :class:`UniformChannels` (``l1_filter``): every group keeps the same fraction, filters
+  ranked by the L1 norm of their weights (Li et al. 2017, "Pruning Filters for Efficient
+  ConvNets"), the fraction chosen so the budget is met;
+* :class:`NetworkSlimming` (``slimming``): L1 penalty on the BatchNorm scales during training,
+  one global threshold on |gamma| (Liu et al. 2017, "Learning Efficient Convolutional Networks
+  through Network Slimming");
+* :class:`GroupNormChannels` (``group_norm``): one global threshold on the L2 norm of all the
+  weights coupled to a channel, normalised by its group's mean (the group-norm importance of
+  Fang et al. 2023, "DepGraph");
+* ASWL's channel variant lives in :mod:`aswl.methods.channel_aswl`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aswl.methods.base import ConfigError, MethodConfig, SparseMethod, check, register_method
+from aswl.sparse import topk_mask
+from aswl.sparse.channels import (
+    ChannelMaskHook,
+    channel_dim,
+    cost_model,
+    find_groups,
+    fit_budget,
+    layer_costs,
+    remove_channel_hooks,
+    slim,
+    threshold_budget,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL_VARIANTS: dict[str, str] = {}
+"""Method name -> the name of its channel-granularity class (``structure='channel'``)."""
+
+
+@dataclass
+class ChannelConfig(MethodConfig):
+    target_sparsity: float = 0.5
+    """Fraction of the budget's cost removed (0.5: half the FLOPs, a 2x reduction)."""
+    budget: str = "flops"
+    """``flops`` (multiply-accumulates of the Conv/Linear layers) or ``params``."""
+    mask_interval: int = 16
+    """Channel masks are recomputed every this many optimiser steps during the ramp."""
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.budget in ("flops", "params"), "budget", self.budget, "'flops' or 'params'")
+
+
+class ChannelMethod(SparseMethod):
+    """Shared machinery of the channel methods (see the module docstring).
+
+    ``example_inputs``: a batch the model accepts (its channel dependencies are traced on it).
+    """
+
+    config_class = ChannelConfig
+    config: ChannelConfig
+    straight_through = True
+
+    def __init__(self, model: nn.Module, config: ChannelConfig | None = None,
+                 total_steps: int | None = None, example_inputs: Any = None,
+                 **overrides: Any) -> None:
+        super().__init__(model, config, total_steps, **overrides)
+        if example_inputs is None:
+            raise ConfigError(f"{self.name}: structure = 'channel' needs example_inputs (a "
+                              "batch the model accepts, e.g. torch.zeros(1, *input_shape)) to "
+                              "trace which channels are coupled")
+        self.example_inputs = example_inputs
+        self.groups = find_groups(model, example_inputs, self.layers, self.config.exclude)
+        self.sizes = torch.tensor([float(g.size) for g in self.groups], dtype=torch.float64)
+        costs = layer_costs(model, list(self.layers), example_inputs, self.config.budget)
+        self.cost = cost_model(self.groups, costs)
+        self.channel_masks: dict[str, Tensor] = {}
+        self.hooks: dict[str, list[ChannelMaskHook]] = {}
+        self.frozen = False
+
+    # ----------------------------------------------------------------- life cycle
+    def prepare(self) -> ChannelMethod:
+        if self.channel_masks:
+            raise RuntimeError(f"method {self.name!r} is prepared already")
+        if any(isinstance(h, ChannelMaskHook) for m in self.model.modules()
+               for h in m._forward_hooks.values()):
+            raise ConfigError("the model already carries channel masks: attach one method per "
+                              "model")
+        for group in self.groups:
+            device = self.model.get_submodule(group.producers[0]).weight.device
+            mask = torch.ones(group.size, dtype=torch.bool, device=device)
+            self.channel_masks[group.name] = mask
+            self.hooks[group.name] = []
+            for point in group.mask_points:
+                module = self.model.get_submodule(point)
+                producer = self.model.get_submodule(group.producers[group.mask_points.index(point)])
+                hook = ChannelMaskHook(mask, channel_dim(producer))
+                module.register_forward_hook(hook)
+                self.hooks[group.name].append(hook)
+        self.on_attach()
+        self.update_masks()
+        return self
+
+    def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.step_count += 1
+        if self.frozen:
+            return
+        if self.schedule_done(self.step_count):
+            self._freeze()
+        elif self.update_due(self.step_count):
+            self.update_masks()
+
+    def finalize(self) -> None:
+        self.step_count = max(self.step_count, self.total_steps)
+        if not self.frozen:
+            self._freeze()
+
+    def _freeze(self) -> None:
+        """End of the ramp: final masks, then the structure stays fixed (fine-tuning)."""
+        self.update_masks()
+        self.frozen = True
+        for hooks in self.hooks.values():
+            for hook in hooks:
+                hook.observe = None
+
+    # ----------------------------------------------------------------- what methods choose
+    def channel_scores(self) -> list[Tensor]:
+        """Per group, one score per channel (largest kept). Default: L2 norm of the
+        channel's producer weights and normalisation scales."""
+        return [self._norms(group, sides=("out",), power=2) for group in self.groups]
+
+    def group_densities(self) -> Tensor:
+        """Raw kept fraction of each group before the budget's shared scale. Default: equal."""
+        return torch.ones(len(self.groups), dtype=torch.float64)
+
+    def global_threshold(self) -> bool:
+        """True: one threshold on all groups' scores instead of :meth:`group_densities`."""
+        return False
+
+    # ----------------------------------------------------------------- machinery
+    def _norms(self, group: Any, sides: tuple[str, ...], power: int) -> Tensor:
+        """Sum over the group's slices (``sides``: 'out', 'in') of |w|^power per channel."""
+        total = torch.zeros(group.size, dtype=torch.float64)
+        with torch.no_grad():
+            for name, side, root in group.slices:
+                if side not in sides:
+                    continue
+                module = self.model.get_submodule(name)
+                weight = module.weight.detach()
+                if side == "out":
+                    values = weight.abs().pow(power).reshape(weight.shape[0], -1).sum(1)
+                    bias = getattr(module, "bias", None)
+                    if bias is not None:
+                        values = values + bias.detach().abs().pow(power)
+                else:
+                    if weight.dim() < 2:
+                        continue
+                    values = weight.abs().pow(power).transpose(0, 1).reshape(
+                        weight.shape[1], -1).sum(1)
+                total.index_add_(0, root.to(values.device).cpu(),
+                                 values.double().cpu()[: len(root)])
+        return total.pow(1.0 / power)
+
+    def _kept_target(self) -> float:
+        return (1.0 - self.target_sparsity_now()) * self.cost.total
+
+    def channel_counts(self, scores: list[Tensor]) -> list[int]:
+        lower = [1] * len(self.groups)
+        if self.global_threshold():
+            return threshold_budget(scores, lower, self.cost, self._kept_target())
+        density = fit_budget(self.group_densities(), 1.0 / self.sizes, self.cost,
+                             self._kept_target())
+        return [max(1, min(g.size, int(round(float(d) * g.size))))
+                for g, d in zip(self.groups, density)]
+
+    def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        scores = self.channel_scores()
+        counts = self.channel_counts(scores)
+        for group, score, keep in zip(self.groups, scores, counts):
+            mask = self.channel_masks[group.name]
+            mask.copy_(topk_mask(score, keep).to(mask.device))
+            for hook in self.hooks[group.name]:
+                hook.dense = keep == group.size
+
+    def densities(self) -> Tensor:
+        return torch.stack([m.double().mean().cpu() for m in self.channel_masks.values()])
+
+    def global_sparsity(self) -> float:
+        """Fraction of the budget's cost (FLOPs or parameters) removed now."""
+        return 1.0 - float(self.cost.kept(self.densities())) / self.cost.total
+
+    def layer_report(self) -> list[dict[str, Any]]:
+        density = torch.cat([self.densities(), torch.ones(1, dtype=torch.float64)])
+        rows = []
+        for i, name in enumerate(self.layers):
+            out = density[self.cost.out_group[i]]
+            inp = 1.0 if self.cost.in_group[i] == self.cost.out_group[i] \
+                else density[self.cost.in_group[i]]
+            kept = float(out * inp)
+            numel = self.numels[name]
+            rows.append({"name": name, "numel": numel, "nonzero": int(round(kept * numel)),
+                         "sparsity": 1.0 - kept, "attention": self.attentions().get(name)})
+        return rows
+
+    def removed_channels(self) -> dict[str, Tensor]:
+        return {name: (~mask).nonzero().reshape(-1).cpu()
+                for name, mask in self.channel_masks.items()}
+
+    def export(self) -> nn.Module:
+        """A thinner plain copy: the masked channels removed from every coupled layer."""
+        example = self.example_inputs
+        return slim(self.model, example, self.removed_channels())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "frozen": self.frozen,
+                "channel_masks": {k: v.cpu().tolist() for k, v in self.channel_masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.frozen = bool(state["frozen"])
+        for name, values in state["channel_masks"].items():
+            if name not in self.channel_masks:
+                raise KeyError(f"channel group {name!r} is not in this model")
+            self.channel_masks[name].copy_(torch.tensor(values, dtype=torch.bool))
+            for hook in self.hooks[name]:
+                hook.dense = bool(self.channel_masks[name].all())
+
+    def detach(self) -> None:
+        """Remove the channel hooks from the model (it computes densely again)."""
+        remove_channel_hooks(self.model)
+
+
+@register_method("l1_filter")
+class UniformChannels(ChannelMethod):
+    """Uniform L1-norm filter pruning (Li et al. 2017): the same kept fraction in every
+    group, filters ranked by the L1 norm of their weights."""
+
+    def channel_scores(self) -> list[Tensor]:
+        return [self._norms(group, sides=("out",), power=1) for group in self.groups]
+
+
+@dataclass
+class SlimmingConfig(ChannelConfig):
+    sparsity_penalty: float = 1e-4
+    """lambda of the L1 penalty on the BatchNorm scales (Liu et al. 2017: 1e-4 for VGG, 1e-5
+    for ResNets)."""
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.sparsity_penalty >= 0, "sparsity_penalty", self.sparsity_penalty,
+              "a number >= 0")
+
+
+@register_method("slimming")
+class NetworkSlimming(ChannelMethod):
+    """Network Slimming (Liu et al. 2017): L1 on the BatchNorm scales while training, one
+    global threshold on |gamma| (summed over a group's BatchNorms). Groups without a
+    BatchNorm are ranked by their producers' weight norm instead."""
+
+    config_class = SlimmingConfig
+    config: SlimmingConfig
+
+    def global_threshold(self) -> bool:
+        return True
+
+    def _gammas(self) -> list[nn.Parameter]:
+        return [self.model.get_submodule(n).weight for g in self.groups for n in g.norms
+                if getattr(self.model.get_submodule(n), "weight", None) is not None]
+
+    def after_backward(self) -> None:
+        if self.frozen or not self.config.sparsity_penalty:
+            return
+        with torch.no_grad():
+            for gamma in self._gammas():
+                if gamma.grad is not None:
+                    gamma.grad.add_(gamma.sign(), alpha=self.config.sparsity_penalty)
+
+    def channel_scores(self) -> list[Tensor]:
+        scores = []
+        for group in self.groups:
+            if group.norms:
+                total = torch.zeros(group.size, dtype=torch.float64)
+                for name, _side, root in group.slices:
+                    if name in group.norms:
+                        gamma = self.model.get_submodule(name).weight.detach().abs()
+                        total.index_add_(0, root, gamma.double().cpu())
+                scores.append(total)
+            else:
+                scores.append(self._norms(group, sides=("out",), power=2))
+        return scores
+
+
+@register_method("group_norm")
+class GroupNormChannels(ChannelMethod):
+    """Global group-norm channel pruning (the group importance of DepGraph, Fang et al.
+    2023): a channel's score is the L2 norm of every weight coupled to it (producers,
+    normalisation, consumers' input columns), divided by its group's mean score; one global
+    threshold."""
+
+    def global_threshold(self) -> bool:
+        return True
+
+    def channel_scores(self) -> list[Tensor]:
+        scores = []
+        for group in self.groups:
+            score = self._norms(group, sides=("out", "in"), power=2)
+            scores.append(score / score.mean().clamp_min(1e-12))
+        return scores
