@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from aswl.methods import ConfigError, SparseMethod, create_method
-from aswl.sparse import dense_weight, find_prunable
+from aswl.sparse import find_prunable
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _check_optimizer(method: SparseMethod, optimizer: torch.optim.Optimizer) -> 
         raise ConfigError(
             "the optimizer already holds the method's own parameters (the attentions): create "
             "it before sparsify(), or from method.weight_parameters()")
-    _check_weights_held({name: dense_weight(m) for name, m in method.layers.items()},
+    _check_weights_held(method.dense_weights(),
                         optimizer)
 
 

@@ -381,6 +381,10 @@ class SparseMethod:
         for param in self.parameters():
             param.grad = None
 
+    def dense_weights(self) -> dict[str, nn.Parameter]:
+        """Each prunable layer's trained (dense) weight Parameter, by layer name."""
+        return {name: dense_weight(module) for name, module in self.layers.items()}
+
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every model parameter except the method's own (for the weight optimiser)."""
         own = {id(p) for p in self.parameters()}

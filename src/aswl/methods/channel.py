@@ -193,6 +193,9 @@ class ChannelMethod(SparseMethod):
             for hook in self.hooks[group.name]:
                 hook.dense = keep == group.size
 
+    def dense_weights(self) -> dict[str, nn.Parameter]:
+        return {name: module.weight for name, module in self.layers.items()}
+
     def densities(self) -> Tensor:
         return torch.stack([m.double().mean().cpu() for m in self.channel_masks.values()])
 

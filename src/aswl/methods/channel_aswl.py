@@ -12,12 +12,13 @@ channels. For each channel the backward pass through its straight-through mask g
 first-order loss change of removing (or restoring) it for each sample, s_n = sum(g * y) over
 the channel's positions (y: the channel's unmasked output, g: the loss gradient there); the
 Fisher estimate 0.5 * sum_n s_n^2 (Molchanov et al. 2017/2019) is its expected loss increase.
-Every ``attention_interval`` steps, the mean of that estimate over the channels nearest the
-group's cut (``band``), divided by the cost of one channel of the group, is the group's
-value of one more unit of cost; the attention gradient is minus its log ratio to the
-groups' geometric mean, so a group whose channels are worth more than average per FLOP (or
-parameter) gains channels and one worth less gives them up: at the optimum of a budgeted
-split the marginal values per unit cost are equal.
+Every ``attention_interval`` steps, the mean of that estimate over the kept channels nearest
+the group's cut (``band``), divided by the cost of one channel of the group, is the group's
+value of one more unit of cost (masked channels are left out: a ReLU after the mask gives
+them no gradient, so their estimate would read zero); the attention gradient is minus its
+log ratio to the groups' geometric mean, so a group whose channels are worth more than
+average per FLOP (or parameter) gains channels and one worth less gives them up: at the
+optimum of a budgeted split the marginal values per unit cost are equal.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class ASWLChannelConfig(ChannelConfig):
     attention_interval: int | None = None
     """Steps between attention updates (None: about 128 over the ramp)."""
     band: float = 0.25
-    """Fraction of a group's channels around its cut the estimate averages over."""
+    """Fraction of a group's channels (the kept ones nearest its cut) the estimate averages
+    over."""
 
     def validate(self) -> None:
         super().validate()
@@ -138,8 +140,8 @@ class ASWLChannel(ChannelMethod):
         value = torch.zeros(len(self.groups), dtype=torch.float64)
         for i, (group, score, keep) in enumerate(zip(self.groups, scores, counts)):
             order = score.argsort(descending=True)
-            half = max(1, round(self.config.band * group.size / 2))
-            band = order[max(0, keep - half):min(group.size, keep + half)]
+            width = max(1, round(self.config.band * group.size))
+            band = order[max(0, keep - width):keep]  # the kept channels nearest the cut
             start = self.offsets[i]
             value[i] = self.saliency[start:start + group.size][band].mean()
         density = self.densities()

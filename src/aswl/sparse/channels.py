@@ -9,9 +9,11 @@ aswl[structured]``), traced once on example inputs.
 
 During training a group's mask multiplies the output of the last module of each of its
 producer chains (the BatchNorm after a conv, else the conv or Linear itself), so a masked
-channel is exactly zero downstream. The mask is straight-through: the backward pass hands the
-gradient on unchanged, so the dense weights of a masked channel keep training and the channel
-can come back while the masks still move (dense and sparse tracking at channel level).
+channel is exactly zero downstream. The dense weights of a masked channel are kept, and the
+mask is straight-through (the backward pass hands the gradient on unchanged), so a masked
+channel can come back while the masks still move when its score rises again. How much
+gradient a masked channel gets depends on what follows the mask: a ReLU right after it (most
+convnets) passes none, since it sees a zero input.
 :func:`slim` removes the masked channels for real: the result is a smaller dense model that
 computes the same outputs (activations must map 0 to 0: ReLU, GELU, SiLU, tanh; not sigmoid).
 """
@@ -109,7 +111,13 @@ def find_groups(model: nn.Module, example_inputs: Any, layers: dict[str, nn.Modu
     whose outputs are the model's) is left out whole.
     """
     names = {module: name for name, module in model.named_modules()}
-    fixed = set(output_layers(model, example_inputs)) | set(exclude or ())
+    order = {name: i for i, name in enumerate(names.values())}
+    try:
+        fixed = set(output_layers(model, example_inputs)) | set(exclude or ())
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ConfigError(f"cannot trace the model's channel dependencies: the model fails on "
+                          f"example_inputs ({type(err).__name__}: {err}); pass a batch the "
+                          "model accepts, e.g. torch.zeros(1, *input_shape)") from err
     ignored = [model.get_submodule(n) for n in fixed]
     graph = _graph(model, example_inputs)
     groups: list[ChannelGroup] = []
@@ -144,6 +152,8 @@ def find_groups(model: nn.Module, example_inputs: Any, layers: dict[str, nn.Modu
                 found.slices.append((name, "in", root_index))
         if not usable or not found.producers:
             continue
+        found.producers.sort(key=order.__getitem__)  # named after its first producer
+        found.name = found.producers[0]
         found.mask_points = _mask_points(graph, model, found, names)
         groups.append(found)
     if not groups:
@@ -156,7 +166,7 @@ def _mask_points(graph: Any, model: nn.Module, group: ChannelGroup,
                  names: dict[nn.Module, str]) -> list[str]:
     """The BatchNorm right after each producer when there is one, else the producer."""
     points = []
-    for name in group.producers:
+    for name in group.producers:  # one mask point per producer, in the same order
         node = graph.module2node[model.get_submodule(name)]
         after = [names.get(out.module) for out in node.outputs]
         norm = next((n for n in after if n in group.norms), None)
