@@ -5,9 +5,12 @@ cosine lr, weight decay 5e-4, the channel ramp over the first 75% of the steps, 
 and fine-tuned after it), exports the slimmed model and times it against the dense model of
 the same architecture, interleaved in one process, one thread, at batch 1 and 64. With
 ``--epochs 0`` nothing is trained: the masks come from the initial weights (latency only).
+``--sparsities`` adds unstructured ASWL runs at those sparsities, timed with the per-layer
+choice of CSR or dense kernels of ``aswl bench`` (so one chart can show both modes).
 
     python benchmarks/channel_speed.py --model lenet5 --dataset fashion-mnist --epochs 4 \\
-        --methods dense,aswl,l1_filter,slimming,group_norm --reductions 2,3 --seeds 0
+        --methods dense,aswl,l1_filter,slimming,group_norm --reductions 2,3 --seeds 0 \\
+        --sparsities 0.9,0.95,0.98
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from torch.utils.data import DataLoader
 
 import aswl
 from aswl.data import build_datasets
-from aswl.export.sparse_modules import interleaved_ms
+from aswl.export.sparse_modules import interleaved_ms, to_sparse_inference
 from aswl.models import create_model
 
 
@@ -39,7 +42,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader) -> float:
 
 
 def run(args: argparse.Namespace, method: str, reduction: float, seed: int,
-        data: Any) -> dict[str, Any]:
+        data: Any, sparsity: float | None = None) -> dict[str, Any]:
+    """One run; ``sparsity``: an unstructured run of ``method`` at that sparsity instead."""
     torch.manual_seed(seed)
     shape = data.input_shape if data is not None else tuple(args.input_shape)
     extra = {"width": args.width} if args.model.startswith("resnet") else {}
@@ -54,7 +58,11 @@ def run(args: argparse.Namespace, method: str, reduction: float, seed: int,
                             generator=generator)
         steps = args.epochs * len(loader)
     sparse_method = None
-    if method != "dense":
+    if sparsity is not None:
+        sparse_method = aswl.create_method(method, model, total_steps=steps,
+                                           target_sparsity=sparsity)
+        params = sparse_method.weight_parameters()
+    elif method != "dense":
         sparse_method = aswl.create_method(
             method, model, total_steps=steps, structure="channel", example_inputs=example,
             target_sparsity=1.0 - 1.0 / reduction, budget="flops")
@@ -77,16 +85,19 @@ def run(args: argparse.Namespace, method: str, reduction: float, seed: int,
                     aswl.training_step(model, sparse_method, optimizer, x, y)
                 schedule.step()
     train_seconds = time.perf_counter() - start
+    kept: list[int] = []
+    plain, removed = model.eval(), 0.0
     if sparse_method is not None:
         sparse_method.finalize()
         plain = sparse_method.export()
-        reduction_done = 1.0 / max(1e-9, 1.0 - sparse_method.global_sparsity())
-        kept = [int(m.sum()) for m in sparse_method.channel_masks.values()]
-    else:
-        plain, reduction_done, kept = model.eval(), 1.0, []
+        removed = sparse_method.global_sparsity()  # of FLOPs (channel) or weights (weight)
+        kept = [int(m.sum()) for m in getattr(sparse_method, "channel_masks", {}).values()]
     row: dict[str, Any] = {
-        "model": args.model, "method": method, "reduction_asked": reduction,
-        "flops_reduction": round(reduction_done, 3), "seed": seed, "epochs": args.epochs,
+        "model": args.model, "method": method,
+        "structure": "weight" if sparsity is not None else "channel",
+        "sparsity": sparsity, "reduction_asked": None if sparsity is not None else reduction,
+        "removed": round(removed, 4), "reduction": round(1.0 / max(1e-9, 1.0 - removed), 3),
+        "seed": seed, "epochs": args.epochs,
         "params_dense": sum(p.numel() for p in dense_reference.parameters()),
         "params": sum(p.numel() for p in plain.parameters()), "kept_channels": kept,
         "train_seconds": round(train_seconds, 1)}
@@ -96,9 +107,11 @@ def run(args: argparse.Namespace, method: str, reduction: float, seed: int,
     torch.set_num_threads(1)
     for batch in (1, 64):
         x = torch.randn(batch, *shape)
+        if sparsity is not None:  # CSR where it is faster, layer by layer, at this batch
+            plain = to_sparse_inference(sparse_method.export(), example=x, repeats=10)
         with torch.no_grad():
             ms = interleaved_ms({"dense": lambda x=x: dense_reference(x),
-                                 "slim": lambda x=x: plain(x)},
+                                 "slim": lambda x=x, m=plain: m(x)},
                                 args.repeats)
         row[f"dense_ms_b{batch}"] = round(ms["dense"], 3)
         row[f"slim_ms_b{batch}"] = round(ms["slim"], 3)
@@ -121,6 +134,8 @@ def main() -> None:
     parser.add_argument("--methods", default="dense,aswl,l1_filter,slimming,group_norm")
     parser.add_argument("--reductions", default="2,3")
     parser.add_argument("--seeds", default="0")
+    parser.add_argument("--sparsities", default="",
+                        help="also unstructured ASWL at these sparsities, e.g. 0.9,0.95,0.98")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default=None, help="append one JSON line per run")
@@ -134,11 +149,16 @@ def main() -> None:
                 if method == "dense" and not math.isclose(reduction, float(
                         args.reductions.split(",")[0])):
                     continue  # one dense run per seed
-                row = run(args, method, reduction, seed, data)
-                print(json.dumps(row), flush=True)
-                if args.out:
-                    with open(args.out, "a") as handle:
-                        handle.write(json.dumps(row) + "\n")
+                emit(args, run(args, method, reduction, seed, data))
+        for sparsity in (float(s) for s in args.sparsities.split(",") if s):
+            emit(args, run(args, "aswl", 1.0, seed, data, sparsity=sparsity))
+
+
+def emit(args: argparse.Namespace, row: dict[str, Any]) -> None:
+    print(json.dumps(row), flush=True)
+    if args.out:
+        with open(args.out, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""Accuracy against measured latency, one chart per model, from channel_speed.py's lines.
+
+    python benchmarks/plot_speed.py runs.jsonl --out docs/img --batch 64
+
+Each point is one (method, structure, budget) averaged over its seeds: unstructured ASWL at its
+sparsities (timed with the per-layer CSR/dense choice) and every channel method at its FLOPs
+reductions (timed as the slimmed dense model), dense at the right. Also prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def load(paths: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        rows += [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    return rows
+
+
+def points(rows: list[dict[str, Any]], batch: int) -> dict[str, list[dict[str, Any]]]:
+    """Model -> one averaged point per (method, structure, budget)."""
+    cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        budget = row["sparsity"] if row["structure"] == "weight" else row["reduction_asked"]
+        if row["method"] == "dense":
+            budget = None
+        cells[(row["model"], row["method"], row["structure"], budget)].append(row)
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (model, method, structure, budget), group in sorted(
+            cells.items(), key=lambda item: str(item[0])):
+        accuracy = [r["test_accuracy"] for r in group if "test_accuracy" in r]
+        out[model].append({
+            "method": method, "structure": structure, "budget": budget, "seeds": len(group),
+            "accuracy": statistics.mean(accuracy) if accuracy else None,
+            "accuracy_std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+            "ms": statistics.median(r[f"slim_ms_b{batch}"] for r in group),
+            "dense_ms": statistics.median(r[f"dense_ms_b{batch}"] for r in group),
+            "speedup": statistics.mean(r[f"speedup_b{batch}"] for r in group),
+            "reduction": statistics.mean(r["reduction"] for r in group)})
+    return out
+
+
+def label(point: dict[str, Any]) -> str:
+    if point["method"] == "dense":
+        return "dense"
+    if point["structure"] == "weight":
+        return f"{point['method']} {point['budget']:.0%} weights"
+    return f"{point['method']} channels {point['budget']:g}x FLOPs"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+")
+    parser.add_argument("--out", default=None, help="folder for speed_<model>.png")
+    parser.add_argument("--batch", type=int, default=64, choices=(1, 64))
+    args = parser.parse_args()
+    by_model = points(load(args.files), args.batch)
+    for model, found in by_model.items():
+        print(f"\n{model} (batch {args.batch}, one thread)")
+        print(f"{'point':38s} {'seeds':>5s} {'accuracy':>14s} {'ms':>8s} {'speedup':>8s}")
+        for p in found:
+            acc = ("-" if p["accuracy"] is None
+                   else f"{p['accuracy']:.2f} +- {p['accuracy_std']:.2f}")
+            print(f"{label(p):38s} {p['seeds']:5d} {acc:>14s} {p['ms']:8.2f} {p['speedup']:7.2f}x")
+        if args.out is None or all(p["accuracy"] is None for p in found):
+            continue
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(figsize=(6.4, 4.2))
+        styles = {"weight": "o", "channel": "s"}
+        for method in sorted({p["method"] for p in found}):
+            for structure in ("weight", "channel"):
+                chosen = [p for p in found if p["method"] == method
+                          and p["structure"] == structure and p["accuracy"] is not None]
+                if not chosen:
+                    continue
+                chosen.sort(key=lambda p: p["ms"])
+                name = "dense" if method == "dense" else f"{method} ({structure})"
+                axes.errorbar([p["ms"] for p in chosen], [p["accuracy"] for p in chosen],
+                              yerr=[p["accuracy_std"] for p in chosen],
+                              marker="*" if method == "dense" else styles[structure],
+                              label=name, capsize=2)
+        axes.set_xlabel(f"measured CPU latency, batch {args.batch}, one thread (ms)")
+        axes.set_ylabel("test accuracy (%)")
+        axes.set_title(f"{model}: accuracy vs latency")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        figure.tight_layout()
+        figure.savefig(Path(args.out) / f"speed_{model}.png", dpi=110)
+        plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()
