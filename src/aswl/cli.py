@@ -42,20 +42,10 @@ def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
                         force=True)
 
 
-RUN_FILES = ("metrics.jsonl", "metrics.csv", "report.json", "model.safetensors",
-             "model.sparse.safetensors", "training.png", "checkpoints/last.pt",
-             "checkpoints/best.pt")
-"""What --overwrite removes from a previous run in the same folder."""
-
-
 def _version() -> str:
     from aswl import __version__
 
     return __version__
-
-
-def _default_out(config) -> Path:
-    return Path("runs") / f"{config.method_name()}-{config.model}-{config.dataset}-s{config.seed}"
 
 
 class Terminated(KeyboardInterrupt):
@@ -83,12 +73,13 @@ def _stopped(out: Path, stop: KeyboardInterrupt) -> int:
 def _resume_config(args: argparse.Namespace):
     """``--resume``: the run's own config (from its checkpoint, else its config.yaml) with
     ``--config`` and ``--set`` on top; only the settings a resume may change may differ."""
-    from aswl.config import RESUMABLE_KEYS, ConfigError, config_diff, load_config, read_yaml_mapping
+    from aswl.config import ConfigError, load_config, read_yaml_mapping
+    from aswl.runs import CHECKPOINT, check_resume
     from aswl.train import TrainingError, load_checkpoint
 
     if args.out is None:
         raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
-    checkpoint, saved_yaml = args.out / "checkpoints" / "last.pt", args.out / "config.yaml"
+    checkpoint, saved_yaml = args.out / CHECKPOINT, args.out / "config.yaml"
     if checkpoint.is_file():
         source, saved = checkpoint, json.loads(load_checkpoint(checkpoint)["config"])
     elif saved_yaml.is_file():
@@ -101,40 +92,28 @@ def _resume_config(args: argparse.Namespace):
             "the run started there are unknown; start it again without --resume, with its "
             "--config and --set (add --overwrite if the folder holds files)")
     config = load_config(args.config, args.set or [], base=saved)
-    changed = config_diff(saved, config.to_dict())
-    if changed:
-        raise TrainingError(
-            f"--resume cannot change {', '.join(changed)} (the run in {source} has other "
-            f"values); a resume may change only {', '.join(sorted(RESUMABLE_KEYS))}. Start a "
-            "new run (another --out) to change the others")
+    check_resume(saved, config, source)
     return config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from aswl.configs import resolve_config
+    from aswl.runs import default_out, prepare_run, run_directory
     from aswl.train import load_config, train
-    from aswl.train.rundir import run_directory
 
     args.config = resolve_config(args.config)  # a shipped config by name, or a file
     if args.resume:
         config = _resume_config(args)
     else:
         config = load_config(args.config, args.set or [])
-    out = args.out or _default_out(config)
+    out = args.out or default_out(config)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     _setup_logging(None, args.verbose)
     with run_directory(out, main=main_rank):  # one writer per folder, checked before training
         _setup_logging(out, args.verbose)
-        if args.resume and not (out / "checkpoints" / "last.pt").is_file():
-            log.warning("--resume: no checkpoint in %s yet, starting from scratch", out)
-            args.resume = False
-            _remove_run_files(out, main_rank)  # e.g. an epoch-1 metrics line without checkpoint
-        elif not args.resume and (out / "metrics.jsonl").exists():
-            if not args.overwrite:
-                log.error("%s already holds a run; use --resume to continue it, --overwrite to "
-                          "replace it, or another --out", out)
-                return 2
-            _remove_run_files(out, main_rank)
+        # resume, refuse, or clear an earlier run's files
+        args.resume = prepare_run(out, resume=args.resume, overwrite=args.overwrite,
+                                  main=main_rank)
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -151,50 +130,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remove_run_files(out: Path, main_rank: bool) -> None:
-    if main_rank:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-
-
-EVAL_KEYS = ("dataset", "data.", "device", "batch_size")
-"""What ``aswl eval --set`` may change: the data it is scored on and where it runs."""
-
-
-def _load_run(run: Path, overrides: list[str] | None = None):
-    from aswl.data import build_datasets
-    from aswl.export.compact import ExportError
-    from aswl.methods import ConfigError
-    from aswl.models import create_model
-    from aswl.train import load_config
-
-    if not (run / "config.yaml").is_file():
-        raise ExportError(f"{run} has no config.yaml: is it an `aswl train` output folder?")
-    for item in overrides or []:
-        key = item.split("=", 1)[0].strip()
-        if not (key in EVAL_KEYS or key.startswith("data.")):
-            raise ConfigError(f"aswl eval --set {key}: only dataset, data.*, device and "
-                              "batch_size can change (the model is the run's own)")
-    config = load_config(run / "config.yaml", overrides or [])
-    data = build_datasets(config.dataset, config.data.root, augment=False,
-                          val_fraction=config.data.val_fraction, seed=config.seed,
-                          limit_train=config.data.limit_train, limit_test=config.data.limit_test,
-                          image_size=config.data.image_size)
-    model = create_model(config.model, num_classes=data.num_classes,
-                         input_shape=data.input_shape, **config.model_args)
-    return config, data, model
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from aswl.export.compact import ExportError, load_compact
+    from aswl.runs import load_run
     from aswl.train.data_loop import evaluate
     from aswl.train.dist import Dist, resolve_device
 
     _setup_logging(None, args.verbose)
-    config, data, model = _load_run(args.run, args.set)
+    config, data, model = load_run(args.run, args.set)
     device = resolve_device(config.device, Dist())
     path = args.run / ("model.sparse.safetensors" if args.compact else "model.safetensors")
     if args.compact:
@@ -487,8 +433,8 @@ def _run(argv: list[str] | None) -> int:
         from aswl.export.compact import ExportError
         from aswl.methods import ConfigError
         from aswl.models import ModelError
+        from aswl.runs import RunDirError
         from aswl.train import CheckpointError, TrainingError
-        from aswl.train.rundir import RunDirError
     finally:
         if quick_exit:
             signal.signal(signal.SIGINT, signal.default_int_handler)

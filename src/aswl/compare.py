@@ -266,8 +266,8 @@ def run_one(spec: RunSpec, run_dir: Path,
             train_missing: bool = True) -> tuple[dict[str, Any], str]:
     """Train (or resume, or reuse) one run; returns its result row and what was done:
     ``cached``, ``resumed``, ``trained``, ``failed`` or (``train_missing=False``) ``missing``."""
+    from aswl.runs import RunDirError, has_checkpoint, prepare_run, run_directory
     from aswl.train import train
-    from aswl.train.rundir import RunDirError, run_directory
 
     report_path = run_dir / "report.json"
     if report_path.is_file():
@@ -290,10 +290,9 @@ def run_one(spec: RunSpec, run_dir: Path,
     start = time.time()
     try:
         with run_directory(run_dir):  # one writer per run folder
-            resume = (run_dir / "checkpoints" / "last.pt").is_file()
-            if not resume and (run_dir / "metrics.jsonl").exists():
-                # A start that stopped before its first checkpoint: begin again from a clean log.
-                (run_dir / "metrics.jsonl").unlink()
+            # continue from its checkpoint; a start that stopped before its first checkpoint
+            # begins again with clean files
+            resume = prepare_run(run_dir, resume=has_checkpoint(run_dir), overwrite=True)
             action = "resumed" if resume else "trained"
             log.info("%s: %s", spec.name,
                      "resuming from its checkpoint" if resume else "training")

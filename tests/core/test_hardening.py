@@ -18,10 +18,10 @@ import torch
 
 import aswl.train.checkpoint as checkpoint
 from aswl.cli import main
+from aswl.runs import RunDirError, run_directory
 from aswl.train import CheckpointError, load_checkpoint, save_checkpoint
 from aswl.train.checkpoint import read_checkpoint_header
 from aswl.train.loop import Trainer
-from aswl.train.rundir import RunDirError, run_directory
 
 TINY = ["progress=false", "data.limit_train=96", "data.limit_test=64", "batch_size=32",
         "epochs=2", "method.target_sparsity=0.9"]
@@ -106,7 +106,7 @@ def test_full_disk_while_checkpointing_is_a_clear_error(tmp_path, monkeypatch, c
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(fd)
 
-    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)  # the os module that aswl.files writes with
     assert run(out) == 2
     line = error_line(capsys)
     assert "No space left on device" in line and "last.pt" in line and "--resume" in line
@@ -136,7 +136,7 @@ def test_lock_of_a_killed_process_is_released(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from aswl.train.rundir import run_directory
+            from aswl.runs import run_directory
             with run_directory({str(out)!r}):
                 print("locked", flush=True)
                 time.sleep(60)
@@ -316,7 +316,7 @@ def test_resume_without_checkpoint_or_config_refuses(tmp_path, capsys, epochs_tr
 
 
 def test_ctrl_c_while_starting_is_one_line(tmp_path, monkeypatch, capsys):
-    import aswl.train.rundir as rundir
+    import aswl.runs as rundir
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.config import ConfigError, build_config, check, check_finite, coerce_value
+from aswl.checks import ConfigError, build_config, check, check_finite, coerce_value
 from aswl.sparse import (
     attach_alias,
     attach_masks,

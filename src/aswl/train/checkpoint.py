@@ -13,17 +13,16 @@ flushed, and renamed over it: a crash or ``kill -9`` leaves the previous checkpo
 from __future__ import annotations
 
 import errno
-import glob
 import hashlib
 import io
 import json
 import logging
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from aswl.files import TEMP_SUFFIX, remove_temp_files, write_atomic  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -36,53 +35,7 @@ FORMAT = "aswl-checkpoint-v1"
 """The ``format`` entry of the payload dict (unchanged since v1 files had no header)."""
 MAGIC = b"ASWL-CHECKPOINT "
 VERSION = 2
-TEMP_SUFFIX = ".tmp"
 _MAX_HEADER = 4096
-
-
-def write_atomic(path: str | Path, data: bytes | list[bytes]) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    The file gets the mode the umask gives (like ``open``), not mkstemp's 0600. A failure
-    (full disk, signal, ...) removes the temporary file and leaves any old ``path`` as it was.
-    """
-    path = Path(path)
-    chunks = [data] if isinstance(data, bytes) else data
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as file:
-            for chunk in chunks:
-                file.write(chunk)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (not needed against kill -9, only power loss)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def remove_temp_files(path: str | Path) -> list[Path]:
-    """Delete the temporary files that an interrupted :func:`write_atomic` of ``path`` left."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        return []
-    removed = []
-    for tmp in path.parent.glob(f"{glob.escape(path.name)}*{TEMP_SUFFIX}"):
-        if tmp.is_file() and not tmp.is_symlink():
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from aswl.config import RESUMABLE_KEYS, Config, config_diff
+from aswl.config import RESUMABLE_KEYS, Config
 from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
 from aswl.methods import create_method, training_step
 from aswl.models import create_model
+from aswl.runs import CHECKPOINT, check_resume, start_fresh
 from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
@@ -83,7 +84,7 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / "checkpoints" / "last.pt"
+        return self.out_dir / CHECKPOINT
 
     def state(self) -> dict[str, Any]:
         return {
@@ -98,11 +99,7 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> None:
         """Build -> attach -> load: continue a run from its last checkpoint."""
         state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
-        changed = config_diff(json.loads(state["config"]), self.config.to_dict())
-        if changed:
-            raise TrainingError(f"cannot resume: the checkpoint was made with other settings "
-                                f"for {changed} (only {sorted(RESUMABLE_KEYS)} may change); "
-                                "resume with the run's own config.yaml")
+        check_resume(json.loads(state["config"]), self.config, path or self.checkpoint_path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
@@ -196,7 +193,7 @@ class Trainer:
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(),
                                                                      sort_keys=False))
             if self.epoch == 0:  # a fresh start: no metric lines of an earlier attempt
-                (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+                start_fresh(self.out_dir)
         # epochs after the checkpoint (of an interrupted run) are dropped from every log
         self.loggers = build_loggers(config.log, self.out_dir, self.history) \
             if self.dist.main else []
