@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from aswl.methods import SparseMethod, create_method, list_methods, training_step
-from aswl.methods.channel import CHANNEL_VARIANTS
+from aswl.methods.base import CHANNEL_VARIANTS
 
 TARGET = 0.8
 STEPS = 30

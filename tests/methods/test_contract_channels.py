@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 import aswl
-from aswl.methods.channel import CHANNEL_VARIANTS, ChannelMethod
+from aswl.methods.base import CHANNEL_VARIANTS
+from aswl.methods.channel import ChannelMethod
 
 pytest.importorskip("torch_pruning")
 

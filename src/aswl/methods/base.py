@@ -524,6 +524,9 @@ def get_method(name: str) -> type[SparseMethod]:
 
 
 STRUCTURES = ("weight", "channel")
+CHANNEL_VARIANTS: dict[str, str] = {}
+"""Method name -> the registered name of its channel-granularity class (filled by
+:mod:`aswl.methods.channel` and :mod:`aswl.methods.channel_aswl`)."""
 
 
 def method_for(name: str, structure: str = "weight") -> type[SparseMethod]:
@@ -531,8 +534,6 @@ def method_for(name: str, structure: str = "weight") -> type[SparseMethod]:
     ``channel``: whole channels, so the export is a thinner dense model)."""
     if structure not in STRUCTURES:
         raise ConfigError(f"structure = {structure!r} is invalid: expected 'weight' or 'channel'")
-    from aswl.methods.channel import CHANNEL_VARIANTS  # noqa: PLC0415 (registers them first)
-
     if structure == "channel":
         if name not in CHANNEL_VARIANTS:
             raise ConfigError(f"method {name!r} has no channel mode; with structure = 'channel' "

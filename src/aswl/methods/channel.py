@@ -28,7 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aswl.methods.base import ConfigError, MethodConfig, SparseMethod, check, register_method
+from aswl.methods.base import (
+    CHANNEL_VARIANTS,
+    ConfigError,
+    MethodConfig,
+    SparseMethod,
+    check,
+    register_method,
+)
 from aswl.sparse import topk_mask
 from aswl.sparse.channels import (
     ChannelMaskHook,
@@ -43,10 +50,6 @@ from aswl.sparse.channels import (
 )
 
 log = logging.getLogger(__name__)
-
-CHANNEL_VARIANTS: dict[str, str] = {}
-"""Method name -> the name of its channel-granularity class (``structure='channel'``)."""
-
 
 @dataclass
 class ChannelConfig(MethodConfig):
@@ -320,3 +323,6 @@ class GroupNormChannels(ChannelMethod):
             score = self._norms(group, sides=("out", "in"), power=2)
             scores.append(score / score.mean().clamp_min(1e-12))
         return scores
+
+
+CHANNEL_VARIANTS.update({name: name for name in ("l1_filter", "slimming", "group_norm")})

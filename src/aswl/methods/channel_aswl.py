@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aswl.methods.base import check, register_method
-from aswl.methods.channel import CHANNEL_VARIANTS, ChannelConfig, ChannelMethod
+from aswl.methods.base import CHANNEL_VARIANTS, check, register_method
+from aswl.methods.channel import ChannelConfig, ChannelMethod
 
 ATTENTION_MIN = 0.01
 ATTENTION_UPDATES = 128
@@ -170,6 +170,4 @@ class ASWLChannel(ChannelMethod):
         self.observed_steps = int(state["observed_steps"])
 
 
-CHANNEL_VARIANTS.update({"aswl": "aswl_channel", "aswl_channel": "aswl_channel",
-                         "l1_filter": "l1_filter", "slimming": "slimming",
-                         "group_norm": "group_norm"})
+CHANNEL_VARIANTS.update({"aswl": "aswl_channel", "aswl_channel": "aswl_channel"})

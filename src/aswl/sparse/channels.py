@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aswl.config import ConfigError
+from aswl.checks import ConfigError
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
