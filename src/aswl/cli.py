@@ -131,10 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from aswl.export.compact import ExportError, load_compact
+    from aswl.export.compact import ExportError, load_compact, load_weights
     from aswl.runs import load_run
     from aswl.train.data_loop import evaluate
     from aswl.train.dist import Dist, resolve_device
@@ -148,10 +145,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if not path.is_file():
             raise ExportError(f"{path} not found: the run did not finish; resume it first")
-        try:
-            model.load_state_dict(load_file(str(path)))
-        except (SafetensorError, RuntimeError) as err:
-            raise ExportError(f"{path} cannot be loaded into {config.model}: {err}") from err
+        load_weights(model, path)
     accuracy = evaluate(model.to(device), data.test, config.batch_size, device, Dist(),
                         config.data.workers)
     print(json.dumps({"test_accuracy": accuracy, "file": str(path), "dataset": config.dataset,

@@ -166,12 +166,16 @@ class Config:
                               "(see `aswl methods`)")
         return name
 
+    def method_structure(self) -> str:
+        """``method.structure``: ``weight`` (default) or ``channel``."""
+        return str(self.method.get("structure", "weight"))
+
     def method_config(self) -> Any:
         """The method's typed, validated config (``aswl.methods.MethodConfig`` subclass)."""
-        from aswl.methods import get_method
+        from aswl.methods import method_for
 
-        cls = get_method(self.method_name())
-        options = {k: v for k, v in self.method.items() if k != "name"}
+        cls = method_for(self.method_name(), self.method_structure())
+        options = {k: v for k, v in self.method.items() if k not in ("name", "structure")}
         return build_config(cls.config_class, options)
 
     def to_dict(self) -> dict[str, Any]:

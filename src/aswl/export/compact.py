@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from aswl.checks import ConfigError
 from aswl.export.codec import (
     QUANTIZATIONS,
     CodecError,
@@ -37,6 +38,7 @@ from aswl.export.codec import (
     encode_positions,
     quantize,
 )
+from aswl.sparse.channels import SLIM_KEY, apply_slim_record
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +158,11 @@ def _legacy_tensors(state: dict[str, Tensor], sparse_keys: set[str]) -> tuple[di
 
 
 def save_compact(model: nn.Module, layer_names: Iterable[str], path: str | Path,
-                 quantize: str | None = None, version: int = VERSION) -> int:
+                 quantize: str | None = None, version: int = VERSION,
+                 extra: dict[str, str] | None = None) -> int:
     """Write the compact file of ``model`` (plain layers, pruned weights exactly zero) with the
-    named layers' weights coded sparse; returns its payload bytes (tensor data, no header)."""
+    named layers' weights coded sparse; returns its payload bytes (tensor data, no header).
+    ``extra``: more metadata (a slimmed model's channel record)."""
     state = model.state_dict()
     keys = prunable_weight_keys(layer_names)
     if version == 1:
@@ -169,7 +173,7 @@ def save_compact(model: nn.Module, layer_names: Iterable[str], path: str | Path,
         tensors, metadata = compact_tensors(state, keys, quantize)
     else:
         raise ExportError(f"unknown compact format version {version}: use 1 or 2")
-    save_file(tensors, str(path), metadata=metadata)
+    save_file(tensors, str(path), metadata={**metadata, **(extra or {})})
     return tensor_bytes(tensors.values())
 
 
@@ -281,9 +285,28 @@ def load_compact(model: nn.Module, path: str | Path) -> nn.Module:
     return load_weights(model, path, compact_only=True)
 
 
+def file_metadata(path: str | Path) -> dict[str, str]:
+    """A safetensors file's metadata (its header only); {} for a file that is not one (its
+    loader then says what is wrong)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return {}
+
+
 def load_weights(model: nn.Module, path: str | Path, compact_only: bool = False) -> nn.Module:
-    """Fill ``model`` from a compact or plain safetensors file (16-bit values are cast)."""
+    """Fill ``model`` from a compact or plain safetensors file (16-bit values are cast).
+
+    A file of a channel-slimmed model carries its channel record: the full-width ``model``
+    is slimmed in place to match first."""
     state = load_state_file(path, compact_only)
+    metadata = file_metadata(path)  # readable: load_state_file read it
+    if SLIM_KEY in metadata:
+        try:
+            apply_slim_record(model, metadata)
+        except ConfigError as err:
+            raise ExportError(f"{str(path)!r}: {err}") from err
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -291,10 +314,11 @@ def load_weights(model: nn.Module, path: str | Path, compact_only: bool = False)
     return model
 
 
-def save_dense(model: nn.Module, path: str | Path) -> int:
-    """``model.safetensors``: every tensor, zeros in place; returns payload bytes."""
+def save_dense(model: nn.Module, path: str | Path, extra: dict[str, str] | None = None) -> int:
+    """``model.safetensors``: every tensor, zeros in place; returns payload bytes.
+    ``extra``: metadata (a slimmed model's channel record)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path))
+    save_file(tensors, str(path), metadata=extra or None)
     return tensor_bytes(tensors.values())
 
 

@@ -12,7 +12,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,14 @@ from torch import nn
 from aswl.export.compact import (
     ExportError,
     check_quantize,
+    file_metadata,
     load_weights,
     save_compact,
     save_dense,
     tensor_bytes,
 )
 from aswl.export.sparse_modules import default_clock, interleaved_ms, to_sparse_inference
+from aswl.sparse.channels import SLIM_KEY
 
 log = logging.getLogger(__name__)
 FORMATS = ("compact", "safetensors", "onnx")
@@ -43,6 +45,10 @@ class Source:
     path: Path
     run_dir: Path | None = None
     test: Any = None
+    full_width: nn.Module | None = None
+    """For a channel-slimmed model: the same architecture at full width (for timing)."""
+    record: dict[str, str] = field(default_factory=dict)
+    """A channel-slimmed model's record (its files carry it, so loaders can rebuild it)."""
 
     @property
     def dense_bytes(self) -> int:
@@ -74,9 +80,10 @@ def load_source(path: Path, model_name: str | None = None, num_classes: int = 10
         if not weights.is_file():
             raise ExportError(f"{path} holds no model.safetensors: the run did not finish; "
                               "resume it first")
+        full, record = _full_width(model, weights)
         load_weights(model, weights)
         return Source(model.eval(), config.model, tuple(data.input_shape), weights, path,
-                      data.test if with_data else None)
+                      data.test if with_data else None, full, record)
     if not path.is_file():
         raise ExportError(f"{path} not found: give a run folder or a model file")
     if path.suffix == ".onnx":
@@ -86,8 +93,16 @@ def load_source(path: Path, model_name: str | None = None, num_classes: int = 10
                           "(see `aswl models`)")
     shape = input_shape or default_input_shape(model_name)
     model = create_model(model_name, num_classes=num_classes, input_shape=shape)
+    full, record = _full_width(model, path)
     load_weights(model, path)
-    return Source(model.eval(), model_name, tuple(shape), path)
+    return Source(model.eval(), model_name, tuple(shape), path, full_width=full, record=record)
+
+
+def _full_width(model: nn.Module, path: Path) -> tuple[nn.Module | None, dict[str, str]]:
+    """For a slimmed model's file: a full-width copy of the freshly built ``model`` and the
+    file's channel record; (None, {}) otherwise."""
+    record = {k: v for k, v in file_metadata(path).items() if k == SLIM_KEY}
+    return (copy.deepcopy(model).eval() if record else None), record
 
 
 # ------------------------------------------------------------------------------- export
@@ -142,12 +157,13 @@ def export_model(source: Source, fmt: str, quantize: str | None = None,
     model = source.model
     note = ""
     if fmt == "compact":
-        payload = save_compact(model, source.layer_names(), out, quantize=mode)
+        payload = save_compact(model, source.layer_names(), out, quantize=mode,
+                               extra=source.record)
     elif fmt == "safetensors":
         plain = copy.deepcopy(model)
         if mode != "fp32":
             plain = plain.to({"fp16": torch.float16, "bf16": torch.bfloat16}[mode])
-        payload = save_dense(plain, out)
+        payload = save_dense(plain, out, source.record)
     else:
         from aswl.export.onnx_export import export_onnx
 
@@ -166,7 +182,8 @@ def export_model(source: Source, fmt: str, quantize: str | None = None,
         if fmt == "onnx":
             reloaded = _OnnxModule(out)
         else:
-            reloaded = load_weights(copy.deepcopy(model), out)
+            blank = source.full_width if source.full_width is not None else model
+            reloaded = load_weights(copy.deepcopy(blank), out)
         row["test_accuracy"] = _accuracy(reloaded.eval(), source.test)
     if source.run_dir is not None:
         report_path = source.run_dir / "report.json"
@@ -235,12 +252,17 @@ def bench(source: Source, batches: list[int], threads: int = 1, repeats: int = 1
         for batch in batches:
             x = _example(source, batch)
             auto = to_sparse_inference(dense, example=x)
-            fns = _variants({"dense": dense, "csr": csr_all, "auto": auto}, ort_session, x)
+            models = {"dense": dense, "csr": csr_all, "auto": auto}
+            if source.full_width is not None:  # a slimmed model: time the full width too
+                models["full_width"] = source.full_width
+            fns = _variants(models, ort_session, x)
             with torch.no_grad():
                 ms = interleaved_ms(fns, repeats, timer)
                 diff = float((auto(x) - dense(x)).abs().max())
             sparse_layers = sum(c["sparse"] for c in auto.sparse_choices.values())
-            rows.append({"batch": batch, **{f"{k}_ms": v for k, v in ms.items()},
+            slimmed = ({"full_width_speedup": ms["full_width"] / ms["auto"]}
+                       if "full_width" in ms else {})
+            rows.append({"batch": batch, **{f"{k}_ms": v for k, v in ms.items()}, **slimmed,
                          "speedup": ms["dense"] / ms["auto"], "max_abs_diff": diff,
                          "sparse_layers": f"{sparse_layers}/{len(source.layer_names())}",
                          "choices": auto.sparse_choices})
@@ -264,6 +286,11 @@ def format_bench(result: dict[str, Any]) -> str:
         lines.append(f"| {row['batch']} | {row['dense_ms']:.3f} | {row['csr_ms']:.3f} | "
                      f"{row['auto_ms']:.3f} |{ort} {row['speedup']:.2f}x | "
                      f"{row['sparse_layers']} | {row['max_abs_diff']:.1e} |")
+    if any("full_width_ms" in row for row in result["rows"]):
+        lines += ["", "Channel-slimmed model against the same architecture at full width:", "",
+                  "| batch | full width | slimmed (auto) | speedup |", "|---:|---:|---:|---:|"]
+        lines += [f"| {row['batch']} | {row['full_width_ms']:.3f} | {row['auto_ms']:.3f} | "
+                  f"{row['full_width_speedup']:.2f}x |" for row in result["rows"]]
     lines += ["", "| file | bytes | vs dense fp32 |", "|---|---:|---:|"]
     for name, size in result["sizes"].items():
         lines.append(f"| {name} | {size:,} | {result['dense_fp32_bytes'] / size:.1f}x |")

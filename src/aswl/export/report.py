@@ -44,18 +44,25 @@ def layer_flops(model: nn.Module, layer_names: list[str],
 
 
 def layer_table(model: nn.Module, layer_names: list[str], input_shape: tuple[int, ...],
-                attentions: dict[str, float]) -> list[dict[str, Any]]:
-    """One row per prunable layer of the exported model, counted from its actual zeros."""
+                attentions: dict[str, float],
+                reference: nn.Module | None = None) -> list[dict[str, Any]]:
+    """One row per prunable layer of the exported model, counted from its actual zeros.
+
+    ``reference``: the full-width model the export came from; its sizes and FLOPs are the
+    dense ones (a channel-slimmed export has thinner layers than it)."""
     flops = layer_flops(model, layer_names, input_shape)
+    dense_flops = flops if reference is None else layer_flops(reference, layer_names,
+                                                               input_shape)
     rows = []
     for name in layer_names:
         weight = model.get_submodule(name).weight.detach()
-        numel = weight.numel()
+        full = weight if reference is None else reference.get_submodule(name).weight
+        numel = full.numel()
         nonzero = int(torch.count_nonzero(weight))
         rows.append({
             "name": name, "numel": numel, "nonzero": nonzero, "sparsity": 1 - nonzero / numel,
-            "attention": attentions.get(name), "flops_dense": flops.get(name, 0),
-            "flops_sparse": int(round(flops.get(name, 0) * nonzero / numel)),
+            "attention": attentions.get(name), "flops_dense": dense_flops.get(name, 0),
+            "flops_sparse": int(round(flops.get(name, 0) * nonzero / weight.numel())),
         })
     return rows
 

@@ -381,6 +381,10 @@ class SparseMethod:
         for param in self.parameters():
             param.grad = None
 
+    def export_metadata(self) -> dict[str, str]:
+        """Metadata the exported model's files carry (a slimmed model's channel record)."""
+        return {}
+
     def dense_weights(self) -> dict[str, nn.Parameter]:
         """Each prunable layer's trained (dense) weight Parameter, by layer name."""
         return {name: dense_weight(module) for name, module in self.layers.items()}

@@ -46,6 +46,7 @@ from aswl.sparse.channels import (
     layer_costs,
     remove_channel_hooks,
     slim,
+    slim_record,
     threshold_budget,
 )
 
@@ -222,6 +223,9 @@ class ChannelMethod(SparseMethod):
     def removed_channels(self) -> dict[str, Tensor]:
         return {name: (~mask).nonzero().reshape(-1).cpu()
                 for name, mask in self.channel_masks.items()}
+
+    def export_metadata(self) -> dict[str, str]:
+        return slim_record(self.example_inputs, self.removed_channels())
 
     def export(self) -> nn.Module:
         """A thinner plain copy: the masked channels removed from every coupled layer."""

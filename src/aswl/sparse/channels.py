@@ -327,17 +327,23 @@ def threshold_budget(scores: list[Tensor], lower: list[int], model: CostModel,
 
 
 # ------------------------------------------------------------------------------ export
-def slim(model: nn.Module, example_inputs: Any, removed: dict[str, Tensor]) -> nn.Module:
-    """A copy of ``model`` with the channels ``removed`` (root-layer name -> root channel
-    indices) taken out for real: every coupled layer gets smaller."""
-    plain = copy.deepcopy(model)
+def slim(model: nn.Module, example_inputs: Any, removed: dict[str, Any],
+         in_place: bool = False) -> nn.Module:
+    """A copy of ``model`` (``in_place``: the model itself) with the channels ``removed``
+    (root-layer name -> root channel indices) taken out for real: every coupled layer gets
+    smaller."""
+    plain = model if in_place else copy.deepcopy(model)
     remove_channel_hooks(plain)
     graph = _graph(plain, example_inputs)
     for name, index in removed.items():
         idxs = sorted(int(i) for i in index)
         if not idxs:
             continue
-        root = plain.get_submodule(name)
+        try:
+            root = plain.get_submodule(name)
+        except AttributeError as err:
+            raise ConfigError(f"cannot slim: the model has no layer {name!r} (the channel "
+                              "record belongs to another architecture)") from err
         pruner = graph.get_pruner_of_module(root)
         group = graph.get_pruning_group(root, pruner.prune_out_channels, idxs)
         group.prune()
@@ -355,6 +361,37 @@ def layer_costs(model: nn.Module, names: list[str], example_inputs: Tensor,
     return {n: float(flops.get(n, 0)) for n in names}
 
 
-__all__ = ["ChannelGroup", "ChannelMaskHook", "CostModel", "channel_dim", "cost_model",
-           "find_groups", "fit_budget", "layer_costs", "output_layers", "remove_channel_hooks",
-           "slim", "threshold_budget"]
+SLIM_KEY = "aswl_channels"
+"""Metadata key of a slimmed model file: the input shape it was traced on and the channels
+removed from each group, so a loader can rebuild the thinner architecture."""
+
+
+def slim_record(example_inputs: Tensor, removed: dict[str, Tensor]) -> dict[str, str]:
+    """The metadata a slimmed model's files carry (see :data:`SLIM_KEY`)."""
+    import json
+
+    return {SLIM_KEY: json.dumps({
+        "input_shape": list(example_inputs.shape[1:]),
+        "removed": {name: [int(i) for i in index] for name, index in removed.items()}})}
+
+
+def apply_slim_record(model: nn.Module, metadata: dict[str, str]) -> nn.Module:
+    """Slim a freshly built full-width ``model`` in place as the file's record says (no-op
+    for a file without one)."""
+    import json
+
+    if SLIM_KEY not in metadata:
+        return model
+    try:
+        record = json.loads(metadata[SLIM_KEY])
+        shape = [int(v) for v in record["input_shape"]]
+        removed = {str(k): [int(i) for i in v] for k, v in record["removed"].items()}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"the file's {SLIM_KEY} record is damaged ({err}); export it "
+                          "again") from err
+    return slim(model, torch.zeros(1, *shape), removed, in_place=True)
+
+
+__all__ = ["SLIM_KEY", "ChannelGroup", "ChannelMaskHook", "CostModel", "apply_slim_record",
+           "channel_dim", "cost_model", "find_groups", "fit_budget", "layer_costs",
+           "output_layers", "remove_channel_hooks", "slim", "slim_record", "threshold_budget"]

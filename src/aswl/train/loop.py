@@ -64,7 +64,11 @@ class Trainer:
                                   **config.model_args).to(self.device)
         self.per_epoch = steps_per_epoch(self.data.train, config.batch_size, self.dist)
         self.total_steps = self.per_epoch * config.epochs
-        self.method = create_method(config.method_name(), self.model,
+        structure = config.method_structure()
+        traced = ({"example_inputs": torch.zeros(1, *self.data.input_shape, device=self.device)}
+                  if structure == "channel" else {})
+        self.method = create_method(config.method_name(), self.model, structure=structure,
+                                    **traced,
                                     total_steps=self.total_steps,
                                     config=config.method_config())
         self.optimizer = build_optimizer(config, self.method)
@@ -269,7 +273,8 @@ class Trainer:
         names = list(self.method.layers)
         test_accuracy = evaluate(plain, self.data.test, config.batch_size, self.device,
                                  self.dist, config.data.workers)
-        layers = layer_table(plain, names, self.data.input_shape, self.method.attentions())
+        layers = layer_table(plain, names, self.data.input_shape, self.method.attentions(),
+                             reference=self.model)
         total = sum(r["numel"] for r in layers)
         nonzero = sum(r["nonzero"] for r in layers)
         report: dict[str, Any] = {
@@ -289,9 +294,11 @@ class Trainer:
             "world_size": self.dist.world_size, "layers": layers,
         }
         if self.dist.main:
-            report["dense_bytes"] = save_dense(plain, self.out_dir / "model.safetensors")
+            record = self.method.export_metadata()  # a slimmed model's channel record
+            report["dense_bytes"] = save_dense(plain, self.out_dir / "model.safetensors", record)
             report["sparse_bytes"] = save_compact(plain, names,
-                                                  self.out_dir / "model.sparse.safetensors")
+                                                  self.out_dir / "model.sparse.safetensors",
+                                                  extra=record)
             (self.out_dir / "report.json").write_text(json.dumps(report, indent=2))
             try:
                 from aswl.export.plot import plot_run
