@@ -36,6 +36,8 @@ from aswl.methods.channel import ChannelConfig, ChannelMethod
 ATTENTION_MIN = 0.01
 ATTENTION_UPDATES = 128
 """Attention updates over the ramp when ``attention_interval`` is None."""
+OBSERVATIONS = 8
+"""Backward passes observed per attention interval (the others cost nothing extra)."""
 
 
 @dataclass
@@ -87,9 +89,18 @@ class ASWLChannel(ChannelMethod):
             self.offsets.append(self.offsets[-1] + group.size)
         self._batch: dict[int, Tensor] = {}
         self.observed_steps = 0
-        for index, group in enumerate(self.groups):
-            for hook in self.hooks[group.name]:
-                hook.observe = self._observer(index, hook.channel_dim)
+        self.observe_every = max(1, self.attention_interval // OBSERVATIONS)
+        self._observers = {id(hook): self._observer(index, hook.channel_dim)
+                           for index, group in enumerate(self.groups)
+                           for hook in self.hooks[group.name]}
+        self._arm()
+
+    def _arm(self) -> None:
+        """Observe the next step's backward pass only when it is one of the sampled steps."""
+        on = not self.frozen and (self.step_count + 1) % self.observe_every == 0
+        for hooks in self.hooks.values():
+            for hook in hooks:
+                hook.observe = self._observers[id(hook)] if on else None
 
     def _observer(self, index: int, dim: int) -> Any:
         def observe(grad: Tensor, output: Tensor) -> None:
@@ -118,7 +129,7 @@ class ASWLChannel(ChannelMethod):
 
     def after_backward(self) -> None:
         """Fold this batch's per-sample channel terms into the Fisher saliency."""
-        if self.frozen:
+        if self.frozen or not self._batch:
             self._batch.clear()
             return
         for index, per_sample in self._batch.items():
@@ -133,6 +144,7 @@ class ASWLChannel(ChannelMethod):
                 and self.observed_steps:
             self._attention_step()
         super().step(optimizer)
+        self._arm()
 
     def _attention_step(self) -> None:
         counts = [int(m.sum()) for m in self.channel_masks.values()]
@@ -168,6 +180,7 @@ class ASWLChannel(ChannelMethod):
         self.optimizer.load_state_dict(state["attention_optimizer"])
         self.saliency = torch.tensor(state["saliency"], dtype=torch.float64)
         self.observed_steps = int(state["observed_steps"])
+        self._arm()
 
 
 CHANNEL_VARIANTS.update({"aswl": "aswl_channel", "aswl_channel": "aswl_channel"})
