@@ -204,7 +204,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         base = load_config(resolve_config(args.config), args.set or [])
         grid = load_grid(args.grid, methods=args.methods, sparsities=args.sparsities,
-                         seeds=args.seeds, layer_plot_sparsity=args.layer_plot_sparsity)
+                         seeds=args.seeds, layer_plot_sparsity=args.layer_plot_sparsity,
+                         variants=args.variants)
         try:
             rows = run_grid(base, grid, args.out, train_missing=not args.report_only)
         except KeyboardInterrupt:
@@ -386,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--grid", type=Path,
                          help="YAML with methods, sparsities, seeds (the flags override it)")
     compare.add_argument("--methods", help="comma list, e.g. dense,aswl,gmp,rigl")
+    compare.add_argument("--variants", help="comma list of methods with options of their own, "
+                         "NAME:KEY=VALUE[+KEY=VALUE...], e.g. 'aswl:prior=uniform'; each gets "
+                         "rows of its own")
     compare.add_argument("--sparsities", help="comma list of targets, e.g. 0.9,0.95,0.98")
     compare.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a comma list (default 3)")
     compare.add_argument("--out", type=Path, required=True, help="output folder")

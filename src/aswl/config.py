@@ -65,6 +65,9 @@ class DataConfig:
     """Keep only the first N training samples (quick runs, tests)."""
     limit_test: int | None = None
     """Keep only the first N test samples."""
+    epoch_samples: int | None = None
+    """Train each epoch on N training samples drawn at random, a fresh draw per epoch from the
+    seed (quick runs; the defaults selection). None: the whole training set every epoch."""
     augment: bool = True
     """Training-set augmentation: random shifts of up to 2 pixels (MNIST, Fashion-MNIST, the
     embedded MNIST subset), random crop and flip (CIFAR-10, ImageNet); none for synthetic."""
@@ -151,6 +154,8 @@ class Config:
              "'last' unless data.val_fraction > 0")
         need(0 <= self.data.val_fraction < 1, "data.val_fraction", "a fraction in [0, 1)")
         need(self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1")
+        need(self.data.epoch_samples is None or self.data.epoch_samples >= 1,
+             "data.epoch_samples", "null or an integer >= 1")
         need(isinstance(self.log, list) and all(name in ("jsonl", "csv", "tensorboard")
                                                 for name in self.log),
              "log", "a list of 'jsonl', 'csv', 'tensorboard', e.g. [jsonl, csv]")

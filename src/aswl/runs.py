@@ -216,6 +216,26 @@ def check_resume(saved: dict[str, Any], config: Config, source: str | Path) -> N
             "new run (another --out) to change the others")
 
 
+def changed_settings(out: str | Path, config: Config) -> list[str]:
+    """Dotted config keys whose value in ``out/config.yaml`` differs from ``config``, except
+    the settings that never change a result (:data:`aswl.config.NEUTRAL_KEYS`): a finished
+    run with none is reused as it is."""
+    from aswl.config import NEUTRAL_KEYS, config_diff
+
+    path = Path(out) / "config.yaml"
+    if not path.is_file():
+        return []
+    import yaml
+
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return ["config.yaml (unreadable)"]
+    if not isinstance(saved, dict):
+        return ["config.yaml (not a mapping)"]
+    return config_diff(saved, config.to_dict(), NEUTRAL_KEYS)
+
+
 # ---------------------------------------------------------------- reading a finished run
 EVAL_KEYS = ("dataset", "data.", "device", "batch_size")
 """What may change when a finished run is scored again: the data and where it runs."""
