@@ -2,7 +2,8 @@
 
 One process, one GPU, or many processes under ``torchrun`` (PyTorch DDP, see
 :mod:`aswl.train.dist`); only rank 0 writes files. Batching and evaluation are in
-:mod:`aswl.train.data_loop`, the optimiser and learning rate in :mod:`aswl.train.optim`.
+:mod:`aswl.data.loader`, the run folder in :mod:`aswl.runs`, the optimiser and learning rate
+in :mod:`aswl.train.optim`; :class:`~aswl.train.Callback` hooks extend a run.
 """
 
 from __future__ import annotations
