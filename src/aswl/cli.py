@@ -387,9 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--grid", type=Path,
                          help="YAML with methods, sparsities, seeds (the flags override it)")
     compare.add_argument("--methods", help="comma list, e.g. dense,aswl,gmp,rigl")
-    compare.add_argument("--variants", help="comma list of methods with options of their own, "
-                         "NAME:KEY=VALUE[+KEY=VALUE...], e.g. 'aswl:prior=uniform'; each gets "
-                         "rows of its own")
+    compare.add_argument("--variants", nargs="+", action="extend", metavar="NAME:KEY=VALUE",
+                         help="methods with options of their own, NAME:KEY=VALUE[+KEY=VALUE...] "
+                         "(space-separated), e.g. 'aswl:prior=uniform'; each gets rows of its "
+                         "own")
     compare.add_argument("--sparsities", help="comma list of targets, e.g. 0.9,0.95,0.98")
     compare.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a comma list (default 3)")
     compare.add_argument("--out", type=Path, required=True, help="output folder")

@@ -129,7 +129,8 @@ def load_grid(path: str | Path | None = None, *, methods: str | None = None,
               variants: str | Sequence[str] | None = None) -> Grid:
     """Grid from an optional YAML file (keys ``methods``, ``sparsities``, ``seeds``,
     ``layer_plot_sparsity``, ``variants``), each key overridden by the matching argument when
-    given. ``variants`` as a string is a comma list of tokens."""
+    given. ``variants``: a list of tokens (a string is one token: option values may hold
+    commas)."""
     values: dict[str, Any] = {}
     if path is not None:
         loaded = read_yaml_mapping(path, "grid file")
@@ -145,8 +146,9 @@ def load_grid(path: str | Path | None = None, *, methods: str | None = None,
     seed_list = parse_seeds(seeds if seeds is not None else values.get("seeds", 3))
     plot = layer_plot_sparsity if layer_plot_sparsity is not None \
         else values.get("layer_plot_sparsity")
-    variant_list = parse_list(variants if variants is not None else values.get("variants"),
-                              str, "variant") or []
+    chosen = variants if variants is not None else values.get("variants")
+    variant_list = parse_list([chosen] if isinstance(chosen, str) else chosen, str,
+                              "variant") or []
     grid = Grid(methods=method_list, sparsities=sorted(set(sparsity_list)),
                 seeds=seed_list or [], layer_plot_sparsity=None if plot is None else float(plot),
                 variants=variant_list)
