@@ -70,40 +70,18 @@ def _stopped(out: Path, stop: KeyboardInterrupt) -> int:
     return 143 if isinstance(stop, Terminated) else 130
 
 
-def _resume_config(args: argparse.Namespace):
-    """``--resume``: the run's own config (from its checkpoint, else its config.yaml) with
-    ``--config`` and ``--set`` on top; only the settings a resume may change may differ."""
-    from aswl.config import ConfigError, load_config, read_yaml_mapping
-    from aswl.runs import CHECKPOINT, check_resume
-    from aswl.train import TrainingError, load_checkpoint
-
-    if args.out is None:
-        raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
-    checkpoint, saved_yaml = args.out / CHECKPOINT, args.out / "config.yaml"
-    if checkpoint.is_file():
-        source, saved = checkpoint, json.loads(load_checkpoint(checkpoint)["config"])
-    elif saved_yaml.is_file():
-        source, saved = saved_yaml, read_yaml_mapping(saved_yaml, "config file")
-    elif args.config is not None:
-        return load_config(args.config, args.set or [])  # nothing saved: start it as given
-    else:
-        raise TrainingError(
-            f"--resume: {args.out} has no checkpoint and no config.yaml, so the settings of "
-            "the run started there are unknown; start it again without --resume, with its "
-            "--config and --set (add --overwrite if the folder holds files)")
-    config = load_config(args.config, args.set or [], base=saved)
-    check_resume(saved, config, source)
-    return config
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from aswl.configs import resolve_config
     from aswl.runs import default_out, prepare_run, run_directory
     from aswl.train import load_config, train
 
     args.config = resolve_config(args.config)  # a shipped config by name, or a file
-    if args.resume:
-        config = _resume_config(args)
+    if args.resume:  # the run's own config, --config and --set on top, checked
+        from aswl.runs import resume_config
+        from aswl.train import load_checkpoint
+
+        config = resume_config(args.out, args.config, args.set or [],
+                               lambda path: json.loads(load_checkpoint(path)["config"]))
     else:
         config = load_config(args.config, args.set or [])
     out = args.out or default_out(config)
