@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from aswl.config import NEUTRAL_KEYS, Config, config_diff, read_yaml_mapping
 from aswl.export.plot import plot_accuracy_vs_sparsity, plot_layer_sparsity
 from aswl.methods import ConfigError, get_method, list_methods
@@ -227,11 +225,9 @@ def _stale_keys(run_dir: Path, config: Config) -> list[str]:
     if not path.is_file():
         return []
     try:
-        saved = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
+        saved = read_yaml_mapping(path, "config file")
+    except ConfigError:
         return ["config.yaml (unreadable)"]
-    if not isinstance(saved, dict):
-        return ["config.yaml (not a mapping)"]
     return config_diff(saved, config.to_dict(), NEUTRAL_KEYS)
 
 
