@@ -186,10 +186,7 @@ def _load_run(run: Path, overrides: list[str] | None = None):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from aswl.export.compact import ExportError, load_compact
+    from aswl.export.compact import ExportError, load_compact, load_weights
     from aswl.train.data_loop import evaluate
     from aswl.train.dist import Dist, resolve_device
 
@@ -202,10 +199,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if not path.is_file():
             raise ExportError(f"{path} not found: the run did not finish; resume it first")
-        try:
-            model.load_state_dict(load_file(str(path)))
-        except (SafetensorError, RuntimeError) as err:
-            raise ExportError(f"{path} cannot be loaded into {config.model}: {err}") from err
+        load_weights(model, path)  # checks the header, the shapes and the SHA-256
     accuracy = evaluate(model.to(device), data.test, config.batch_size, device, Dist(),
                         config.data.workers)
     print(json.dumps({"test_accuracy": accuracy, "file": str(path), "dataset": config.dataset,
@@ -368,7 +362,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    args.clock)
     print(format_bench(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        from aswl.io import write_text
+
+        write_text(args.json, json.dumps(result, indent=2))
     return 0
 
 
@@ -485,6 +481,7 @@ def _run(argv: list[str] | None) -> int:
     try:
         from aswl.data import DatasetError
         from aswl.export.compact import ExportError
+        from aswl.io import WriteError
         from aswl.methods import ConfigError
         from aswl.models import ModelError
         from aswl.train import CheckpointError, TrainingError
@@ -499,8 +496,12 @@ def _run(argv: list[str] | None) -> int:
             ExportError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # a full disk or a vanished folder while writing the results
-        where = f" ({err.filename})" if err.filename else ""
-        print(f"error: {err.strerror or err}{where}; fix it, then continue with --resume",
+    except (OSError, WriteError) as err:  # a full disk or a vanished folder while writing
+        from aswl.io import explain
+
+        text = explain(err, err.filename or "a file") if isinstance(err, OSError) else str(err)
+        again = {"train": "continue with --resume",
+                 "compare": "run the same command again (finished runs are kept)"}
+        print(f"error: {text}; then {again.get(args.command, 'run the command again')}",
               file=sys.stderr)
         return 2

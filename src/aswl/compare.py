@@ -39,6 +39,7 @@ from typing import Any
 
 from aswl.config import NEUTRAL_KEYS, Config, config_diff, read_yaml_mapping
 from aswl.export.plot import plot_accuracy_vs_sparsity, plot_layer_sparsity
+from aswl.io import make_folder, write_text, write_with
 from aswl.methods import ConfigError, get_method, list_methods
 
 log = logging.getLogger(__name__)
@@ -393,11 +394,13 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
-    with open(path, "w", newline="") as file:
+    def fill(file: Any) -> None:
         writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
+
+    write_with(path, fill)
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -420,7 +423,7 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, grid: Grid,
 
     A plot that cannot be drawn is logged, never raised: the tables are what matters."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     _write_csv(out_dir / "results.csv", sort_rows(rows), RESULT_FIELDS)
     summary = summarize(rows)
     _write_csv(out_dir / "summary.csv", summary, SUMMARY_FIELDS)
@@ -433,7 +436,7 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, grid: Grid,
         if missing:
             text.append(f"- not trained yet ({len(missing)}): {', '.join(missing)}")
         text.append("")
-    (out_dir / "summary.md").write_text("\n".join(text))
+    write_text(out_dir / "summary.md", "\n".join(text))
     for name, draw in (("accuracy_vs_sparsity.png", plot_accuracy_vs_sparsity),
                        ("layer_sparsity.png", plot_layer_sparsity)):
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aswl.config import ConfigError
+from aswl.io import write_with
 
 LOGGER_NAMES = ("jsonl", "csv", "tensorboard")
 
@@ -56,10 +57,12 @@ class CsvLogger:
         columns: list[str] = []
         for row in self.rows:
             columns += [key for key in row if key not in columns]
-        with open(self.path, "w", newline="") as file:
+        def fill(file: Any) -> None:
             writer = csv.DictWriter(file, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
+
+        write_with(self.path, fill)  # atomic: a crash never leaves half a table
 
     def log(self, record: dict[str, Any]) -> None:
         self.rows.append(flatten(record))

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from aswl.config import RESUMABLE_KEYS, Config, config_diff
 from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
+from aswl.io import write_text
 from aswl.methods import create_method, training_step
 from aswl.models import create_model
 from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
@@ -193,8 +194,8 @@ class Trainer:
         config = self.config
         if self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(),
-                                                                     sort_keys=False))
+            write_text(self.out_dir / "config.yaml", yaml.safe_dump(config.to_dict(),
+                                                                    sort_keys=False))
             if self.epoch == 0:  # a fresh start: no metric lines of an earlier attempt
                 (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
         # epochs after the checkpoint (of an interrupted run) are dropped from every log
@@ -235,7 +236,9 @@ class Trainer:
             import torch.distributed as dist
 
             dist.barrier()
-        report = self.finish(time.time() - start)
+        # the epochs' own times (kept in the checkpoint's history): right after any resume
+        report = self.finish(sum(r.get("seconds", 0.0) for r in self.history)
+                             if self.history else time.time() - start)
         if self.dist.enabled:
             dist.barrier()
             if self.dist.owns_group:
@@ -295,7 +298,7 @@ class Trainer:
             report["dense_bytes"] = save_dense(plain, self.out_dir / "model.safetensors")
             report["sparse_bytes"] = save_compact(plain, names,
                                                   self.out_dir / "model.sparse.safetensors")
-            (self.out_dir / "report.json").write_text(json.dumps(report, indent=2))
+            write_text(self.out_dir / "report.json", json.dumps(report, indent=2))
             try:
                 from aswl.export.plot import plot_run
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from aswl.train.checkpoint import remove_temp_files
+from aswl.io import remove_temp_files
 
 try:
     import fcntl
