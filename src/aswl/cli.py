@@ -31,8 +31,10 @@ log = logging.getLogger("aswl")
 
 
 def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
+    from aswl.train.launch import read_launch
+
     level = logging.DEBUG if verbose else logging.INFO
-    rank = int(os.environ.get("RANK", "0"))
+    rank = read_launch().rank
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if out_dir is not None and rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +123,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, args.set or [])
     out = args.out or _default_out(config)
-    main_rank = int(os.environ.get("RANK", "0")) == 0
+    from aswl.train.launch import read_launch
+
+    main_rank = read_launch().main  # checks the launcher's variables before anything runs
     _setup_logging(None, args.verbose)
     with run_directory(out, main=main_rank):  # one writer per folder, checked before training
         _setup_logging(out, args.verbose)
@@ -485,6 +489,7 @@ def _run(argv: list[str] | None) -> int:
         from aswl.methods import ConfigError
         from aswl.models import ModelError
         from aswl.train import CheckpointError, TrainingError
+        from aswl.train.launch import LaunchError
         from aswl.train.rundir import RunDirError
     finally:
         if quick_exit:
@@ -493,7 +498,7 @@ def _run(argv: list[str] | None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DatasetError, ModelError, TrainingError, CheckpointError,
-            ExportError, RunDirError) as err:
+            ExportError, RunDirError, LaunchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (OSError, WriteError) as err:  # a full disk or a vanished folder while writing
