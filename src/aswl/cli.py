@@ -485,6 +485,7 @@ def _run(argv: list[str] | None) -> int:
     try:
         from aswl.data import DatasetError
         from aswl.export.compact import ExportError
+        from aswl.finite import NonFiniteError
         from aswl.io import WriteError
         from aswl.methods import ConfigError
         from aswl.models import ModelError
@@ -498,7 +499,7 @@ def _run(argv: list[str] | None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DatasetError, ModelError, TrainingError, CheckpointError,
-            ExportError, RunDirError, LaunchError) as err:
+            ExportError, RunDirError, LaunchError, NonFiniteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (OSError, WriteError) as err:  # a full disk or a vanished folder while writing

@@ -268,12 +268,3 @@ def check_sha256(tensors: dict[str, Tensor], metadata: dict[str, str], path: str
                           "(changed or damaged after it was written); export it again or "
                           "restore a copy")
     return True
-
-
-def check_finite(state: dict[str, Tensor], what: str) -> None:
-    """Raise a ValueError naming the tensors of ``state`` that hold NaN or infinity."""
-    bad = [key for key, value in state.items()
-           if value.is_floating_point() and not bool(torch.isfinite(value).all())]
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise ValueError(f"{what} has non-finite weights (NaN or infinity) in {shown}")
