@@ -92,7 +92,10 @@ def _resume_config(args: argparse.Namespace):
         raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
     checkpoint, saved_yaml = args.out / "checkpoints" / "last.pt", args.out / "config.yaml"
     if checkpoint.is_file():
+        from aswl.train.provenance import check_belongs
+
         source, saved = checkpoint, json.loads(load_checkpoint(checkpoint)["config"])
+        check_belongs(args.out, saved, RESUMABLE_KEYS)  # not a checkpoint of another run
     elif saved_yaml.is_file():
         source, saved = saved_yaml, read_yaml_mapping(saved_yaml, "config file")
     elif args.config is not None:

@@ -32,6 +32,7 @@ from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
 from aswl.train.loggers import build_loggers
 from aswl.train.optim import build_optimizer, lr_factor
+from aswl.train.provenance import data_fingerprint, warn_if_data_changed
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,13 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state(),
             "cuda_rng": (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []),
             "history": json.dumps(self.history), "best_val": self.best_val,
-            "config": json.dumps(self.config.to_dict()),
+            "config": json.dumps(self.config.to_dict()), "data": json.dumps(self.fingerprint),
         }
+
+    @functools.cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        """The data's sizes and sample hashes (:mod:`aswl.train.provenance`)."""
+        return data_fingerprint(self.data)
 
     def resume(self, path: str | Path | None = None) -> None:
         """Build -> attach -> load: continue a run from its last checkpoint."""
@@ -114,6 +120,9 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = json.loads(state["history"])
         self.best_val = float(state["best_val"])
+        if isinstance(state.get("data"), str):
+            warn_if_data_changed(json.loads(state["data"]), self.fingerprint,
+                                 str(path or self.checkpoint_path))
         log.info("resumed from %s at epoch %d", path or self.checkpoint_path, self.epoch)
 
     # -- one epoch -----------------------------------------------------------------------
