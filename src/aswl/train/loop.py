@@ -30,6 +30,7 @@ from aswl.models import create_model
 from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
+from aswl.train.launch import sigterm_kills
 from aswl.train.loggers import build_loggers
 from aswl.train.optim import build_optimizer, lr_factor
 from aswl.train.provenance import data_fingerprint, warn_if_data_changed
@@ -244,12 +245,14 @@ class Trainer:
         if self.dist.enabled:  # rank 0 may still be writing best.pt, which finish() reads
             import torch.distributed as dist
 
-            dist.barrier()
+            with sigterm_kills():  # a Python handler could not run while C++ waits
+                dist.barrier()
         # the epochs' own times (kept in the checkpoint's history): right after any resume
         report = self.finish(sum(r.get("seconds", 0.0) for r in self.history)
                              if self.history else time.time() - start)
         if self.dist.enabled:
-            dist.barrier()
+            with sigterm_kills():
+                dist.barrier()
             if self.dist.owns_group:
                 dist.destroy_process_group()
         return report
