@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aswl.config import ConfigError
-from aswl.io import write_with
+from aswl.io import WriteError, explain, write_text, write_with
 
 LOGGER_NAMES = ("jsonl", "csv", "tensorboard")
 
@@ -36,12 +36,15 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 class JsonlLogger:
     def __init__(self, out_dir: Path, history: list[dict[str, Any]]) -> None:
         self.path = out_dir / "metrics.jsonl"
-        with open(self.path, "w") as file:  # a resumed run keeps the epochs up to its checkpoint
-            file.writelines(json.dumps(record) + "\n" for record in history)
+        # a resumed run keeps the epochs up to its checkpoint (atomic: never half a file)
+        write_text(self.path, "".join(json.dumps(record) + "\n" for record in history))
 
     def log(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as file:
-            file.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as file:  # one line appended per epoch
+                file.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise WriteError(explain(err, self.path)) from err
 
     def close(self) -> None:
         pass
