@@ -19,8 +19,8 @@ from typing import Any
 
 MAX_BYTES = 1 << 20
 """Longest config text read (1 MiB; the shipped configs are under 4 KiB)."""
-MAX_NODES = 100_000
-"""Most values (scalars, lists, mappings) in one document."""
+MAX_NODES = 10_000
+"""Most values (scalars, lists, mappings) in one document (a config has about a hundred)."""
 MAX_DEPTH = 64
 """Deepest nesting of lists and mappings."""
 
@@ -48,7 +48,8 @@ def short_repr(value: Any, limit: int = 60) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _loader() -> type:
-    """The bounded loader class, built on first use (``import aswl`` does not import yaml)."""
+    """The loader class, built on first use (``import aswl`` does not import yaml): libyaml's
+    safe loader when PyYAML has it, else PyYAML's, which also checks the limits itself."""
     import yaml
     from yaml.events import AliasEvent
 
@@ -77,6 +78,10 @@ def _loader() -> type:
             finally:
                 self._depth -= 1
 
+    if hasattr(yaml, "CSafeLoader"):  # libyaml: fast; _prescan has applied the limits
+        class Loader(yaml.CSafeLoader):  # type: ignore[no-redef]
+            pass
+
     Loader.yaml_implicit_resolvers = {
         first: list(resolvers)
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -85,6 +90,42 @@ def _loader() -> type:
         re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
         list("-+0123456789"))
     return Loader
+
+
+def _prescan(text: str) -> None:
+    """Walk the YAML events (libyaml's C parser when PyYAML has it) and stop at the first
+    limit, before any Python object is built: aliases, too many values, too deep."""
+    import yaml
+
+    try:
+        _walk(yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    except yaml.YAMLError as err:
+        if "nesting depth" in str(err):  # libyaml's own limit (1,000) came first
+            raise YamlLimitError(f"nested deeper than {MAX_DEPTH} levels") from None
+        raise
+
+
+def _walk(events: Any) -> None:
+    import yaml
+
+    depth = nodes = 0
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            raise YamlLimitError(f"YAML aliases (*name) are not accepted (line "
+                                 f"{event.start_mark.line + 1}); write the value out in full")
+        if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise YamlLimitError(f"more than {MAX_NODES:,} values; a config is a few "
+                                     "keys and values")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise YamlLimitError(f"nested deeper than {MAX_DEPTH} levels (line "
+                                     f"{mark.line + 1}, column {mark.column + 1})")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def yaml_load(text: str) -> Any:
@@ -98,6 +139,7 @@ def yaml_load(text: str) -> Any:
         raise YamlLimitError(f"{len(text):,} characters, more than the {MAX_BYTES:,} a config "
                              "may hold")
     try:
+        _prescan(text)  # fast; the loader below checks the same limits again as it builds
         return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except YamlLimitError:
         raise
