@@ -506,11 +506,7 @@ def _run(argv: list[str] | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (OSError, WriteError) as err:  # a full disk or a vanished folder while writing
-        from aswl.io import explain
+        from aswl.io import failure_line
 
-        text = explain(err, err.filename or "a file") if isinstance(err, OSError) else str(err)
-        again = {"train": "continue with --resume",
-                 "compare": "run the same command again (finished runs are kept)"}
-        print(f"error: {text}; then {again.get(args.command, 'run the command again')}",
-              file=sys.stderr)
+        print(f"error: {failure_line(err, args.command)}", file=sys.stderr)
         return 2

@@ -93,8 +93,10 @@ def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "m
     result's ``validate()`` runs when it has one.
     """
     names = [f.name for f in dataclasses.fields(config_class)]
-    unknown = sorted(set(values) - set(names))
+    unknown = sorted(set(values) - set(names), key=str)
     if unknown:
+        unknown = [short_repr(k, 40)[1:-1] if isinstance(k, str) else short_repr(k, 40)
+                   for k in unknown[:5]] + (["..."] if len(unknown) > 5 else [])
         if prefix == "method.":
             raise ConfigError(f"unknown method option(s) {unknown} for "
                               f"{config_class.__name__}; valid: {sorted(names)}")

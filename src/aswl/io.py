@@ -52,6 +52,17 @@ def explain(err: OSError, path: str | Path, action: str = "write") -> str:
     return f"cannot {action} {str(path)!r}: {fix}"
 
 
+_AGAIN = {"train": "continue with --resume",
+          "compare": "run the same command again (finished runs are kept)"}
+
+
+def failure_line(err: OSError | WriteError, command: str) -> str:
+    """The CLI's line for a write that failed in ``command``: what, why, the fix, and how to
+    go on (only ``train`` has ``--resume``)."""
+    text = explain(err, err.filename or "a file") if isinstance(err, OSError) else str(err)
+    return f"{text}; then {_AGAIN.get(command, 'run the command again')}"
+
+
 def _loops(path: Path) -> bool:
     """Does ``path`` (or a folder above it) end in a symbolic link that never resolves?"""
     for part in (path, *path.parents):
