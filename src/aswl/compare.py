@@ -39,7 +39,7 @@ from typing import Any
 
 from aswl.config import NEUTRAL_KEYS, Config, config_diff, read_yaml_mapping
 from aswl.export.plot import plot_accuracy_vs_sparsity, plot_layer_sparsity
-from aswl.io import make_folder, write_text, write_with
+from aswl.io import make_folder, remove_temp_files, write_text, write_with
 from aswl.methods import ConfigError, get_method, list_methods
 
 log = logging.getLogger(__name__)
@@ -424,6 +424,9 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, grid: Grid,
     A plot that cannot be drawn is logged, never raised: the tables are what matters."""
     out_dir = Path(out_dir)
     make_folder(out_dir)
+    for name in ("results.csv", "summary.csv", "summary.md", "accuracy_vs_sparsity.png",
+                 "layer_sparsity.png"):
+        remove_temp_files(out_dir / name)  # left by an interrupted earlier write
     _write_csv(out_dir / "results.csv", sort_rows(rows), RESULT_FIELDS)
     summary = summarize(rows)
     _write_csv(out_dir / "summary.csv", summary, SUMMARY_FIELDS)

@@ -36,6 +36,17 @@ TINY = ["progress=false", "data.limit_train=96", "data.limit_test=64", "batch_si
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
+@pytest.fixture(autouse=True)
+def _no_stale_log_handlers():
+    """Commands that do not set up logging must not write to an earlier test's closed
+    capture stream (the CLI's handlers outlive the test that made them)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = []
+    yield
+    root.handlers = saved
+
+
 def error_line(capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err
