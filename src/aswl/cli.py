@@ -31,10 +31,13 @@ log = logging.getLogger("aswl")
 
 
 def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
-    from aswl.train.launch import read_launch
+    from aswl.train.launch import LaunchError, read_launch
 
     level = logging.DEBUG if verbose else logging.INFO
-    rank = read_launch().rank
+    try:
+        rank = read_launch().rank
+    except LaunchError:  # `aswl train` refuses them; the other commands run as one process
+        rank = 0
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if out_dir is not None and rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,8 +228,8 @@ def cmd_report(args: argparse.Namespace) -> int:
           "--resume` to write it again"
     try:
         report = json.loads(path.read_bytes())
-    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
-        raise ExportError(f"{path} cannot be read as JSON ({err}); {fix}") from err
+    except (OSError, ValueError, RecursionError) as err:  # bad JSON, not UTF-8, too deep
+        raise ExportError(f"{path} cannot be read as JSON ({str(err)[:200]}); {fix}") from None
     if not isinstance(report, dict):
         raise ExportError(f"{path} holds a JSON {type(report).__name__}, not a report; {fix}")
     try:

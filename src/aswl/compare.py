@@ -271,7 +271,7 @@ def run_one(spec: RunSpec, run_dir: Path,
         stale = _stale_keys(run_dir, spec.config)
         try:
             report = json.loads(report_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, ValueError, RecursionError) as err:  # bad JSON, not UTF-8, too deep
             log.error("%s: report.json unreadable (%s); delete %s to retrain it",
                       spec.name, err, run_dir)
             return _row(spec, "failed", error=f"unreadable report.json: {err}"), "failed"

@@ -204,3 +204,19 @@ def test_a_header_claiming_more_than_the_file_is_refused(tmp_path):
     path.write_bytes(len(header).to_bytes(8, "little") + header.encode() + b"\0" * 16)
     with pytest.raises(ExportError, match="bad dtype, shape or byte range"):
         load_compact(Net(), path)
+
+
+# ------------------------------------------------------------------------- deep JSON anywhere
+def test_deeply_nested_json_in_report_and_checkpoint_header_is_a_clear_error(tmp_path, capsys):
+    from aswl.train import CheckpointError, load_checkpoint
+    from aswl.train.checkpoint import MAGIC
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["report", str(run)]) == 2
+    assert "cannot be read as JSON" in error_line(capsys)
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(MAGIC + b"[" * 3000 + b"\n" + b"payload")
+    with pytest.raises(CheckpointError, match="damaged header"):
+        load_checkpoint(checkpoint)

@@ -184,9 +184,15 @@ def export_model(source: Source, fmt: str, quantize: str | None = None,
     if source.run_dir is not None:
         report_path = source.run_dir / "report.json"
         if report_path.is_file():
-            report = json.loads(report_path.read_text())
-            report.setdefault("exports", {})[out.name] = row
-            write_text(report_path, json.dumps(report, indent=2))
+            try:
+                report = json.loads(report_path.read_bytes())
+            except (OSError, ValueError, RecursionError) as err:
+                report = None
+                log.warning("%s is unreadable (%s): the export is not recorded in it",
+                            report_path, str(err)[:120])
+            if isinstance(report, dict):
+                report.setdefault("exports", {})[out.name] = row
+                write_text(report_path, json.dumps(report, indent=2))
     return row
 
 

@@ -65,7 +65,7 @@ def _split(path: Path, blob: bytes) -> tuple[dict[str, Any] | None, bytes]:
     end = blob.find(b"\n", 0, _MAX_HEADER)
     try:
         header = json.loads(blob[len(MAGIC):end]) if end > 0 else None
-    except ValueError:
+    except (ValueError, RecursionError):
         header = None
     if not isinstance(header, dict) or not isinstance(header.get("sha256"), str):
         raise CheckpointError(f"checkpoint {str(path)!r} has a damaged header; it is corrupt. "
