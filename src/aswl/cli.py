@@ -121,6 +121,7 @@ def _resume_config(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from aswl.configs import resolve_config
     from aswl.train import load_config, train
+    from aswl.train.launch import read_launch
     from aswl.train.rundir import run_directory
 
     args.config = resolve_config(args.config)  # a shipped config by name, or a file
@@ -129,8 +130,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, args.set or [])
     out = args.out or _default_out(config)
-    from aswl.train.launch import read_launch
-
     main_rank = read_launch().main  # checks the launcher's variables before anything runs
     _setup_logging(None, args.verbose)
     with run_directory(out, main=main_rank):  # one writer per folder, checked before training

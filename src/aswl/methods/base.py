@@ -421,7 +421,7 @@ class SparseMethod:
         plain.eval()
         skipped = getattr(self, "nonfinite_steps", 0)
         check_finite_weights(plain.state_dict(), f"{self.name}: the exported model",
-                     f" ({skipped} step(s) met non-finite numbers)" if skipped else "")
+                             f" ({skipped} step(s) met non-finite numbers)" if skipped else "")
         return plain
 
 
