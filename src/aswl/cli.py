@@ -31,8 +31,13 @@ log = logging.getLogger("aswl")
 
 
 def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
+    from aswl.train.launch import LaunchError, read_launch
+
     level = logging.DEBUG if verbose else logging.INFO
-    rank = int(os.environ.get("RANK", "0"))
+    try:
+        rank = read_launch().rank
+    except LaunchError:  # `aswl train` refuses them; the other commands run as one process
+        rank = 0
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if out_dir is not None and rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,18 +79,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     from aswl.configs import resolve_config
     from aswl.runs import default_out, prepare_run, run_directory
     from aswl.train import load_config, train
+    from aswl.train.launch import read_launch
 
     args.config = resolve_config(args.config)  # a shipped config by name, or a file
     if args.resume:  # the run's own config, --config and --set on top, checked
+        from aswl.config import RESUMABLE_KEYS
         from aswl.runs import resume_config
         from aswl.train import load_checkpoint
+        from aswl.train.provenance import check_belongs
 
-        config = resume_config(args.out, args.config, args.set or [],
-                               lambda path: json.loads(load_checkpoint(path)["config"]))
+        def checkpoint_config(path: Path) -> dict[str, Any]:
+            saved = json.loads(load_checkpoint(path)["config"])
+            check_belongs(args.out, saved, RESUMABLE_KEYS)  # not a checkpoint of another run
+            return saved
+
+        config = resume_config(args.out, args.config, args.set or [], checkpoint_config)
     else:
         config = load_config(args.config, args.set or [])
     out = args.out or default_out(config)
-    main_rank = int(os.environ.get("RANK", "0")) == 0
+    main_rank = read_launch().main  # checks the launcher's variables before anything runs
     _setup_logging(None, args.verbose)
     with run_directory(out, main=main_rank):  # one writer per folder, checked before training
         _setup_logging(out, args.verbose)
@@ -109,10 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from aswl.export.compact import ExportError, load_compact
+    from aswl.export.compact import ExportError, load_compact, load_weights
     from aswl.runs import load_run
     from aswl.train.data_loop import evaluate
     from aswl.train.dist import Dist, resolve_device
@@ -126,10 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if not path.is_file():
             raise ExportError(f"{path} not found: the run did not finish; resume it first")
-        try:
-            model.load_state_dict(load_file(str(path)))
-        except (SafetensorError, RuntimeError) as err:
-            raise ExportError(f"{path} cannot be loaded into {config.model}: {err}") from err
+        load_weights(model, path)  # checks the header, the shapes and the SHA-256
     accuracy = evaluate(model.to(device), data.test, config.batch_size, device, Dist(),
                         config.data.workers)
     print(json.dumps({"test_accuracy": accuracy, "file": str(path), "dataset": config.dataset,
@@ -148,8 +154,8 @@ def cmd_report(args: argparse.Namespace) -> int:
           "--resume` to write it again"
     try:
         report = json.loads(path.read_bytes())
-    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
-        raise ExportError(f"{path} cannot be read as JSON ({err}); {fix}") from err
+    except (OSError, ValueError, RecursionError) as err:  # bad JSON, not UTF-8, too deep
+        raise ExportError(f"{path} cannot be read as JSON ({str(err)[:200]}); {fix}") from None
     if not isinstance(report, dict):
         raise ExportError(f"{path} holds a JSON {type(report).__name__}, not a report; {fix}")
     try:
@@ -293,7 +299,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    args.clock)
     print(format_bench(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        from aswl.io import write_text
+
+        write_text(args.json, json.dumps(result, indent=2))
     return 0
 
 
@@ -414,10 +422,13 @@ def _run(argv: list[str] | None) -> int:
     try:
         from aswl.data import DatasetError
         from aswl.export.compact import ExportError
+        from aswl.finite import NonFiniteError
+        from aswl.io import WriteError
         from aswl.methods import ConfigError
         from aswl.models import ModelError
         from aswl.runs import RunDirError
         from aswl.train import CheckpointError, TrainingError
+        from aswl.train.launch import LaunchError
     finally:
         if quick_exit:
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -425,11 +436,11 @@ def _run(argv: list[str] | None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DatasetError, ModelError, TrainingError, CheckpointError,
-            ExportError, RunDirError) as err:
+            ExportError, RunDirError, LaunchError, NonFiniteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # a full disk or a vanished folder while writing the results
-        where = f" ({err.filename})" if err.filename else ""
-        print(f"error: {err.strerror or err}{where}; fix it, then continue with --resume",
-              file=sys.stderr)
+    except (OSError, WriteError) as err:  # a full disk or a vanished folder while writing
+        from aswl.io import failure_line
+
+        print(f"error: {failure_line(err, args.command)}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aswl.files import remove_temp_files
+from aswl.io import remove_temp_files
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,7 +39,7 @@ except ImportError:  # not POSIX: no locking
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".aswl.lock"
-WRITTEN = ("config.yaml", "metrics.jsonl", "report.json", "model.safetensors",
+WRITTEN = ("config.yaml", "metrics.jsonl", "metrics.csv", "report.json", "model.safetensors",
            "model.sparse.safetensors", "training.png", "train.log", "checkpoints/last.pt",
            "checkpoints/best.pt")
 """Every file a run writes into its folder."""
@@ -221,19 +221,16 @@ def changed_settings(out: str | Path, config: Config) -> list[str]:
     """Dotted config keys whose value in ``out/config.yaml`` differs from ``config``, except
     the settings that never change a result (:data:`aswl.config.NEUTRAL_KEYS`): a finished
     run with none is reused as it is."""
-    from aswl.config import NEUTRAL_KEYS, config_diff
+    from aswl.checks import ConfigError
+    from aswl.config import NEUTRAL_KEYS, config_diff, read_yaml_mapping
 
     path = Path(out) / "config.yaml"
     if not path.is_file():
         return []
-    import yaml
-
     try:
-        saved = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
+        saved = read_yaml_mapping(path, "config file")
+    except ConfigError:
         return ["config.yaml (unreadable)"]
-    if not isinstance(saved, dict):
-        return ["config.yaml (not a mapping)"]
     return config_diff(saved, config.to_dict(), NEUTRAL_KEYS)
 
 
