@@ -2,8 +2,9 @@
 dataclass from a dict, nested sections included), one checker (:func:`check`) and the error
 they raise (:class:`ConfigError`, a one-line message naming the field and what it may be).
 
-This module imports nothing from aswl, so that the run config (:mod:`aswl.config`) and the
-methods' configs (:mod:`aswl.methods.base`) both build on it without importing each other.
+This module imports only :mod:`aswl.safe_yaml` (a leaf), so that the run config
+(:mod:`aswl.config`) and the methods' configs (:mod:`aswl.methods.base`) both build on it
+without importing each other.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import types
 import typing
 from typing import Any, TypeVar
+
+from aswl.safe_yaml import short_repr
 
 T = TypeVar("T")
 
@@ -28,7 +31,7 @@ def check(ok: bool, name: str, value: Any, allowed: str, prefix: str = "method."
     top level of the run config).
     """
     if not ok:
-        raise ConfigError(f"{prefix}{name} = {value!r} is invalid: expected {allowed}")
+        raise ConfigError(f"{prefix}{name} = {short_repr(value)} is invalid: expected {allowed}")
 
 
 def coerce_value(value: Any, hint: Any, name: str) -> Any:
@@ -53,15 +56,18 @@ def coerce_value(value: Any, hint: Any, name: str) -> Any:
         return value
     check_type = origin or hint
     if check_type in (int, float) and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{name} = {value!r} is invalid: expected a finite number")
+        raise ConfigError(f"{name} = {short_repr(value)} is invalid: expected a finite number")
     if check_type is float and isinstance(value, float):
         return value
     if check_type is int and isinstance(value, float) and value.is_integer():
         return int(value)  # 1e3 -> 1000
+    if check_type is list and isinstance(value, list) and typing.get_args(hint):
+        item_hint = typing.get_args(hint)[0]  # list[str]: every element is checked
+        return [coerce_value(item, item_hint, f"{name}[{i}]") for i, item in enumerate(value)]
     if check_type in (int, str, bool, list, dict):
         if isinstance(value, check_type) and not (check_type is int and isinstance(value, bool)):
             return value
-    raise ConfigError(f"{name} = {value!r} has the wrong type: expected "
+    raise ConfigError(f"{name} = {short_repr(value)} has the wrong type: expected "
                       f"{getattr(hint, '__name__', hint)}")
 
 
@@ -81,8 +87,10 @@ def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "m
     result's ``validate()`` runs when it has one.
     """
     names = [f.name for f in dataclasses.fields(config_class)]
-    unknown = sorted(set(values) - set(names))
+    unknown = sorted(set(values) - set(names), key=str)
     if unknown:
+        unknown = [short_repr(k, 40)[1:-1] if isinstance(k, str) else short_repr(k, 40)
+                   for k in unknown[:5]] + (["..."] if len(unknown) > 5 else [])
         if prefix == "method.":
             raise ConfigError(f"unknown method option(s) {unknown} for "
                               f"{config_class.__name__}; valid: {sorted(names)}")

@@ -31,8 +31,13 @@ log = logging.getLogger("aswl")
 
 
 def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
+    from aswl.train.launch import LaunchError, read_launch
+
     level = logging.DEBUG if verbose else logging.INFO
-    rank = int(os.environ.get("RANK", "0"))
+    try:
+        rank = read_launch().rank
+    except LaunchError:  # `aswl train` refuses them; the other commands run as one process
+        rank = 0
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if out_dir is not None and rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,44 +75,29 @@ def _stopped(out: Path, stop: KeyboardInterrupt) -> int:
     return 143 if isinstance(stop, Terminated) else 130
 
 
-def _resume_config(args: argparse.Namespace):
-    """``--resume``: the run's own config (from its checkpoint, else its config.yaml) with
-    ``--config`` and ``--set`` on top; only the settings a resume may change may differ."""
-    from aswl.config import ConfigError, load_config, read_yaml_mapping
-    from aswl.runs import CHECKPOINT, check_resume
-    from aswl.train import TrainingError, load_checkpoint
-
-    if args.out is None:
-        raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
-    checkpoint, saved_yaml = args.out / CHECKPOINT, args.out / "config.yaml"
-    if checkpoint.is_file():
-        source, saved = checkpoint, json.loads(load_checkpoint(checkpoint)["config"])
-    elif saved_yaml.is_file():
-        source, saved = saved_yaml, read_yaml_mapping(saved_yaml, "config file")
-    elif args.config is not None:
-        return load_config(args.config, args.set or [])  # nothing saved: start it as given
-    else:
-        raise TrainingError(
-            f"--resume: {args.out} has no checkpoint and no config.yaml, so the settings of "
-            "the run started there are unknown; start it again without --resume, with its "
-            "--config and --set (add --overwrite if the folder holds files)")
-    config = load_config(args.config, args.set or [], base=saved)
-    check_resume(saved, config, source)
-    return config
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from aswl.configs import resolve_config
     from aswl.runs import default_out, prepare_run, run_directory
     from aswl.train import load_config, train
+    from aswl.train.launch import read_launch
 
     args.config = resolve_config(args.config)  # a shipped config by name, or a file
-    if args.resume:
-        config = _resume_config(args)
+    if args.resume:  # the run's own config, --config and --set on top, checked
+        from aswl.config import RESUMABLE_KEYS
+        from aswl.runs import resume_config
+        from aswl.train import load_checkpoint
+        from aswl.train.provenance import check_belongs
+
+        def checkpoint_config(path: Path) -> dict[str, Any]:
+            saved = json.loads(load_checkpoint(path)["config"])
+            check_belongs(args.out, saved, RESUMABLE_KEYS)  # not a checkpoint of another run
+            return saved
+
+        config = resume_config(args.out, args.config, args.set or [], checkpoint_config)
     else:
         config = load_config(args.config, args.set or [])
     out = args.out or default_out(config)
-    main_rank = int(os.environ.get("RANK", "0")) == 0
+    main_rank = read_launch().main  # checks the launcher's variables before anything runs
     _setup_logging(None, args.verbose)
     with run_directory(out, main=main_rank):  # one writer per folder, checked before training
         _setup_logging(out, args.verbose)
@@ -145,7 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if not path.is_file():
             raise ExportError(f"{path} not found: the run did not finish; resume it first")
-        load_weights(model, path)
+        load_weights(model, path)  # checks the header, the shapes and the SHA-256
     accuracy = evaluate(model.to(device), data.test, config.batch_size, device, Dist(),
                         config.data.workers)
     print(json.dumps({"test_accuracy": accuracy, "file": str(path), "dataset": config.dataset,
@@ -164,8 +154,8 @@ def cmd_report(args: argparse.Namespace) -> int:
           "--resume` to write it again"
     try:
         report = json.loads(path.read_bytes())
-    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
-        raise ExportError(f"{path} cannot be read as JSON ({err}); {fix}") from err
+    except (OSError, ValueError, RecursionError) as err:  # bad JSON, not UTF-8, too deep
+        raise ExportError(f"{path} cannot be read as JSON ({str(err)[:200]}); {fix}") from None
     if not isinstance(report, dict):
         raise ExportError(f"{path} holds a JSON {type(report).__name__}, not a report; {fix}")
     try:
@@ -198,7 +188,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         base = load_config(resolve_config(args.config), args.set or [])
         grid = load_grid(args.grid, methods=args.methods, sparsities=args.sparsities,
-                         seeds=args.seeds, layer_plot_sparsity=args.layer_plot_sparsity)
+                         seeds=args.seeds, layer_plot_sparsity=args.layer_plot_sparsity,
+                         variants=args.variants)
         try:
             rows = run_grid(base, grid, args.out, train_missing=not args.report_only)
         except KeyboardInterrupt:
@@ -308,7 +299,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    args.clock)
     print(format_bench(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        from aswl.io import write_text
+
+        write_text(args.json, json.dumps(result, indent=2))
     return 0
 
 
@@ -380,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--grid", type=Path,
                          help="YAML with methods, sparsities, seeds (the flags override it)")
     compare.add_argument("--methods", help="comma list, e.g. dense,aswl,gmp,rigl")
+    compare.add_argument("--variants", nargs="+", action="extend", metavar="NAME:KEY=VALUE",
+                         help="methods with options of their own, NAME:KEY=VALUE[+KEY=VALUE...] "
+                         "(space-separated), e.g. 'aswl:prior=uniform'; each gets rows of its "
+                         "own")
     compare.add_argument("--sparsities", help="comma list of targets, e.g. 0.9,0.95,0.98")
     compare.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a comma list (default 3)")
     compare.add_argument("--out", type=Path, required=True, help="output folder")
@@ -425,10 +422,13 @@ def _run(argv: list[str] | None) -> int:
     try:
         from aswl.data import DatasetError
         from aswl.export.compact import ExportError
+        from aswl.finite import NonFiniteError
+        from aswl.io import WriteError
         from aswl.methods import ConfigError
         from aswl.models import ModelError
         from aswl.runs import RunDirError
         from aswl.train import CheckpointError, TrainingError
+        from aswl.train.launch import LaunchError
     finally:
         if quick_exit:
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -436,11 +436,11 @@ def _run(argv: list[str] | None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DatasetError, ModelError, TrainingError, CheckpointError,
-            ExportError, RunDirError) as err:
+            ExportError, RunDirError, LaunchError, NonFiniteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # a full disk or a vanished folder while writing the results
-        where = f" ({err.filename})" if err.filename else ""
-        print(f"error: {err.strerror or err}{where}; fix it, then continue with --resume",
-              file=sys.stderr)
+    except (OSError, WriteError) as err:  # a full disk or a vanished folder while writing
+        from aswl.io import failure_line
+
+        print(f"error: {failure_line(err, args.command)}", file=sys.stderr)
         return 2

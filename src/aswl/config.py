@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aswl.checks import ConfigError, build_config, check, check_finite, coerce_value
+from aswl.safe_yaml import short_repr
 
 __all__ = ["RESUMABLE_KEYS", "NEUTRAL_KEYS", "Config", "ConfigError", "DataConfig",
            "apply_override", "build_config", "check", "check_finite", "coerce_value",
@@ -65,6 +64,9 @@ class DataConfig:
     """Keep only the first N training samples (quick runs, tests)."""
     limit_test: int | None = None
     """Keep only the first N test samples."""
+    epoch_samples: int | None = None
+    """Train each epoch on N training samples drawn at random, a fresh draw per epoch from the
+    seed (quick runs; the defaults selection). None: the whole training set every epoch."""
     augment: bool = True
     """Training-set augmentation: random shifts of up to 2 pixels (MNIST, Fashion-MNIST, the
     embedded MNIST subset), random crop and flip (CIFAR-10, ImageNet); none for synthetic."""
@@ -132,7 +134,10 @@ class Config:
             check(ok, name, _get(self, name), allowed, prefix="")
 
         need(self.epochs >= 1, "epochs", "an integer >= 1")
-        need(self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(1 <= self.batch_size <= 2**24, "batch_size", "an integer in [1, 2**24]")
+        need(1 <= self.epochs <= 10**6, "epochs", "an integer in [1, 10**6]")
+        need(0 <= self.data.workers <= 512, "data.workers",
+             "an integer in [0, 512] (0: load in the main process)")
         need(self.lr > 0, "lr", "a number > 0")
         need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
         need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
@@ -151,6 +156,8 @@ class Config:
              "'last' unless data.val_fraction > 0")
         need(0 <= self.data.val_fraction < 1, "data.val_fraction", "a fraction in [0, 1)")
         need(self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1")
+        need(self.data.epoch_samples is None or self.data.epoch_samples >= 1,
+             "data.epoch_samples", "null or an integer >= 1")
         need(isinstance(self.log, list) and all(name in ("jsonl", "csv", "tensorboard")
                                                 for name in self.log),
              "log", "a list of 'jsonl', 'csv', 'tensorboard', e.g. [jsonl, csv]")
@@ -200,47 +207,32 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
-@functools.lru_cache(maxsize=1)
-def _loader() -> Any:
-    """Safe YAML that also reads ``1e6``, ``1E-3`` and ``-2e+5`` as numbers (YAML 1.2 style;
-    PyYAML's YAML 1.1 rules need a dot in the mantissa and read them as strings). Built on
-    first use, so that ``import aswl`` does not import yaml."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.yaml_implicit_resolvers = {
-        first: list(resolvers)
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-        list("-+0123456789"))
-    return Loader
-
-
 def yaml_load(text: str) -> Any:
-    """Parse YAML text safely (no objects), with exponent numbers such as ``1e6`` as floats."""
-    import yaml
+    """Parse YAML text safely and bounded (:mod:`aswl.safe_yaml`): no objects, no aliases,
+    exponent numbers such as ``1e6`` as floats."""
+    from aswl.safe_yaml import yaml_load as load
 
-    return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+    return load(text)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value parsed as YAML: numbers, booleans, lists, null)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set epochs=5")
+        raise ConfigError(f"--set {short_repr(text)}: expected KEY=VALUE, e.g. --set "
+                          "epochs=5")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"--set {text!r}: the key is empty")
+        raise ConfigError(f"--set {short_repr(text)}: the key is empty")
     import yaml  # on first use: `import aswl` stays light
+
+    from aswl.safe_yaml import YamlLimitError, one_line
 
     try:
         value = yaml_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from err
+    except (yaml.YAMLError, YamlLimitError) as err:
+        raise ConfigError(f"--set {short_repr(text)}: value is not valid YAML "
+                          f"({one_line(err)})") from err
     return key.split("."), value
 
 
@@ -266,7 +258,12 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {str(path)!r} not found")
     import yaml
 
+    from aswl.safe_yaml import MAX_BYTES
+
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ConfigError(f"{what} {str(path)!r} is {path.stat().st_size:,} bytes, more "
+                              f"than the {MAX_BYTES:,} a config may hold; is it a config?")
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text (byte {err.start} is "
@@ -274,11 +271,12 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
                           "Save it as UTF-8") from err
     except OSError as err:
         raise ConfigError(f"{what} {str(path)!r} cannot be read: {err.strerror or err}") from err
+    from aswl.safe_yaml import YamlLimitError, one_line
+
     try:
         loaded = yaml_load(text) or {}
-    except yaml.YAMLError as err:
-        reason = " ".join(str(err).split())  # one line
-        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {reason}") from err
+    except (yaml.YAMLError, YamlLimitError) as err:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {one_line(err)}") from err
     if not isinstance(loaded, dict):
         raise ConfigError(f"{what} {str(path)!r} must hold a mapping of keys")
     return loaded

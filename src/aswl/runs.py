@@ -5,7 +5,8 @@ One module for the trainer, ``aswl train``/``eval``, ``aswl compare`` and the ex
 - where a run goes (:func:`default_out`) and one writer per folder (:func:`run_directory`);
 - how a run starts in a folder that may hold an earlier one (:func:`prepare_run`: resume,
   refuse, or clear the earlier files with :func:`start_fresh`);
-- whether a resume may go on with the settings given (:func:`check_resume`);
+- the config a resume goes on with, and whether it may (:func:`resume_config`,
+  :func:`check_resume`);
 - the model and test set of a finished run, rebuilt from its ``config.yaml``
   (:func:`load_run`).
 
@@ -18,11 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aswl.files import remove_temp_files
+from aswl.io import remove_temp_files
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,7 +39,7 @@ except ImportError:  # not POSIX: no locking
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".aswl.lock"
-WRITTEN = ("config.yaml", "metrics.jsonl", "report.json", "model.safetensors",
+WRITTEN = ("config.yaml", "metrics.jsonl", "metrics.csv", "report.json", "model.safetensors",
            "model.sparse.safetensors", "training.png", "train.log", "checkpoints/last.pt",
            "checkpoints/best.pt")
 """Every file a run writes into its folder."""
@@ -214,6 +215,50 @@ def check_resume(saved: dict[str, Any], config: Config, source: str | Path) -> N
             f"--resume cannot change {', '.join(changed)} (the run in {source} has other "
             f"values); a resume may change only {', '.join(sorted(RESUMABLE_KEYS))}. Start a "
             "new run (another --out) to change the others")
+
+
+def changed_settings(out: str | Path, config: Config) -> list[str]:
+    """Dotted config keys whose value in ``out/config.yaml`` differs from ``config``, except
+    the settings that never change a result (:data:`aswl.config.NEUTRAL_KEYS`): a finished
+    run with none is reused as it is."""
+    from aswl.checks import ConfigError
+    from aswl.config import NEUTRAL_KEYS, config_diff, read_yaml_mapping
+
+    path = Path(out) / "config.yaml"
+    if not path.is_file():
+        return []
+    try:
+        saved = read_yaml_mapping(path, "config file")
+    except ConfigError:
+        return ["config.yaml (unreadable)"]
+    return config_diff(saved, config.to_dict(), NEUTRAL_KEYS)
+
+
+def resume_config(out: Path | None, config_file: str | Path | None, overrides: list[str],
+                  checkpoint_config: Callable[[Path], dict[str, Any]]) -> Config:
+    """``--resume``: the run's own config (from its checkpoint, read by
+    ``checkpoint_config``, else its config.yaml) with ``config_file`` and ``overrides`` on
+    top; only the settings a resume may change may differ (:func:`check_resume`)."""
+    from aswl.checks import ConfigError
+    from aswl.config import load_config, read_yaml_mapping
+
+    if out is None:
+        raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+    checkpoint, saved_yaml = Path(out) / CHECKPOINT, Path(out) / "config.yaml"
+    if checkpoint.is_file():
+        source, saved = checkpoint, checkpoint_config(checkpoint)
+    elif saved_yaml.is_file():
+        source, saved = saved_yaml, read_yaml_mapping(saved_yaml, "config file")
+    elif config_file is not None:
+        return load_config(config_file, overrides)  # nothing saved: start it as given
+    else:
+        raise RunDirError(
+            f"--resume: {out} has no checkpoint and no config.yaml, so the settings of the "
+            "run started there are unknown; start it again without --resume, with its "
+            "--config and --set (add --overwrite if the folder holds files)")
+    config = load_config(config_file, overrides, base=saved)
+    check_resume(saved, config, source)
+    return config
 
 
 # ---------------------------------------------------------------- reading a finished run

@@ -23,18 +23,22 @@ class Ranks(Protocol):
 
 def batches(dataset: Any, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
             dist: Ranks | None = None, device: torch.device | str = "cpu", workers: int = 0,
-            augment: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
+            augment: bool = True, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """Batches of one epoch; the order depends only on (seed, epoch), so resume is exact.
 
     In-memory datasets are sliced directly (much faster than a DataLoader on small images);
     others go through a DataLoader with worker processes and pinned memory on GPU. ``dist``
     (rank and world size, e.g. :class:`aswl.train.dist.Dist`) shards the order; None: one
-    process.
+    process. ``limit``: only the first ``limit`` samples of the epoch's order (a fresh random
+    subset each epoch when shuffled).
     """
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     count = len(dataset)
     order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
+    if limit is not None:
+        order = order[:limit]
+        count = len(order)
     if dist is not None and dist.world_size > 1:
         per_rank = math.ceil(count / dist.world_size)
         order = torch.cat([order, order[: per_rank * dist.world_size - count]])
@@ -57,10 +61,12 @@ def batches(dataset: Any, batch_size: int, *, shuffle: bool, seed: int, epoch: i
         yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
-def steps_per_epoch(dataset: Any, batch_size: int, dist: Ranks | None = None) -> int:
-    """Batches per epoch on one rank."""
+def steps_per_epoch(dataset: Any, batch_size: int, dist: Ranks | None = None,
+                    limit: int | None = None) -> int:
+    """Batches per epoch on one rank (of ``limit`` samples per epoch when given)."""
     world_size = dist.world_size if dist is not None else 1
-    return math.ceil(math.ceil(len(dataset) / world_size) / batch_size)
+    count = len(dataset) if limit is None else min(len(dataset), limit)
+    return math.ceil(math.ceil(count / world_size) / batch_size)
 
 
 @torch.no_grad()

@@ -355,7 +355,7 @@ def layer_costs(model: nn.Module, names: list[str], example_inputs: Tensor,
     """Each layer's dense parameter count or FLOPs per sample (2 per multiply-accumulate)."""
     if budget == "params":
         return {n: float(model.get_submodule(n).weight.numel()) for n in names}
-    from aswl.export.report import layer_flops
+    from aswl.sparse.flops import layer_flops
 
     flops = layer_flops(model, names, tuple(example_inputs.shape[1:]))
     return {n: float(flops.get(n, 0)) for n in names}

@@ -2,7 +2,8 @@
 
 One process, one GPU, or many processes under ``torchrun`` (PyTorch DDP, see
 :mod:`aswl.train.dist`); only rank 0 writes files. Batching and evaluation are in
-:mod:`aswl.train.data_loop`, the optimiser and learning rate in :mod:`aswl.train.optim`.
+:mod:`aswl.data.loader`, the run folder in :mod:`aswl.runs`, the optimiser and learning rate
+in :mod:`aswl.train.optim`; :class:`~aswl.train.Callback` hooks extend a run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,18 @@ from torch import Tensor, nn
 from aswl.config import RESUMABLE_KEYS, Config
 from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
+from aswl.io import write_text
 from aswl.methods import create_method, training_step
 from aswl.models import create_model
 from aswl.runs import CHECKPOINT, check_resume, start_fresh
+from aswl.train.callbacks import Callback
 from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
+from aswl.train.launch import sigterm_kills
 from aswl.train.loggers import build_loggers
 from aswl.train.optim import build_optimizer, lr_factor
+from aswl.train.provenance import data_fingerprint, warn_if_data_changed
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +52,22 @@ def _is_terminal(stream: Any) -> bool:
 
 # --------------------------------------------------------------------------- the run
 class Trainer:
-    """Builds everything from a :class:`Config` and runs it, writing into ``out_dir``."""
+    """Builds everything from a :class:`Config` and runs it, writing into ``out_dir``.
 
-    def __init__(self, config: Config, out_dir: str | Path) -> None:
+    ``data``: datasets to use instead of building ``config.dataset`` (a benchmark that holds
+    one split in memory across many runs). ``callbacks``: :class:`~aswl.train.Callback`
+    hooks called at the start, after each step and after each epoch.
+    """
+
+    def __init__(self, config: Config, out_dir: str | Path, *, data: Datasets | None = None,
+                 callbacks: Sequence[Callback] = ()) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
+        self.callbacks = list(callbacks)
         self.dist = setup_distributed(config.device)
         self.device = resolve_device(config.device, self.dist)
         torch.manual_seed(config.seed)
-        self.data: Datasets = build_datasets(
+        self.data: Datasets = data if data is not None else build_datasets(
             config.dataset, config.data.root, download=config.data.download,
             augment=config.data.augment, val_fraction=config.data.val_fraction,
             seed=config.seed, limit_train=config.data.limit_train,
@@ -62,7 +75,8 @@ class Trainer:
         self.model = create_model(config.model, num_classes=self.data.num_classes,
                                   input_shape=self.data.input_shape,
                                   **config.model_args).to(self.device)
-        self.per_epoch = steps_per_epoch(self.data.train, config.batch_size, self.dist)
+        self.per_epoch = steps_per_epoch(self.data.train, config.batch_size, self.dist,
+                                         limit=config.data.epoch_samples)
         self.total_steps = self.per_epoch * config.epochs
         structure = config.method_structure()
         traced = ({"example_inputs": torch.zeros(1, *self.data.input_shape, device=self.device)}
@@ -97,8 +111,13 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state(),
             "cuda_rng": (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []),
             "history": json.dumps(self.history), "best_val": self.best_val,
-            "config": json.dumps(self.config.to_dict()),
+            "config": json.dumps(self.config.to_dict()), "data": json.dumps(self.fingerprint),
         }
+
+    @functools.cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        """The data's sizes and sample hashes (:mod:`aswl.train.provenance`)."""
+        return data_fingerprint(self.data)
 
     def resume(self, path: str | Path | None = None) -> None:
         """Build -> attach -> load: continue a run from its last checkpoint."""
@@ -114,6 +133,9 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = json.loads(state["history"])
         self.best_val = float(state["best_val"])
+        if isinstance(state.get("data"), str):
+            warn_if_data_changed(json.loads(state["data"]), self.fingerprint,
+                                 str(path or self.checkpoint_path))
         log.info("resumed from %s at epoch %d", path or self.checkpoint_path, self.epoch)
 
     # -- one epoch -----------------------------------------------------------------------
@@ -140,7 +162,8 @@ class Trainer:
         for images, labels in batches(self.data.train, config.batch_size, shuffle=True,
                                       seed=config.seed, epoch=self.epoch, dist=self.dist,
                                       device=self.device, workers=config.data.workers,
-                                      augment=config.data.augment):
+                                      augment=config.data.augment,
+                                      limit=config.data.epoch_samples):
             step = self.epoch * self.per_epoch + seen
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(config, step, self.total_steps,
@@ -152,12 +175,16 @@ class Trainer:
             loss_sum += task_loss.detach() * labels.numel()
             correct += (logits.argmax(1) == labels).sum()
             seen += 1
+            for callback in self.callbacks:
+                callback.on_step(self, step + 1, task_loss)
             if progress is not None:
                 progress.update(1)
         if progress is not None:
             progress.close()
         samples = max(1, seen * config.batch_size)
-        samples = min(samples, math.ceil(len(self.data.train) / self.dist.world_size))
+        epoch_size = len(self.data.train) if config.data.epoch_samples is None else \
+            min(len(self.data.train), config.data.epoch_samples)
+        samples = min(samples, math.ceil(epoch_size / self.dist.world_size))
         return {"train_loss": float(loss_sum) / samples, "train_accuracy": float(correct) / samples}
 
     def _check_loss(self, loss: Tensor, step: int) -> None:
@@ -194,8 +221,8 @@ class Trainer:
         config = self.config
         if self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(),
-                                                                     sort_keys=False))
+            write_text(self.out_dir / "config.yaml", yaml.safe_dump(config.to_dict(),
+                                                                    sort_keys=False))
             if self.epoch == 0:  # a fresh start: no metric lines of an earlier attempt
                 start_fresh(self.out_dir)
         # epochs after the checkpoint (of an interrupted run) are dropped from every log
@@ -205,6 +232,8 @@ class Trainer:
                  config.model, config.dataset, len(self.method.layers),
                  self.method.total_numel, self.total_steps, self.device)
         start = time.time()
+        for callback in self.callbacks:
+            callback.on_start(self)
         while self.epoch < config.epochs:
             epoch_start = time.time()
             metrics = self.train_epoch()
@@ -224,6 +253,8 @@ class Trainer:
                      "(%.1fs)", self.epoch, config.epochs, record["train_loss"],
                      100 * record["train_accuracy"], 100 * record["test_accuracy"],
                      100 * record["global_sparsity"], record["seconds"])
+            for callback in self.callbacks:
+                callback.on_epoch(self, record)
             if self.dist.main:
                 for logger in self.loggers:
                     logger.log(record)
@@ -235,10 +266,14 @@ class Trainer:
         if self.dist.enabled:  # rank 0 may still be writing best.pt, which finish() reads
             import torch.distributed as dist
 
-            dist.barrier()
-        report = self.finish(time.time() - start)
+            with sigterm_kills():  # a Python handler could not run while C++ waits
+                dist.barrier()
+        # the epochs' own times (kept in the checkpoint's history): right after any resume
+        report = self.finish(sum(r.get("seconds", 0.0) for r in self.history)
+                             if self.history else time.time() - start)
         if self.dist.enabled:
-            dist.barrier()
+            with sigterm_kills():
+                dist.barrier()
             if self.dist.owns_group:
                 dist.destroy_process_group()
         return report
@@ -299,7 +334,7 @@ class Trainer:
             report["sparse_bytes"] = save_compact(plain, names,
                                                   self.out_dir / "model.sparse.safetensors",
                                                   extra=record)
-            (self.out_dir / "report.json").write_text(json.dumps(report, indent=2))
+            write_text(self.out_dir / "report.json", json.dumps(report, indent=2))
             try:
                 from aswl.export.plot import plot_run
 
@@ -320,9 +355,11 @@ class Trainer:
         return report
 
 
-def train(config: Config, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Run one experiment from a validated config; returns the report."""
-    trainer = Trainer(config, out_dir)
+def train(config: Config, out_dir: str | Path, resume: bool = False, *,
+          data: Datasets | None = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Run one experiment from a validated config; returns the report. ``data`` and
+    ``callbacks``: see :class:`Trainer`."""
+    trainer = Trainer(config, out_dir, data=data, callbacks=callbacks)
     if resume:
         trainer.resume()
     return trainer.fit()
