@@ -2,18 +2,16 @@
 sparsity schedules. It knows no algorithm: what a method adds per layer (ASWL's attention and
 output scaling) lives with that method, in :mod:`aswl.methods`."""
 
+from aswl.sparse.discovery import PRUNABLE_TYPES, find_prunable, split_tied
 from aswl.sparse.masked import (
-    PRUNABLE_TYPES,
     MaskedWeight,
     attach_alias,
     attach_masks,
     dense_weight,
-    find_prunable,
     global_topk_masks,
     keep_count,
     masked_weight,
     remove_masks,
-    split_tied,
     topk_mask,
 )
 from aswl.sparse.schedules import ConstantSchedule, CubicSchedule, build_schedule
