@@ -96,7 +96,6 @@ def test_lightning_resume_is_step_exact_and_checkpoints_load_as_plain_models(tmp
         mask = saved["tensors"][f"{name}.weight"]["0.mask"]
         weight = loaded.get_submodule(name).weight
         assert torch.equal(weight != 0, mask), name
-    x = batches[0][0]
     for key, values in saved["tensors"].items():  # plain weight = dense * mask
         assert torch.equal(checkpoint["state_dict"][key], values["original"] * values["0.mask"])
     assert not torch.equal(loaded.net.fc1.weight, make_net(seed=3).fc1.weight)
