@@ -166,7 +166,7 @@ def sparsify(model: nn.Module, optimizer: Any, total_steps: int,
     include, exclude = options.get("include"), options.get("exclude") or ()
     if isinstance(include, (list, tuple, type(None))) and isinstance(exclude, (list, tuple)):
         # before the masks are attached: a failed check leaves the model untouched
-        layers = find_prunable(model, include, exclude)
+        layers = find_prunable(model, include, exclude, bool(options.get("prune_embeddings")))
         _check_weights_held({name: m.weight for name, m in layers.items()}, inner)
     created = create_method(method, model, total_steps=total_steps, **options)
     return attach(created, inner)

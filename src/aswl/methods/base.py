@@ -57,6 +57,7 @@ from aswl.sparse import (
     attach_masks,
     build_schedule,
     dense_weight,
+    describe_dense,
     find_prunable,
     global_topk_masks,
     keep_count,
@@ -80,6 +81,8 @@ class MethodConfig:
     """Glob patterns of layer names to prune (default: every Conv and Linear layer)."""
     exclude: list[str] = field(default_factory=list)
     """Glob patterns of layer names never pruned."""
+    prune_embeddings: bool = False
+    """Prune Embedding layers too (an embedding tied to a pruned output layer always is)."""
     mask_interval: int = 1
     """Recompute masks every this many optimiser steps."""
     schedule: str = "cubic"
@@ -193,7 +196,8 @@ class SparseMethod:
         self.step_count = 0
         self.kept: dict[str, int] = {}
         """Weights each layer kept at the last :meth:`update_masks`."""
-        self.layers, self.tied = split_tied(find_prunable(model, config.include, config.exclude))
+        self.layers, self.tied = split_tied(find_prunable(model, config.include, config.exclude,
+                                                          config.prune_embeddings))
         """``layers``: one entry per distinct weight; ``tied``: the other layers that share a
         layer's weight Parameter (they share its mask and attention and are counted once)."""
         if not self.layers:
@@ -233,6 +237,7 @@ class SparseMethod:
             raise ConfigError(f"layer(s) {taken} already carry a method's masks: attach one "
                               "method per model (build a fresh model, or use the plain model "
                               "of method.export())")
+        describe_dense(self.model, self.layers, self.name)
         try:
             self.masks = attach_masks(self.layers, self.straight_through)
             for name, aliases in self.tied.items():
