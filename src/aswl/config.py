@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import functools
 import math
 import re
@@ -92,12 +93,15 @@ def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "m
     names = [f.name for f in dataclasses.fields(config_class)]
     unknown = sorted(set(values) - set(names))
     if unknown:
+        close = [f"`{prefix}{match[0]}`" for key in unknown
+                 if (match := difflib.get_close_matches(key, names, n=1))]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         if prefix == "method.":
-            raise ConfigError(f"unknown method option(s) {unknown} for "
+            raise ConfigError(f"unknown method option(s) {unknown}{hint} for "
                               f"{config_class.__name__}; valid: {sorted(names)}")
         where = f"in section {prefix.rstrip('.')!r} " if prefix else ""
-        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]} {where}"
-                          f"; valid keys: {[prefix + n for n in names]}")
+        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}{hint} "
+                          f"{where}".rstrip() + f"; valid keys: {[prefix + n for n in names]}")
     hints = typing.get_type_hints(config_class)
     kwargs = {}
     for key, value in values.items():

@@ -133,6 +133,15 @@ def _checked_load(load: Callable[[Any, dict[str, Any]], None]) -> Callable[..., 
     return checked
 
 
+def _untrained_hint(method: Any) -> str:
+    """How to train: ``aswl.sparsify``'s hooks step the method, an explicit loop must."""
+    if getattr(method, "step_hooks", None):
+        return ("aswl.sparsify steps the method at every optimizer.step(): train first, then "
+                "finalize() and export()")
+    return ("Call method.step() after every optimizer.step() (or use aswl.training_step), "
+            "then finalize()")
+
+
 def _warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
     """Wrap a ``finalize``: warn when no training step came before it."""
     @functools.wraps(finalize)
@@ -140,9 +149,8 @@ def _warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
             _warn(f"{self.name}: finalize() before any step(): the final masks come "
-                          "from the untrained weights (one-shot pruning at initialisation). "
-                          "Call method.step() after every optimizer.step() (or use "
-                          "aswl.training_step)")
+                  "from the untrained weights (one-shot pruning at initialisation). "
+                  + _untrained_hint(self))
         finalize(self)
 
     return warned
@@ -414,9 +422,7 @@ class SparseMethod:
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
             _warn(f"{self.name}: export() before any step(): the model is untrained "
-                          "(its masks come from the initial weights). Train it with "
-                          "method.step() after every optimizer.step(), then finalize()",
-                          )
+                  "(its masks come from the initial weights). " + _untrained_hint(self))
         plain = copy.deepcopy(self.model)
         self.fold_into_weights(plain)
         names = [*self.layers, *(alias for aliases in self.tied.values() for alias in aliases)]
