@@ -17,10 +17,10 @@ from aswl.config import ConfigError
 
 @pytest.mark.parametrize("flag", ["--version", "--help"])
 def test_version_and_help_import_no_torch(flag) -> None:
-    code = ("import sys; sys.argv = ['aswl', %r]\n"
+    code = (f"import sys; sys.argv = ['aswl', {flag!r}]\n"
             "from aswl.cli import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'LIGHT')" % flag)
+            "print('TORCH' if 'torch' in sys.modules else 'LIGHT')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip().endswith("LIGHT")
