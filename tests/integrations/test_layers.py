@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from aswl import sparsify as aswl_sparsify
 from aswl.methods import ConfigError, create_method
 
 
@@ -90,3 +91,38 @@ def test_what_stays_dense_is_said_once_at_attach(caplog) -> None:
     assert f"{1 - 32 / total:.1%}" in message  # only fc's 4 x 8 weights are pruned
     with pytest.raises(ConfigError, match="recurrent"):
         create_method("gmp", model, total_steps=1, include=["lstm", "fc"])
+
+
+@pytest.mark.parametrize("method_name", ["gmp", "aswl"])
+def test_transformer_encoder_layer_has_its_qkv_pruned(method_name) -> None:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32,
+                                       batch_first=True, dropout=0.0)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.01)
+    method = aswl_sparsify(layer, optimizer, total_steps=4, target_sparsity=0.8,
+                           method=method_name)
+    assert list(method.layers) == ["self_attn.in_proj_weight", "self_attn.out_proj",
+                                   "linear1", "linear2"]
+    x = torch.randn(3, 5, 16)
+    for _ in range(4):
+        layer(x).pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    method.finalize()
+    assert method.global_sparsity() == pytest.approx(0.8, abs=0.01)
+    qkv = layer.self_attn.in_proj_weight  # the masked tensor the forward pass reads
+    assert float((qkv == 0).float().mean()) > 0.5
+    plain = method.export()
+    assert "in_proj_weight" in dict(plain.self_attn.named_parameters())
+    assert not hasattr(plain.self_attn, "parametrizations")
+    assert torch.equal(plain.self_attn.in_proj_weight, qkv.detach())
+    layer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), layer(x))
+
+
+def test_scale_output_refuses_a_tensor_inside_attention() -> None:
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16)
+    with pytest.raises(ConfigError, match="scale_output cannot scale self_attn.in_proj_weight"):
+        create_method("aswl", layer, total_steps=4, scale_output=True, target_sparsity=0.5)
+    assert not hasattr(layer.self_attn, "parametrizations")  # nothing left attached

@@ -54,15 +54,16 @@ from torch.nn.utils import parametrize
 from aswl.config import ConfigError, build_config, check, check_finite, coerce_value
 from aswl.sparse import (
     attach_alias,
-    attach_masks,
+    attach_layers,
     build_schedule,
     dense_weight,
     describe_dense,
+    detach_layers,
     find_prunable,
     global_topk_masks,
     keep_count,
-    remove_masks,
     split_tied,
+    strip_layers,
     topk_mask,
 )
 
@@ -247,17 +248,14 @@ class SparseMethod:
                               "of method.export())")
         describe_dense(self.model, self.layers, self.name)
         try:
-            self.masks = attach_masks(self.layers, self.straight_through)
+            self.masks = attach_layers(self.layers, self.straight_through)
             for name, aliases in self.tied.items():
                 for alias in aliases:
                     attach_alias(self.model.get_submodule(alias), self.masks[name])
             self.on_attach()
             self.init_masks()
         except BaseException:
-            for module in modules.values():
-                if parametrize.is_parametrized(module, "weight"):
-                    parametrize.remove_parametrizations(module, "weight",
-                                                        leave_parametrized=False)
+            detach_layers(modules)
             self.masks = {}
             raise
         return self
@@ -426,7 +424,7 @@ class SparseMethod:
         plain = copy.deepcopy(self.model)
         self.fold_into_weights(plain)
         names = [*self.layers, *(alias for aliases in self.tied.values() for alias in aliases)]
-        remove_masks(plain.get_submodule(name) for name in names)
+        strip_layers(plain, names)
         plain.eval()
         return plain
 

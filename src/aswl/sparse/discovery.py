@@ -3,7 +3,11 @@ layers that share one weight Parameter (tied weights), and what stays dense.
 
 A layer is found by its module name (``features.0``) and pruned through its ``weight``.
 Prunable types: Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d (so ``nn.MultiheadAttention``'s
-``out_proj``) and, when asked (``embeddings=True``), Embedding. A weight that several modules
+``out_proj``) and, when asked (``embeddings=True``), Embedding. A weight tensor under another
+name (``nn.MultiheadAttention``'s ``in_proj_weight``, the q, k and v projections of every
+``nn.TransformerEncoderLayer``) is a layer too, keyed by the tensor's full name
+(``layers.0.self_attn.in_proj_weight``) and seen through a :class:`TensorSlot`, which gives it
+the ``weight`` and ``parametrizations.weight`` every layer has. A weight that several modules
 share (a language model's output layer tied to its input embedding) is one prunable weight:
 all its modules are found together and share one mask; when an ``exclude`` pattern names
 any of them, none is pruned. Recurrent layers (LSTM, GRU, RNN) are never prunable: their
@@ -16,11 +20,12 @@ import fnmatch
 import logging
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from aswl.config import ConfigError
-from aswl.sparse.masked import dense_weight
+from aswl.sparse.masked import MaskedWeight, attach_masks, dense_weight, remove_masks
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,57 @@ PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 OPT_IN_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
 REFUSED_TYPES: tuple[type[nn.Module], ...] = (nn.RNNBase,)
+SLOT_TENSORS: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.MultiheadAttention: ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")}
+"""Weight tensors not called ``weight`` that are prunable, by module type."""
+
+
+class TensorSlot(nn.Module):
+    """A layer view of ``owner``'s weight tensor ``tensor``: ``.weight`` is that tensor (masked
+    once attached) and ``.parametrizations.weight`` its parametrization list, so the mask
+    engine and the methods treat it as any layer. It is not part of the model."""
+
+    def __init__(self, owner: nn.Module, tensor: str) -> None:
+        super().__init__()
+        object.__setattr__(self, "owner", owner)  # not a child: the model keeps its modules
+        self.tensor = tensor
+
+    @property
+    def weight(self) -> nn.Parameter:  # type: ignore[override]
+        return getattr(self.owner, self.tensor)
+
+    @property
+    def parametrizations(self) -> nn.ModuleDict | None:  # type: ignore[override]
+        plists = getattr(self.owner, "parametrizations", None)
+        if not isinstance(plists, nn.ModuleDict) or self.tensor not in plists:
+            return None
+        return nn.ModuleDict({"weight": plists[self.tensor]})
+
+    def extra_repr(self) -> str:
+        return f"{type(self.owner).__name__}.{self.tensor}"
+
+
+def resolve_layer(model: nn.Module, name: str) -> nn.Module:
+    """The layer ``name`` of ``model``: a submodule, or a :class:`TensorSlot` for a tensor key."""
+    path, _, tensor = name.rpartition(".")
+    owner = model.get_submodule(path) if path else model
+    if any(isinstance(owner, kind) and tensor in tensors
+           for kind, tensors in SLOT_TENSORS.items()):
+        return TensorSlot(owner, tensor)
+    return model.get_submodule(name)
+
+
+def _slots(name: str, module: nn.Module) -> list[tuple[str, TensorSlot]]:
+    for kind, tensors in SLOT_TENSORS.items():
+        if isinstance(module, kind):
+            return [(_join(name, tensor), TensorSlot(module, tensor)) for tensor in tensors
+                    if isinstance(module._parameters.get(tensor), nn.Parameter)
+                    or parametrize.is_parametrized(module, tensor)]
+    return []
+
+
+def _join(*parts: str) -> str:
+    return ".".join(part for part in parts if part)
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -65,6 +121,10 @@ def find_prunable(model: nn.Module, include: Sequence[str] | None = None,
             raise ConfigError(f"layer {name!r} ({type(module).__name__}) is recurrent and cannot "
                               "be pruned (its fused kernel reads the weights past any mask): "
                               "remove it from include")
+        for key, slot in _slots(name, module):
+            if ((not include or _matches(key, include) or _matches(name, include))
+                    and not _matches(key, exclude) and not _matches(name, exclude)):
+                found[key] = slot
         if name in found or not isinstance(module, types):
             continue
         if (include and not _matches(name, include)) or _matches(name, exclude):
@@ -106,7 +166,8 @@ def describe_dense(model: nn.Module, layers: dict[str, nn.Module], method: str =
     its layer type (recurrent, embedding not opted in, a tensor that is not a layer's
     ``weight``), INFO otherwise. Returns the message.
     """
-    pruned = {id(_weight_of(module)) for module in layers.values()}
+    pruned = {id(dense_weight(layer) if parametrize.is_parametrized(layer, "weight")
+                  else layer.weight) for layer in layers.values()}
     seen: set[int] = set()
     total = dense = small = 0
     by_type: list[str] = []
@@ -143,3 +204,52 @@ def describe_dense(model: nn.Module, layers: dict[str, nn.Module], method: str =
         message += f"; biases and norm parameters {small / total:.1%}"
     log.log(logging.WARNING if by_type else logging.INFO, message)
     return message
+
+
+def attach_layers(layers: dict[str, nn.Module],
+                  straight_through: bool = True) -> dict[str, MaskedWeight]:
+    """:func:`~aswl.sparse.attach_masks` for layers and :class:`TensorSlot` s alike."""
+    out = attach_masks({k: m for k, m in layers.items() if not isinstance(m, TensorSlot)},
+                       straight_through)
+    for key, slot in layers.items():
+        if isinstance(slot, TensorSlot):
+            if parametrize.is_parametrized(slot.owner, slot.tensor):
+                raise ValueError(f"layer {key!r} is already parametrized; attach one method only")
+            masked = MaskedWeight(slot.weight, straight_through)
+            parametrize.register_parametrization(slot.owner, slot.tensor, masked, unsafe=True)
+            out[key] = masked
+    return {key: out[key] for key in layers}
+
+
+def detach_layers(layers: dict[str, nn.Module] | list[nn.Module]) -> None:
+    """Undo a failed attach: every masked layer gets its dense weight back."""
+    for layer in (layers.values() if isinstance(layers, dict) else layers):
+        owner, tensor = ((layer.owner, layer.tensor) if isinstance(layer, TensorSlot)
+                         else (layer, "weight"))
+        if parametrize.is_parametrized(owner, tensor):
+            parametrize.remove_parametrizations(owner, tensor, leave_parametrized=False)
+
+
+def strip_layers(model: nn.Module, names: list[str]) -> None:
+    """:func:`~aswl.sparse.remove_masks` on ``model`` (a copy) for the named layers, tensor
+    keys included: each masked tensor becomes the plain ``w * mask``."""
+    layers = [resolve_layer(model, name) for name in names]
+    remove_masks(layer for layer in layers if not isinstance(layer, TensorSlot))
+    by_owner: dict[int, tuple[nn.Module, list[str]]] = {}
+    for slot in layers:
+        if isinstance(slot, TensorSlot) and parametrize.is_parametrized(slot.owner, slot.tensor):
+            by_owner.setdefault(id(slot.owner), (slot.owner, []))[1].append(slot.tensor)
+    for owner, tensors in by_owner.values():
+        if set(owner.parametrizations) != set(tensors):  # other parametrized tensors too
+            with torch.no_grad():
+                for tensor in tensors:
+                    parametrize.remove_parametrizations(owner, tensor, leave_parametrized=True)
+            continue
+        with torch.no_grad():  # as remove_masks: the class injected is shared with the original
+            plain = {t: nn.Parameter(getattr(owner, t).detach().clone(),
+                                     requires_grad=owner.parametrizations[t].original.requires_grad)
+                     for t in tensors}
+        del owner._modules["parametrizations"]
+        owner.__class__ = owner.__class__.__bases__[0]
+        for tensor, value in plain.items():
+            owner.register_parameter(tensor, value)
