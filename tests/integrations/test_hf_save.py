@@ -109,3 +109,24 @@ def test_hf_save_model_loads_as_the_pruned_model(tmp_path) -> None:
         assert torch.equal(loaded.get_submodule(name).weight, want), name
     zeros = sum(int((loaded.get_submodule(n).weight == 0).sum()) for n in callback.method.layers)
     assert zeros / callback.method.total_numel == pytest.approx(0.8, abs=0.01)
+
+
+class Masked(Tokens):
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[index], "labels": self.ids[index]}
+
+
+def test_hf_save_keeps_the_tied_decoder_and_embedding_tied_and_pruned(tmp_path) -> None:
+    model = tiny_bert("BertForMaskedLM")
+    callback = ASWLTrainerCallback(0.7, schedule="constant")
+    args = _args(tmp_path, max_steps=2, save_strategy="no", learning_rate=1e-3)
+    transformers.Trainer(model=model, args=args, train_dataset=Masked(),
+                         callbacks=[callback]).train()
+    model.save_pretrained(str(tmp_path / "saved"))
+    loaded = transformers.BertForMaskedLM.from_pretrained(str(tmp_path / "saved"))
+    decoder = loaded.cls.predictions.decoder.weight
+    words = loaded.bert.embeddings.word_embeddings.weight
+    assert decoder.data_ptr() == words.data_ptr()  # still one tensor
+    plain = callback.method.export()
+    assert torch.equal(words, plain.bert.embeddings.word_embeddings.weight)
+    assert float((words == 0).float().mean()) > 0.5
