@@ -75,8 +75,9 @@ def test_sparsify_without_total_steps_warns() -> None:
 def test_a_second_sparsify_says_already_masked() -> None:
     model, optimizer = _model_and_optimizer()
     aswl.sparsify(model, optimizer, total_steps=4, target_sparsity=0.5)
+    fresh = torch.optim.SGD(model.parameters(), lr=0.1)  # (the same one: "already carries")
     with pytest.raises(ConfigError, match="already masked"):
-        aswl.sparsify(model, optimizer, total_steps=4, target_sparsity=0.5)
+        aswl.sparsify(model, fresh, total_steps=4, target_sparsity=0.5)
 
 
 def test_export_before_a_step_does_not_ask_sparsify_users_for_method_step() -> None:
