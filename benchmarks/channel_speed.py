@@ -145,7 +145,7 @@ def main() -> None:
         data = build_datasets(args.dataset, augment=False, limit_train=args.limit_train)
     for seed in (int(s) for s in args.seeds.split(",")):
         for reduction in (float(r) for r in args.reductions.split(",")):
-            for method in args.methods.split(","):
+            for method in filter(None, args.methods.split(",")):
                 if method == "dense" and not math.isclose(reduction, float(
                         args.reductions.split(",")[0])):
                     continue  # one dense run per seed
