@@ -40,18 +40,66 @@ class _StraightThroughMask(torch.autograd.Function):
 
 
 class MaskedWeight(nn.Module):
-    """Parametrization ``w -> w * mask`` (the mask a boolean buffer, all ones at first)."""
+    """Parametrization ``w -> w * mask`` (the mask a boolean buffer, all ones at first).
+
+    The forward pass reads two things derived from the mask, recomputed only when the mask
+    changes (a new tensor, or an in-place write: the tensor's version counter moved):
+
+    * whether every entry is one: then ``w * mask`` is ``w`` itself and the forward returns the
+      dense weight unchanged (same values, same gradient in both gradient modes, no copy);
+    * the mask as a float tensor of the weight's dtype, so that the product is not promoted
+      from bool at every forward (and the plain-gradient backward, ``g * mask``, neither).
+
+    Both are plain attributes, not buffers: ``state_dict()`` holds the boolean mask only.
+    """
 
     def __init__(self, weight: Tensor, straight_through: bool = True) -> None:
         super().__init__()
         self.straight_through = straight_through
         self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool))
+        self._seen: tuple[Tensor, int] | None = None
+        """(the mask tensor, its version) that ``_all_ones`` and ``_factor`` were made from."""
+        self._all_ones = True
+        self._factor: Tensor | None = None
+        """The mask as a float tensor (made on first use, once the mask has a zero)."""
+
+    def _mask_version(self) -> tuple[Tensor, int]:
+        mask = self.mask
+        try:
+            return mask, mask._version
+        except RuntimeError:  # an inference tensor has no version counter: never cached
+            return mask, -1
+
+    def _refresh(self) -> None:
+        """Recompute the all-ones flag when the mask changed since it was last read."""
+        mask, version = self._mask_version()
+        seen = self._seen
+        if seen is not None and seen[0] is mask and seen[1] == version and version >= 0:
+            return
+        self._all_ones = bool(mask.all())
+        self._factor = None
+        self._seen = (mask, version)
+
+    def all_ones(self) -> bool:
+        """Every weight kept (cached between mask changes)."""
+        self._refresh()
+        return self._all_ones
+
+    def factor(self, like: Tensor) -> Tensor:
+        """The mask as a tensor of ``like``'s dtype and device (cached between mask changes)."""
+        self._refresh()
+        factor = self._factor
+        if factor is None or factor.dtype != like.dtype or factor.device != like.device:
+            factor = self._factor = self.mask.to(device=like.device, dtype=like.dtype)
+        return factor
 
     def forward(self, weight: Tensor) -> Tensor:
-        # float * bool promotes inside the kernel: no float copy of the mask per forward
+        if self.all_ones():
+            return weight  # w * 1: the same values and the same gradient
+        factor = self.factor(weight)
         if self.straight_through and torch.is_grad_enabled():
-            return _StraightThroughMask.apply(weight, self.mask)
-        return weight * self.mask
+            return _StraightThroughMask.apply(weight, factor)
+        return weight * factor
 
 
 def find_prunable(model: nn.Module, include: Sequence[str] | None = None,
