@@ -117,3 +117,30 @@ def test_remove_masks_after_fast_path_gives_a_copy():
     remove_masks([layer])
     assert isinstance(layer.weight, nn.Parameter) and layer.weight is not dense
     assert torch.equal(layer.weight, dense)
+
+
+def test_all_ones_flag_when_the_zero_moves():
+    layer = _layer(True)
+    param = masked_weight(layer)
+    param.mask.view(-1)[5] = False
+    assert not param.all_ones() and param.count() == 23
+    param.mask.view(-1)[5] = True  # the zero it remembered is gone, another one appears
+    param.mask.view(-1)[7] = False
+    assert not param.all_ones() and param.count() == 23
+    assert layer.weight.view(-1)[7] == 0 and layer.weight.view(-1)[5] != 0
+    param.mask.view(-1)[7] = True
+    assert param.all_ones() and param.count() == 24 and layer.weight is dense_weight(layer)
+
+
+def test_assign_with_a_known_count():
+    layer = _layer(False)
+    param = masked_weight(layer)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[2, 3] = False
+    param.assign(mask, 23)
+    assert param.count() == 23 and not param.all_ones()
+    assert torch.equal(layer.weight, (dense_weight(layer) * mask).detach())
+    param.assign(torch.ones(4, 6, dtype=torch.bool), 24)
+    assert param.all_ones() and layer.weight is dense_weight(layer)
+    param.assign(mask)  # no count: found from the mask
+    assert param.count() == 23
