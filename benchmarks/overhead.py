@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
                         "(default 10; --quick 3)")
     parser.add_argument("--seconds", type=float, help="least timing seconds per model "
                         "(default 30; --quick 6)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    parser.add_argument("--warmup", type=int, help="untimed rounds first (default 2; --quick 1)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--run-steps", type=int, default=18760,
                         help="the length of the training run the methods are built for (their "
@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (3 if args.quick else 10)
     seconds = args.seconds if args.seconds is not None else (6.0 if args.quick else 30.0)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     if not 0.0 <= args.at < 1.0:
         parser.error(f"--at {args.at}: a fraction in [0, 1)")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
@@ -239,11 +240,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)")
     print(f"device {device} ({where}), torch {torch.__version__}, batch {args.batch_size}, "
           f"timed from step {int(args.at * args.run_steps)} of {args.run_steps}, at least "
-          f"{rounds} rounds and {seconds:g} s per model after {args.warmup} warm-up rounds, "
+          f"{rounds} rounds and {seconds:g} s per model after {warmup} warm-up rounds, "
           f"target sparsity {args.sparsity}\n")
     variants: list[Variant] = []
     for spec in (s.strip() for s in args.models.split(",") if s.strip()):
-        variants += bench_model(spec, methods, intervals, rounds, seconds, args.warmup,
+        variants += bench_model(spec, methods, intervals, rounds, seconds, warmup,
                                 args.batch_size, device, args.sparsity, args.run_steps,
                                 args.at)
     print(table(variants))

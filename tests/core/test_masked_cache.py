@@ -144,3 +144,18 @@ def test_assign_with_a_known_count():
     assert param.all_ones() and layer.weight is dense_weight(layer)
     param.assign(mask)  # no count: found from the mask
     assert param.count() == 23
+
+
+def test_a_copy_does_not_reuse_a_stale_cache():
+    import copy
+    import pickle
+
+    layer = _layer(True)
+    param = masked_weight(layer)
+    assert param.all_ones()  # cached at the mask's current version
+    param.mask[1, 2] = False  # changed, not read since: the cache is stale
+    twin = copy.deepcopy(layer)
+    assert twin.weight[1, 2] == 0  # a copy's version counter restarts
+    assert torch.equal(twin.weight, (dense_weight(twin) * masked_weight(twin).mask).detach())
+    alone = pickle.loads(pickle.dumps(param))
+    assert not alone.all_ones() and alone.count() == 23

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,9 @@ class _StraightThroughMask(torch.autograd.Function):
         return grad, None
 
 
+_CACHE_KEYS = ("_seen", "_all_ones", "_witness", "_count", "_zeroed", "_factor")
+
+
 class MaskedWeight(nn.Module):
     """Parametrization ``w -> w * mask`` (the mask a boolean buffer, all ones at first).
 
@@ -57,8 +61,11 @@ class MaskedWeight(nn.Module):
         super().__init__()
         self.straight_through = straight_through
         self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool))
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
         self._seen: tuple[Tensor, int] | None = None
-        """(the mask tensor, its version) that ``_all_ones`` and ``_factor`` were made from."""
+        """(the mask tensor, its version) that the cached values below were made from."""
         self._all_ones = True
         self._witness: int | None = None
         """Where the mask had a zero when last looked at (checked first: one element)."""
@@ -67,6 +74,18 @@ class MaskedWeight(nn.Module):
         """(weight, its version, mask, its version) at the last :meth:`zero_pruned`."""
         self._factor: Tensor | None = None
         """The mask as a float tensor (made on first use, once the mask has a zero)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (``deepcopy``, pickle) starts without the cache: version counters are not
+        copied, so a copy's could match a stale entry."""
+        state = dict(super().__getstate__())
+        for key in _CACHE_KEYS:
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._reset_cache()
 
     def _mask_version(self) -> tuple[Tensor, int]:
         mask = self.mask
