@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,9 +245,10 @@ def main(argv: list[str] | None = None) -> None:
           f"target sparsity {args.sparsity}\n")
     variants: list[Variant] = []
     for spec in (s.strip() for s in args.models.split(",") if s.strip()):
-        variants += bench_model(spec, methods, intervals, rounds, seconds, warmup,
-                                args.batch_size, device, args.sparsity, args.run_steps,
-                                args.at)
+        done = bench_model(spec, methods, intervals, rounds, seconds, warmup,
+                           args.batch_size, device, args.sparsity, args.run_steps, args.at)
+        print("\n".join(table(done).splitlines()[2:]), file=sys.stderr, flush=True)  # progress
+        variants += done
     print(table(variants))
 
 
