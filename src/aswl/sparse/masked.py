@@ -40,7 +40,7 @@ class _StraightThroughMask(torch.autograd.Function):
         return grad, None
 
 
-_CACHE_KEYS = ("_seen", "_all_ones", "_witness", "_count", "_zeroed", "_factor")
+_CACHE_KEYS = ("_seen", "_all_ones", "_witness", "_count", "_zeroed", "_factor", "_read")
 
 
 class MaskedWeight(nn.Module):
@@ -73,7 +73,9 @@ class MaskedWeight(nn.Module):
         self._zeroed: tuple[Tensor, int, Tensor, int] | None = None
         """(weight, its version, mask, its version) at the last :meth:`zero_pruned`."""
         self._factor: Tensor | None = None
-        """The mask as a float tensor (made on first use, once the mask has a zero)."""
+        """The mask as a float tensor (made when a mask with a zero is used again)."""
+        self._read = False
+        """The forward pass read the current mask once already."""
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy (``deepcopy``, pickle) starts without the cache: version counters are not
@@ -110,6 +112,7 @@ class MaskedWeight(nn.Module):
                 self._witness = int(flat.to(torch.uint8).argmin())
         self._count = mask.numel() if self._all_ones else None
         self._factor = None
+        self._read = False
         self._seen = (mask, version)
 
     def all_ones(self) -> bool:
@@ -134,6 +137,7 @@ class MaskedWeight(nn.Module):
         self._all_ones = count == mask.numel()
         self._count = count
         self._factor = None
+        self._read = False
 
     def factor(self, like: Tensor) -> Tensor:
         """The mask as a tensor of ``like``'s dtype and device (cached between mask changes)."""
@@ -163,10 +167,25 @@ class MaskedWeight(nn.Module):
     def forward(self, weight: Tensor) -> Tensor:
         if self.all_ones():
             return weight  # w * 1: the same values and the same gradient
-        factor = self.factor(weight)
-        if self.straight_through and torch.is_grad_enabled():
+        straight = self.straight_through and torch.is_grad_enabled()
+        factor = self._operand(weight, reuse=not straight and torch.is_grad_enabled())
+        if straight:
             return _StraightThroughMask.apply(weight, factor)
         return weight * factor
+
+    def _operand(self, weight: Tensor, reuse: bool) -> Tensor:
+        """The float mask when it is cached or will serve more than once (``reuse``: the
+        masked gradient multiplies by it again; or a second read of the same mask); the
+        boolean mask itself on a first read (a mask that changes at every step: promoting
+        it inside the product costs less than a float copy)."""
+        self._refresh()
+        factor = self._factor
+        if factor is not None and factor.dtype == weight.dtype and factor.device == weight.device:
+            return factor
+        if reuse or self._read:
+            return self.factor(weight)
+        self._read = True
+        return self.mask
 
 
 def find_prunable(model: nn.Module, include: Sequence[str] | None = None,
