@@ -67,8 +67,8 @@ class MaskedWeight(nn.Module):
         self._seen: tuple[Tensor, int] | None = None
         """(the mask tensor, its version) that the cached values below were made from."""
         self._all_ones = True
-        self._witness: int | None = None
-        """Where the mask had a zero when last looked at (checked first: one element)."""
+        self._witness: Tensor | None = None
+        """Where the mask had zeros when last looked at (checked first: a few elements)."""
         self._count: int | None = None
         self._zeroed: tuple[Tensor, int, Tensor, int] | None = None
         """(weight, its version, mask, its version) at the last :meth:`zero_pruned`."""
@@ -104,12 +104,17 @@ class MaskedWeight(nn.Module):
             return
         flat = mask.reshape(-1)
         witness = self._witness
-        if witness is not None and witness < flat.numel() and not bool(flat[witness]):
-            self._all_ones = False  # the zero found last time is still there: no pass
+        if witness is not None and witness.device == flat.device and \
+                int(witness.max()) < flat.numel() and not bool(flat[witness].all()):
+            self._all_ones = False  # a zero found last time is still there: no pass
         else:
             self._all_ones = bool(mask.all())
-            if not self._all_ones:
-                self._witness = int(flat.to(torch.uint8).argmin())
+            if not self._all_ones:  # remember a few zeros: most stay zero at the next change
+                spread = torch.arange(0, flat.numel(), max(1, flat.numel() // 256),
+                                      device=flat.device)
+                zeros = spread[~flat[spread]]
+                first = flat.to(torch.uint8).argmin().reshape(1)
+                self._witness = torch.cat([first, zeros[:31]])
         self._count = mask.numel() if self._all_ones else None
         self._factor = None
         self._read = False
