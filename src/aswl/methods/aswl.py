@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from aswl.finite import warn_once
 from aswl.methods.base import (
     ConfigError,
     MethodConfig,
@@ -644,8 +645,7 @@ class ASWL(SparseMethod):
         self._stat_sum.zero_()
         self._stat_count.zero_()
         if not bool(torch.isfinite(mean).all()):
-            log.warning("non-finite gradient at step %d: attention update skipped",
-                        self.step_count)
+            warn_once(self, "non-finite gradient: attention update skipped", self.step_count)
             return
         sign = -1.0 if self.config.saliency == "second_order" else 1.0
         attention = self._attention_vector().detach().requires_grad_(True)

@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from aswl.config import ConfigError, build_config, check, check_finite, coerce_value
+from aswl.finite import check_finite as check_finite_weights
 from aswl.sparse import (
     attach_alias,
     attach_masks,
@@ -405,7 +406,8 @@ class SparseMethod:
 
     def export(self) -> nn.Module:
         """A plain copy of the model: masks applied, parametrizations removed, pruned = 0.
-        Layers that shared one weight share one (masked) weight in the copy too."""
+        Layers that shared one weight share one (masked) weight in the copy too. A model with
+        NaN or infinite weights is refused (:class:`aswl.finite.NonFiniteError`, naming them)."""
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
             _warn(f"{self.name}: export() before any step(): the model is untrained "
@@ -417,6 +419,9 @@ class SparseMethod:
         names = [*self.layers, *(alias for aliases in self.tied.values() for alias in aliases)]
         remove_masks(plain.get_submodule(name) for name in names)
         plain.eval()
+        skipped = getattr(self, "nonfinite_steps", 0)
+        check_finite_weights(plain.state_dict(), f"{self.name}: the exported model",
+                             f" ({skipped} step(s) met non-finite numbers)" if skipped else "")
         return plain
 
 
