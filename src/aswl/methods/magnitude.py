@@ -29,7 +29,10 @@ SCOPES = ("layer", "global")
 # --------------------------------------------------------------------------- shared helpers
 def active_scores(module: nn.Module, mask: Tensor) -> Tensor:
     """Dense-weight magnitude of the active weights, -1 for pruned ones (so masks only shrink)."""
-    magnitude = dense_weight(module).detach().abs().float()
+    return _pruned_low(dense_weight(module).detach().abs().float(), mask)
+
+
+def _pruned_low(magnitude: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, magnitude, torch.full_like(magnitude, -1.0))
 
 
@@ -54,7 +57,7 @@ def shrink_mask(weight: Tensor, masked: MaskedWeight, keep: int) -> Tensor | Non
         mask = masked.mask & (magnitude >= threshold)
         if int(mask.count_nonzero()) == keep:
             return mask
-    return topk_mask(torch.where(masked.mask, magnitude, torch.full_like(magnitude, -1.0)), keep)
+    return topk_mask(_pruned_low(magnitude, masked.mask), keep)
 
 
 def global_keep(method: SparseMethod, sparsity: float) -> int:
