@@ -39,7 +39,7 @@ from aswl.methods.base import (
     register_method,
 )
 from aswl.methods.lamp import lamp_densities
-from aswl.sparse import dense_weight, keep_count, masked_weight, topk_mask
+from aswl.sparse import TensorSlot, dense_weight, keep_count, masked_weight, topk_mask
 from aswl.sparse.allocation import erk_densities
 
 log = logging.getLogger(__name__)
@@ -286,6 +286,10 @@ class ASWL(SparseMethod):
         for name, module in self.layers.items():
             attach_attention(self.masks[name], cfg.init_attention)
             if self.scales_output:  # layers that share this weight share its attention
+                if isinstance(module, TensorSlot):
+                    raise ConfigError(f"scale_output cannot scale {name} (a tensor inside "
+                                      f"{type(module.owner).__name__}, not a layer's output): "
+                                      f"exclude it or set scale_output=false")
                 for each in (module, *self.tied_modules(name)):
                     each.register_forward_hook(scaled_output_hook)
             elif cfg.variant == "target":

@@ -51,18 +51,20 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.config import ConfigError, build_config, check, check_finite, coerce_value
+from aswl.checks import ConfigError, build_config, check, check_finite, coerce_value
 from aswl.finite import check_finite as check_finite_weights
 from aswl.sparse import (
     attach_alias,
-    attach_masks,
+    attach_layers,
     build_schedule,
     dense_weight,
+    describe_dense,
+    detach_layers,
     find_prunable,
     global_topk_masks,
     keep_count,
-    remove_masks,
     split_tied,
+    strip_layers,
     topk_mask,
 )
 
@@ -81,6 +83,8 @@ class MethodConfig:
     """Glob patterns of layer names to prune (default: every Conv and Linear layer)."""
     exclude: list[str] = field(default_factory=list)
     """Glob patterns of layer names never pruned."""
+    prune_embeddings: bool = False
+    """Prune Embedding layers too (an embedding tied to a pruned output layer always is)."""
     mask_interval: int = 1
     """Recompute masks every this many optimiser steps."""
     schedule: str = "cubic"
@@ -131,6 +135,15 @@ def _checked_load(load: Callable[[Any, dict[str, Any]], None]) -> Callable[..., 
     return checked
 
 
+def _untrained_hint(method: Any) -> str:
+    """How to train: ``aswl.sparsify``'s hooks step the method, an explicit loop must."""
+    if getattr(method, "step_hooks", None):
+        return ("aswl.sparsify steps the method at every optimizer.step(): train first, then "
+                "finalize() and export()")
+    return ("Call method.step() after every optimizer.step() (or use aswl.training_step), "
+            "then finalize()")
+
+
 def _warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
     """Wrap a ``finalize``: warn when no training step came before it."""
     @functools.wraps(finalize)
@@ -138,9 +151,8 @@ def _warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
             _warn(f"{self.name}: finalize() before any step(): the final masks come "
-                          "from the untrained weights (one-shot pruning at initialisation). "
-                          "Call method.step() after every optimizer.step() (or use "
-                          "aswl.training_step)")
+                  "from the untrained weights (one-shot pruning at initialisation). "
+                  + _untrained_hint(self))
         finalize(self)
 
     return warned
@@ -194,7 +206,8 @@ class SparseMethod:
         self.step_count = 0
         self.kept: dict[str, int] = {}
         """Weights each layer kept at the last :meth:`update_masks`."""
-        self.layers, self.tied = split_tied(find_prunable(model, config.include, config.exclude))
+        self.layers, self.tied = split_tied(find_prunable(model, config.include, config.exclude,
+                                                          config.prune_embeddings))
         """``layers``: one entry per distinct weight; ``tied``: the other layers that share a
         layer's weight Parameter (they share its mask and attention and are counted once)."""
         if not self.layers:
@@ -234,18 +247,16 @@ class SparseMethod:
             raise ConfigError(f"layer(s) {taken} already carry a method's masks: attach one "
                               "method per model (build a fresh model, or use the plain model "
                               "of method.export())")
+        describe_dense(self.model, self.layers, self.name)
         try:
-            self.masks = attach_masks(self.layers, self.straight_through)
+            self.masks = attach_layers(self.layers, self.straight_through)
             for name, aliases in self.tied.items():
                 for alias in aliases:
                     attach_alias(self.model.get_submodule(alias), self.masks[name])
             self.on_attach()
             self.init_masks()
         except BaseException:
-            for module in modules.values():
-                if parametrize.is_parametrized(module, "weight"):
-                    parametrize.remove_parametrizations(module, "weight",
-                                                        leave_parametrized=False)
+            detach_layers(modules)
             self.masks = {}
             raise
         return self
@@ -411,13 +422,11 @@ class SparseMethod:
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
             _warn(f"{self.name}: export() before any step(): the model is untrained "
-                          "(its masks come from the initial weights). Train it with "
-                          "method.step() after every optimizer.step(), then finalize()",
-                          )
+                  "(its masks come from the initial weights). " + _untrained_hint(self))
         plain = copy.deepcopy(self.model)
         self.fold_into_weights(plain)
         names = [*self.layers, *(alias for aliases in self.tied.values() for alias in aliases)]
-        remove_masks(plain.get_submodule(name) for name in names)
+        strip_layers(plain, names)
         plain.eval()
         skipped = getattr(self, "nonfinite_steps", 0)
         check_finite_weights(plain.state_dict(), f"{self.name}: the exported model",
