@@ -100,8 +100,8 @@ def mask_intervals(method: str, tokens: list[str]) -> list[int | None]:
 
 
 def build_variant(model_name: str, shape: tuple[int, int, int], method: str,
-                  interval: int | None, total_steps: int, start: int, device: torch.device,
-                  options: dict[str, Any]) -> Variant:
+                  interval: int | None, total_steps: int, device: torch.device,
+                  options: dict[str, Any], start: int = 0) -> Variant:
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=10, input_shape=shape).to(device)
     model.train()
@@ -132,18 +132,22 @@ def train_step(v: Variant, images: Tensor, labels: Tensor) -> None:
 
 
 def bench_model(spec: str, methods: list[str], intervals: list[str], rounds: int,
-                seconds: float, warmup: int, batch_size: int, device: torch.device,
-                sparsity: float, run_steps: int, at: float) -> list[Variant]:
-    """Build every variant of one model, then time them round-robin (see the module doc)."""
+                warmup: int, batch_size: int, device: torch.device, sparsity: float,
+                run_steps: int | None = None, seconds: float = 0.0,
+                at: float = 0.0) -> list[Variant]:
+    """Build every variant of one model, then time them round-robin (see the module doc):
+    at least ``rounds`` timed rounds and ``seconds``, from ``at`` of a run of ``run_steps``
+    (default: just the steps timed here)."""
     name, shape = parse_model(spec)
+    run_steps = run_steps or warmup + rounds
     start = int(at * run_steps)
     variants = []
     for token in methods:
         method, extra = parse_method(token)
         options = {} if method in ("dense", "plain") else {"target_sparsity": sparsity, **extra}
         for interval in mask_intervals(method, intervals):
-            variant = build_variant(name, shape, method, interval, run_steps, start, device,
-                                    options)
+            variant = build_variant(name, shape, method, interval, run_steps, device,
+                                    options, start)
             variant.method = token
             variants.append(variant)
     generator = torch.Generator().manual_seed(0)
@@ -157,7 +161,7 @@ def bench_model(spec: str, methods: list[str], intervals: list[str], rounds: int
         if began is not None and done - warmup >= rounds and \
                 time.perf_counter() - began >= seconds:
             break
-        if start + done + 1 >= run_steps:  # never run past the schedule the methods follow
+        if start + done >= run_steps:  # never run past the schedule the methods follow
             break
         shift = done % len(variants)
         for v in variants[shift:] + variants[:shift]:
@@ -245,8 +249,8 @@ def main(argv: list[str] | None = None) -> None:
           f"target sparsity {args.sparsity}\n")
     variants: list[Variant] = []
     for spec in (s.strip() for s in args.models.split(",") if s.strip()):
-        done = bench_model(spec, methods, intervals, rounds, seconds, warmup,
-                           args.batch_size, device, args.sparsity, args.run_steps, args.at)
+        done = bench_model(spec, methods, intervals, rounds, warmup, args.batch_size, device,
+                           args.sparsity, args.run_steps, seconds, args.at)
         print("\n".join(table(done).splitlines()[2:]), file=sys.stderr, flush=True)  # progress
         variants += done
     print(table(variants))
