@@ -564,7 +564,7 @@ class ASWL(SparseMethod):
         """The estimator's sample of a layer's tensor (weights or gradients)."""
         flat = tensor.reshape(-1)
         index = self._samples[name]
-        return flat if index is None else flat[index]
+        return flat if index is None else flat.index_select(0, index)
 
     # ------------------------------------------------------------------ hooks
     def regularizer(self) -> Tensor | float:

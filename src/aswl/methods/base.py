@@ -444,9 +444,8 @@ class SparseMethod:
 
 def zero_pruned(method: SparseMethod) -> None:
     """Set the dense weights under every mask's zeros to exactly zero."""
-    with torch.no_grad():
-        for name, module in method.layers.items():
-            dense_weight(module).masked_fill_(~method.masks[name].mask, 0.0)
+    for name, module in method.layers.items():
+        method.masks[name].zero_pruned(dense_weight(module))
 
 
 def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: Tensor,
