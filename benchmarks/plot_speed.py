@@ -21,6 +21,10 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
     rows = []
     for path in paths:
         rows += [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    for row in rows:  # lines of the first version of channel_speed.py: channel runs only
+        row.setdefault("structure", "channel")
+        row.setdefault("sparsity", None)
+        row.setdefault("reduction", row.get("flops_reduction", 1.0))
     return rows
 
 
