@@ -3,10 +3,11 @@
 from aswl.methods import aswl as _aswl  # noqa: F401  (registers)
 from aswl.methods import dense as _dense  # noqa: F401
 from aswl.methods import dpf, gmp, imp, lamp, magnitude, rigl, snip  # noqa: F401  (baselines)
-from aswl.methods.aswl import ASWL, ASWLConfig, project_to_budget
+from aswl.methods.aswl import ASWL, ASWLConfig, ASWLPaper, ASWLPaperConfig, project_to_budget
 from aswl.methods.base import (
     METHODS,
     ConfigError,
+    GradualConfig,
     MethodConfig,
     MethodStateError,
     SparseMethod,
@@ -14,12 +15,10 @@ from aswl.methods.base import (
     get_method,
     list_methods,
     register_method,
-    training_step,
 )
 
 __all__ = [
-    "ASWL", "ASWLConfig", "METHODS", "ConfigError", "MethodConfig", "MethodStateError",
-    "SparseMethod",
+    "ASWL", "ASWLConfig", "ASWLPaper", "ASWLPaperConfig", "METHODS", "ConfigError",
+    "GradualConfig", "MethodConfig", "MethodStateError", "SparseMethod",
     "create_method", "get_method", "list_methods", "project_to_budget", "register_method",
-    "training_step",
 ]

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from aswl.methods.base import MethodConfig, SparseMethod, check, register_method, zero_pruned
 from aswl.sparse import dense_weight, global_topk_masks, keep_count
+from aswl.sparse.schedules import OneShot, at_step
 
 __all__ = ["active_scores", "global_keep", "global_topk_masks", "zero_pruned"]
 
@@ -53,8 +54,8 @@ class ScopedConfig(MethodConfig):
 class MagnitudeFamily(SparseMethod):
     """Magnitude masks that only shrink; pruned weights are zero and frozen (plain gradient).
 
-    Subclasses set the sparsity by step (``target_sparsity_now``) and when masks are recomputed
-    (``update_due``); ``scope`` picks per-layer or one global threshold.
+    Subclasses pick the schedule (``build_schedule``: when, and at which sparsity); ``scope``
+    picks per-layer or one global threshold.
     """
 
     straight_through = False
@@ -87,21 +88,15 @@ class Magnitude(MagnitudeFamily):
     Dense training until ``prune_at`` of the steps, one pruning to ``target_sparsity`` by
     weight magnitude (per layer by default, as Han et al.; ``scope='global'`` for one threshold
     across layers), then fine-tuning with the masks frozen and pruned weights at zero.
-    ``mask_interval``, ``schedule`` and the ramp fields are not used.
     """
 
     config_class = MagnitudeConfig
     config: MagnitudeConfig
 
+    def build_schedule(self) -> OneShot:
+        return OneShot(self.config.target_sparsity, at_step(self.config.prune_at,
+                                                            self.total_steps))
+
     @property
     def prune_step(self) -> int:
-        return int(round(self.config.prune_at * self.total_steps))
-
-    def target_sparsity_now(self) -> float:
-        return self.config.target_sparsity if self.step_count >= self.prune_step else 0.0
-
-    def update_due(self, step: int) -> bool:
-        return step == self.prune_step
-
-    def schedule_done(self, step: int) -> bool:
-        return step >= self.prune_step
+        return self.schedule.at
