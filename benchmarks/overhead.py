@@ -42,9 +42,10 @@ import yaml
 from torch import Tensor, nn
 
 from aswl.config import Config
-from aswl.methods import SparseMethod, create_method, get_method, training_step
+from aswl.methods import SparseMethod, create_method, get_method
 from aswl.models import create_model, default_input_shape
 from aswl.train.optim import build_optimizer
+from aswl.train.step import training_step
 
 
 @dataclass

@@ -30,8 +30,8 @@ from torch import nn
 
 import aswl
 from aswl.data import build_datasets
-from aswl.methods import training_step
 from aswl.models import create_model
+from aswl.train.step import training_step
 
 
 class BNNet(nn.Module):
@@ -118,7 +118,7 @@ def run(data: Any, model_name: str, method: str, sparsity: float, seed: int, epo
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
             loss = training_step(model, sparse, optimizer, train.images[index],
-                                 train.labels[index])
+                                 train.labels[index]).loss
             step += 1
             if on_step is not None:
                 on_step(step, float(loss), sparse)

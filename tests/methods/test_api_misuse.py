@@ -15,8 +15,8 @@ from aswl.methods import (
     MethodStateError,
     create_method,
     list_methods,
-    training_step,
 )
+from aswl.train.step import training_step
 
 
 def mlp(seed: int = 0) -> nn.Module:

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aswl.methods import ConfigError, SparseMethod, create_method, training_step
+from aswl.methods import ConfigError, SparseMethod, create_method
 from aswl.methods.rigl import RigL
 from aswl.sparse import dense_weight, keep_count
 from aswl.sparse.allocation import erk_densities
+from aswl.train.step import training_step
 
 FROZEN = ["magnitude", "imp", "gmp", "gmp_global", "snip", "rigl"]
 

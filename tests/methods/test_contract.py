@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.methods import SparseMethod, create_method, list_methods, training_step
+from aswl.methods import SparseMethod, create_method, list_methods
+from aswl.train.step import training_step
 
 TARGET = 0.8
 STEPS = 30

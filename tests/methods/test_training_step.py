@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from aswl.methods import create_method, training_step
+from aswl.methods import create_method
+from aswl.train.step import training_step
 
 
 def mlp(seed: int = 0) -> nn.Module:

@@ -47,7 +47,8 @@ class BandEstimator:
 
     def observe(self, observer: Observer) -> None:
         """Call ``observer(estimator, statistic)`` with every statistic :meth:`read` returns
-        (a tensor of one mean per layer, in layer order)."""
+        (a tensor of one mean per layer, in layer order), before the sums are reset (so
+        ``estimator.count`` is the number of band weights behind each mean)."""
         self.observers.append(observer)
 
     def sample(self, name: str, tensor: Tensor) -> Tensor:
@@ -90,10 +91,10 @@ class BandEstimator:
     def read(self) -> Tensor:
         """The mean statistic per layer since the last read (then reset); observers see it."""
         mean = self.total / self.count.clamp_min(1.0)
+        for observer in self.observers:  # before the reset: they may read ``count``
+            observer(self, mean)
         self.total.zero_()
         self.count.zero_()
-        for observer in self.observers:
-            observer(self, mean)
         return mean
 
     def state_dict(self) -> dict[str, Any]:
