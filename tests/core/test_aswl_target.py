@@ -1,7 +1,6 @@
 """The target variant: no cap, minimum counts, frozen masks after the ramp, sampled masks,
 the accumulated estimator and the LAMP prior (through the public API)."""
 
-import copy
 
 import pytest
 import torch

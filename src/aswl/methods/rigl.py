@@ -20,7 +20,7 @@ from aswl.methods.base import (
 )
 from aswl.sparse import dense_weight, keep_count, topk_mask
 from aswl.sparse.allocation import erk_densities
-from aswl.sparse.schedules import Periodic, at_step
+from aswl.sparse.schedules import Schedule, at_step, periodic
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,10 @@ class RigL(SparseMethod):
         shapes = {name: tuple(dense_weight(m).shape) for name, m in self.layers.items()}
         return erk_densities(shapes, density)
 
-    def build_schedule(self) -> Periodic:
+    def build_schedule(self) -> Schedule:
         """Drop and grow every ``update_interval`` steps before ``end`` (default ramp_end)."""
         end = self.config.ramp_end if self.config.end is None else self.config.end
-        return Periodic(self.config.target_sparsity, self.config.update_interval,
+        return periodic(self.config.target_sparsity, self.config.update_interval,
                         at_step(end, self.total_steps))
 
     def init_masks(self) -> None:

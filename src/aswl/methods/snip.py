@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from aswl.methods.base import MethodConfig, SparseMethod, check, register_method, zero_pruned
 from aswl.methods.magnitude import global_keep
 from aswl.sparse import dense_weight
-from aswl.sparse.schedules import OneShot
+from aswl.sparse.schedules import Schedule, one_shot
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,9 @@ class SNIP(SparseMethod):
         self.fixed = False
         self.sensitivity: dict[str, Tensor] = {}
 
-    def build_schedule(self) -> OneShot:
+    def build_schedule(self) -> Schedule:
         """The mask is fixed after the last scoring step."""
-        return OneShot(self.config.target_sparsity, self.config.snip_batches)
+        return one_shot(self.config.target_sparsity, self.config.snip_batches)
 
     def init_masks(self) -> None:
         """Masks are all ones until :meth:`fix_mask`."""

@@ -17,11 +17,11 @@ from aswl.sparse.masked import (
     split_tied,
     topk_mask,
 )
-from aswl.sparse.schedules import Gradual, Never, OneShot, Periodic, Rounds, build_schedule
+from aswl.sparse.schedules import Schedule, build_schedule
 
 __all__ = [
     "PRUNABLE_TYPES", "MaskedWeight", "attach_alias", "attach_masks", "dense_weight",
     "find_prunable", "global_topk_masks", "keep_count", "masked_weight", "remove_masks",
     "split_tied", "topk_mask",
-    "Gradual", "Never", "OneShot", "Periodic", "Rounds", "build_schedule",
+    "Schedule", "build_schedule",
 ]

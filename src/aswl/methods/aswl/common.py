@@ -98,7 +98,7 @@ class ASWLBase(SparseMethod):
         """About ATTENTION_UPDATES attention steps over the ramp, on mask-update steps only
         (an attention change between two mask updates would not be seen by the masks)."""
         schedule = self.schedule
-        ramp = (schedule.end_step - schedule.begin_step) if schedule.shape == "cubic" else 0
+        ramp = (schedule.end_step - schedule.begin_step) if schedule.kind == "cubic" else 0
         every = self.config.mask_interval
         return every * max(1, round(ramp / ATTENTION_UPDATES / every))
 
