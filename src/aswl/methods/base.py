@@ -52,19 +52,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import logging
-import sys
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.config import ConfigError, build_config, check, check_finite, coerce_value
+from aswl.config import ConfigError, build_config, check, coerce_value
+from aswl.methods.guards import MethodStateError, _checked_load, _warn, _warn_untrained
+from aswl.methods.method_config import GradualConfig, MethodConfig
+from aswl.methods.registry import (
+    METHODS,
+    create_method,
+    get_method,
+    list_methods,
+    register_method,
+)
 from aswl.sparse import (
     attach_alias,
     attach_masks,
@@ -80,93 +84,10 @@ from aswl.sparse.threshold import LayerMasks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfigError", "GradualConfig", "MethodConfig", "MethodStateError", "SparseMethod",
+__all__ = ["METHODS", "ConfigError", "GradualConfig", "MethodConfig", "MethodStateError",
+           "SparseMethod",
            "build_config", "check", "coerce_value", "create_method", "get_method",
            "list_methods", "register_method", "reset_optimizer_state", "zero_pruned"]
-@dataclass
-class MethodConfig:
-    """Fields shared by every method (a method's config adds only the fields it uses)."""
-
-    target_sparsity: float = 0.9
-    """Fraction of prunable weights that are zero at the end."""
-    include: list[str] | None = None
-    """Glob patterns of layer names to prune (default: every Conv and Linear layer)."""
-    exclude: list[str] = field(default_factory=list)
-    """Glob patterns of layer names never pruned."""
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad field."""
-        check_finite(self)
-        check(0.0 <= self.target_sparsity < 1.0, "target_sparsity", self.target_sparsity,
-              "a fraction in [0, 1) (every layer keeps at least one weight)")
-
-
-@dataclass
-class GradualConfig(MethodConfig):
-    """Fields of the methods that follow the gradual schedule (:class:`~aswl.sparse.Gradual`)."""
-
-    mask_interval: int = 1
-    """Recompute masks every this many optimiser steps."""
-    schedule: str = "cubic"
-    """Sparsity ramp: ``cubic`` (Zhu & Gupta 2017) or ``constant``."""
-    ramp_begin: float = 0.0
-    """Fraction of training at which the ramp starts."""
-    ramp_end: float = 0.75
-    """Fraction of training at which the final sparsity is reached."""
-
-    def validate(self) -> None:
-        super().validate()
-        check(self.mask_interval >= 1, "mask_interval", self.mask_interval, "an integer >= 1")
-        check(self.schedule in ("cubic", "constant"), "schedule", self.schedule,
-              "'cubic' or 'constant'")
-        check(0.0 <= self.ramp_begin <= self.ramp_end <= 1.0, "ramp_begin/ramp_end",
-              (self.ramp_begin, self.ramp_end), "fractions with 0 <= ramp_begin <= ramp_end <= 1")
-
-
-def _warn(message: str) -> None:
-    """A UserWarning pointing at the first caller outside aswl (the user's line)."""
-    level, frame = 1, sys._getframe(0)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("aswl"):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level)
-
-
-class MethodStateError(ValueError):
-    """A method state that is not this method's ``state_dict()`` (empty, another method's)."""
-
-
-def _checked_load(load: Callable[[Any, dict[str, Any]], None]) -> Callable[..., None]:
-    """Wrap a ``load_state_dict``: check the state first, name the method in any error."""
-    @functools.wraps(load)
-    def checked(self: SparseMethod, state: dict[str, Any]) -> None:
-        self.check_state(state)
-        try:
-            load(self, state)
-        except MethodStateError:
-            raise
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise MethodStateError(f"cannot load this state into method {self.name!r} "
-                                   f"({type(err).__name__}: {err}); pass the state_dict() of "
-                                   "the same method on the same model") from err
-
-    return checked
-
-
-def _warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
-    """Wrap a ``finalize``: warn when no training step came before it."""
-    @functools.wraps(finalize)
-    def warned(self: SparseMethod) -> None:
-        if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
-            self._warned_untrained = True
-            _warn(f"{self.name}: finalize() before any step(): the final masks come "
-                          "from the untrained weights (one-shot pruning at initialisation). "
-                          "Call method.step() after every optimizer.step() (or use "
-                          "aswl.training_step)")
-        finalize(self)
-
-    return warned
-
-
 class SparseMethod:
     """Base of all methods: masks, schedule, top-k masks, export (see the module docstring)."""
 
@@ -493,35 +414,3 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: Tensor,
     for value in optimizer.state.get(param, {}).values():
         if isinstance(value, Tensor) and value.shape == param.shape:
             value.masked_fill_(where, 0)
-
-
-METHODS: dict[str, type[SparseMethod]] = {}
-
-
-def register_method(name: str) -> Callable[[type[SparseMethod]], type[SparseMethod]]:
-    """Class decorator: make a method available by ``name``."""
-
-    def wrap(cls: type[SparseMethod]) -> type[SparseMethod]:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return wrap
-
-
-def list_methods() -> list[str]:
-    return sorted(METHODS)
-
-
-def get_method(name: str) -> type[SparseMethod]:
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
-    return METHODS[name]
-
-
-def create_method(name: str, model: nn.Module, total_steps: int | None = None,
-                  **options: Any) -> SparseMethod:
-    """Method ``name`` with its options, prepared on ``model`` (in place): ready to train."""
-    return get_method(name)(model, total_steps=total_steps, **options).prepare()
