@@ -46,7 +46,7 @@ def floor_attentions(raw: Tensor, numel: Tensor, budget: float, floor: list[floa
     for value, edge, factor in zip(values, boundary, prior.tolist()):
         if value < edge:  # the attention whose own density times the prior's is edge
             own = min(1.0, edge / max(factor, 1e-12))
-            lifted.append(1.0 - (1.0 - own) ** (1.0 / alpha))
+            lifted.append(float(1.0 - (1.0 - own) ** (1.0 / alpha)))
         else:
             lifted.append(None)
     return lifted
