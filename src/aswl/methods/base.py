@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from aswl.config import ConfigError, build_config, check, coerce_value
-from aswl.methods.guards import MethodStateError, _checked_load, _warn, _warn_untrained
+from aswl.methods.guards import MethodStateError, checked_load, warn_untrained, warn_user
 from aswl.methods.method_config import GradualConfig, MethodConfig
 from aswl.methods.registry import (
     METHODS,
@@ -88,15 +88,17 @@ __all__ = ["METHODS", "ConfigError", "GradualConfig", "MethodConfig", "MethodSta
            "SparseMethod",
            "build_config", "check", "coerce_value", "create_method", "get_method",
            "list_methods", "register_method", "reset_optimizer_state", "zero_pruned"]
+
+
 class SparseMethod:
     """Base of all methods: masks, schedule, top-k masks, export (see the module docstring)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "load_state_dict" in cls.__dict__:
-            cls.load_state_dict = _checked_load(cls.__dict__["load_state_dict"])
+            cls.load_state_dict = checked_load(cls.__dict__["load_state_dict"])
         if "finalize" in cls.__dict__:
-            cls.finalize = _warn_untrained(cls.__dict__["finalize"])
+            cls.finalize = warn_untrained(cls.__dict__["finalize"])
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
@@ -126,7 +128,7 @@ class SparseMethod:
         self.model = model
         if total_steps is None:
             if config.target_sparsity > 0:
-                _warn(f"{self.name}: total_steps not given, so the whole sparsity "
+                warn_user(f"{self.name}: total_steps not given, so the whole sparsity "
                               "schedule happens at the first mask update (one-shot pruning); "
                               "pass total_steps=epochs * len(loader)")
             total_steps = 1
@@ -178,7 +180,7 @@ class SparseMethod:
         target = self.config.target_sparsity
         reachable = 1.0 - len(self.layers) / self.total_numel
         if target > reachable + 1e-9:
-            _warn(f"{self.name}: target_sparsity {target:.0%} cannot be reached: every layer "
+            warn_user(f"{self.name}: target_sparsity {target:.0%} cannot be reached: every layer "
                   f"keeps at least one weight, so {len(self.layers)} of the {self.total_numel} "
                   f"prunable weights stay and the model ends at most {reachable:.1%} sparse "
                   f"(layers {list(self.layers)[:8]})")
@@ -286,7 +288,7 @@ class SparseMethod:
         """Method state beside ``model.state_dict()`` (which holds masks and attentions)."""
         return {"method": self.name, "step": self.step_count}
 
-    @_checked_load
+    @checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step"])
 
@@ -351,7 +353,7 @@ class SparseMethod:
                 self.layer_masks.set(name, self.masks[name].mask, score, counts[name], exact)
                 self.kept[name] = counts[name]
 
-    @_warn_untrained
+    @warn_untrained
     def finalize(self) -> None:
         """Jump to the end of the schedule and set the final masks."""
         self.step_count = max(self.step_count, self.total_steps)
@@ -388,7 +390,7 @@ class SparseMethod:
         Layers that shared one weight share one (masked) weight in the copy too."""
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
-            _warn(f"{self.name}: export() before any step(): the model is untrained "
+            warn_user(f"{self.name}: export() before any step(): the model is untrained "
                           "(its masks come from the initial weights). Train it with "
                           "method.step() after every optimizer.step(), then finalize()",
                           )

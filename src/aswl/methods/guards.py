@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 
-def _warn(message: str) -> None:
+def warn_user(message: str) -> None:
     """A UserWarning pointing at the first caller outside aswl (the user's line)."""
     level, frame = 1, sys._getframe(0)
     while frame is not None and frame.f_globals.get("__name__", "").startswith("aswl"):
@@ -22,7 +22,7 @@ class MethodStateError(ValueError):
     """A method state that is not this method's ``state_dict()`` (empty, another method's)."""
 
 
-def _checked_load(load: Callable[[Any, dict[str, Any]], None]) -> Callable[..., None]:
+def checked_load(load: Callable[[Any, dict[str, Any]], None]) -> Callable[..., None]:
     """Wrap a ``load_state_dict``: check the state first, name the method in any error."""
     @functools.wraps(load)
     def checked(self: Any, state: dict[str, Any]) -> None:
@@ -39,13 +39,13 @@ def _checked_load(load: Callable[[Any, dict[str, Any]], None]) -> Callable[..., 
     return checked
 
 
-def _warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
+def warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
     """Wrap a ``finalize``: warn when no training step came before it."""
     @functools.wraps(finalize)
     def warned(self: Any) -> None:
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
-            _warn(f"{self.name}: finalize() before any step(): the final masks come "
+            warn_user(f"{self.name}: finalize() before any step(): the final masks come "
                           "from the untrained weights (one-shot pruning at initialisation). "
                           "Call method.step() after every optimizer.step() (or use "
                           "aswl.training_step)")

@@ -317,7 +317,7 @@ class ASWLBase(SparseMethod):
 
     def state_dict(self) -> dict[str, Any]:
         estimator = self.estimator.state_dict() if self.estimator is not None else {
-            "bands": {}, "statistic": [[0.0] * len(self.layers)] * 2}
+            "bands": {}, "statistic": [[0.0] * len(self.layers), [0.0] * len(self.layers)]}
         return {**super().state_dict(), "attention_optimizer": self.optimizer.state_dict(),
                 **estimator, "frozen": self.frozen, "prior": self.prior.tolist(),
                 **self.layer_masks.state_dict()}
