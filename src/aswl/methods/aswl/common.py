@@ -284,11 +284,9 @@ class ASWLBase(SparseMethod):
             param.grad = value.detach() if param.grad is None else param.grad + value.detach()
 
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Attention step, clip to [floor, 1], then the base's step (masks when due)."""
-        if self.frozen:
-            self.step_count += 1
-            return
-        if any(p.grad is not None for p in self.parameters()):
+        """Attention step, clip to [floor, 1], then the base's step (masks when due; once
+        frozen, the step count only)."""
+        if not self.frozen and any(p.grad is not None for p in self.parameters()):
             self.optimizer.step()
             with torch.no_grad():
                 for param in self.parameters():
