@@ -10,8 +10,9 @@ Life cycle (same for the built-in trainer and a user's own loop)::
     method.finalize()
     plain = method.export()          # plain nn.Module, pruned weights are exact zeros
 
-Two phases: the constructor only reads the config, finds the layers and builds the schedule
-(:meth:`SparseMethod.build_schedule`, which reads the config only); nothing is attached.
+Two phases: the constructor reads the config and the model, finds the layers and builds the
+schedule (:meth:`SparseMethod.build_schedule`, which reads the config only); nothing is
+attached.
 :meth:`SparseMethod.prepare` attaches the masks, lets the method add its own per-layer state
 (:meth:`~SparseMethod.on_attach`) and sets the first masks (:meth:`~SparseMethod.init_masks`).
 :func:`create_method` does both.
