@@ -31,8 +31,13 @@ log = logging.getLogger("aswl")
 
 
 def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
+    from aswl.train.launch import LaunchError, read_launch
+
     level = logging.DEBUG if verbose else logging.INFO
-    rank = int(os.environ.get("RANK", "0"))
+    try:
+        rank = read_launch().rank
+    except LaunchError:  # `aswl train` refuses them; the other commands run as one process
+        rank = 0
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if out_dir is not None and rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +95,10 @@ def _resume_config(args: argparse.Namespace):
         raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
     checkpoint, saved_yaml = args.out / "checkpoints" / "last.pt", args.out / "config.yaml"
     if checkpoint.is_file():
+        from aswl.train.provenance import check_belongs
+
         source, saved = checkpoint, json.loads(load_checkpoint(checkpoint)["config"])
+        check_belongs(args.out, saved, RESUMABLE_KEYS)  # not a checkpoint of another run
     elif saved_yaml.is_file():
         source, saved = saved_yaml, read_yaml_mapping(saved_yaml, "config file")
     elif args.config is not None:
@@ -113,6 +121,7 @@ def _resume_config(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from aswl.configs import resolve_config
     from aswl.train import load_config, train
+    from aswl.train.launch import read_launch
     from aswl.train.rundir import run_directory
 
     args.config = resolve_config(args.config)  # a shipped config by name, or a file
@@ -121,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, args.set or [])
     out = args.out or _default_out(config)
-    main_rank = int(os.environ.get("RANK", "0")) == 0
+    main_rank = read_launch().main  # checks the launcher's variables before anything runs
     _setup_logging(None, args.verbose)
     with run_directory(out, main=main_rank):  # one writer per folder, checked before training
         _setup_logging(out, args.verbose)
@@ -186,10 +195,7 @@ def _load_run(run: Path, overrides: list[str] | None = None):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from aswl.export.compact import ExportError, load_compact
+    from aswl.export.compact import ExportError, load_compact, load_weights
     from aswl.train.data_loop import evaluate
     from aswl.train.dist import Dist, resolve_device
 
@@ -202,10 +208,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if not path.is_file():
             raise ExportError(f"{path} not found: the run did not finish; resume it first")
-        try:
-            model.load_state_dict(load_file(str(path)))
-        except (SafetensorError, RuntimeError) as err:
-            raise ExportError(f"{path} cannot be loaded into {config.model}: {err}") from err
+        load_weights(model, path)  # checks the header, the shapes and the SHA-256
     accuracy = evaluate(model.to(device), data.test, config.batch_size, device, Dist(),
                         config.data.workers)
     print(json.dumps({"test_accuracy": accuracy, "file": str(path), "dataset": config.dataset,
@@ -224,8 +227,8 @@ def cmd_report(args: argparse.Namespace) -> int:
           "--resume` to write it again"
     try:
         report = json.loads(path.read_bytes())
-    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
-        raise ExportError(f"{path} cannot be read as JSON ({err}); {fix}") from err
+    except (OSError, ValueError, RecursionError) as err:  # bad JSON, not UTF-8, too deep
+        raise ExportError(f"{path} cannot be read as JSON ({str(err)[:200]}); {fix}") from None
     if not isinstance(report, dict):
         raise ExportError(f"{path} holds a JSON {type(report).__name__}, not a report; {fix}")
     try:
@@ -368,7 +371,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    args.clock)
     print(format_bench(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        from aswl.io import write_text
+
+        write_text(args.json, json.dumps(result, indent=2))
     return 0
 
 
@@ -485,9 +490,12 @@ def _run(argv: list[str] | None) -> int:
     try:
         from aswl.data import DatasetError
         from aswl.export.compact import ExportError
+        from aswl.finite import NonFiniteError
+        from aswl.io import WriteError
         from aswl.methods import ConfigError
         from aswl.models import ModelError
         from aswl.train import CheckpointError, TrainingError
+        from aswl.train.launch import LaunchError
         from aswl.train.rundir import RunDirError
     finally:
         if quick_exit:
@@ -496,11 +504,11 @@ def _run(argv: list[str] | None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DatasetError, ModelError, TrainingError, CheckpointError,
-            ExportError, RunDirError) as err:
+            ExportError, RunDirError, LaunchError, NonFiniteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # a full disk or a vanished folder while writing the results
-        where = f" ({err.filename})" if err.filename else ""
-        print(f"error: {err.strerror or err}{where}; fix it, then continue with --resume",
-              file=sys.stderr)
+    except (OSError, WriteError) as err:  # a full disk or a vanished folder while writing
+        from aswl.io import failure_line
+
+        print(f"error: {failure_line(err, args.command)}", file=sys.stderr)
         return 2

@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from aswl.config import NEUTRAL_KEYS, Config, config_diff, read_yaml_mapping
 from aswl.export.plot import plot_accuracy_vs_sparsity, plot_layer_sparsity
+from aswl.io import make_folder, remove_temp_files, write_text, write_with
 from aswl.methods import ConfigError, get_method, list_methods
 
 log = logging.getLogger(__name__)
@@ -227,11 +226,9 @@ def _stale_keys(run_dir: Path, config: Config) -> list[str]:
     if not path.is_file():
         return []
     try:
-        saved = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
+        saved = read_yaml_mapping(path, "config file")
+    except ConfigError:
         return ["config.yaml (unreadable)"]
-    if not isinstance(saved, dict):
-        return ["config.yaml (not a mapping)"]
     return config_diff(saved, config.to_dict(), NEUTRAL_KEYS)
 
 
@@ -274,7 +271,7 @@ def run_one(spec: RunSpec, run_dir: Path,
         stale = _stale_keys(run_dir, spec.config)
         try:
             report = json.loads(report_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, ValueError, RecursionError) as err:  # bad JSON, not UTF-8, too deep
             log.error("%s: report.json unreadable (%s); delete %s to retrain it",
                       spec.name, err, run_dir)
             return _row(spec, "failed", error=f"unreadable report.json: {err}"), "failed"
@@ -397,11 +394,13 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
-    with open(path, "w", newline="") as file:
+    def fill(file: Any) -> None:
         writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
+
+    write_with(path, fill)
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -424,7 +423,10 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, grid: Grid,
 
     A plot that cannot be drawn is logged, never raised: the tables are what matters."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
+    for name in ("results.csv", "summary.csv", "summary.md", "accuracy_vs_sparsity.png",
+                 "layer_sparsity.png"):
+        remove_temp_files(out_dir / name)  # left by an interrupted earlier write
     _write_csv(out_dir / "results.csv", sort_rows(rows), RESULT_FIELDS)
     summary = summarize(rows)
     _write_csv(out_dir / "summary.csv", summary, SUMMARY_FIELDS)
@@ -437,7 +439,7 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, grid: Grid,
         if missing:
             text.append(f"- not trained yet ({len(missing)}): {', '.join(missing)}")
         text.append("")
-    (out_dir / "summary.md").write_text("\n".join(text))
+    write_text(out_dir / "summary.md", "\n".join(text))
     for name, draw in (("accuracy_vs_sparsity.png", plot_accuracy_vs_sparsity),
                        ("layer_sparsity.png", plot_layer_sparsity)):
         try:

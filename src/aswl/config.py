@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from aswl.safe_yaml import short_repr
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ def check(ok: bool, name: str, value: Any, allowed: str, prefix: str = "method."
     top level of the run config).
     """
     if not ok:
-        raise ConfigError(f"{prefix}{name} = {value!r} is invalid: expected {allowed}")
+        raise ConfigError(f"{prefix}{name} = {short_repr(value)} is invalid: expected {allowed}")
 
 
 def coerce_value(value: Any, hint: Any, name: str) -> Any:
@@ -62,15 +62,18 @@ def coerce_value(value: Any, hint: Any, name: str) -> Any:
         return value
     check_type = origin or hint
     if check_type in (int, float) and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{name} = {value!r} is invalid: expected a finite number")
+        raise ConfigError(f"{name} = {short_repr(value)} is invalid: expected a finite number")
     if check_type is float and isinstance(value, float):
         return value
     if check_type is int and isinstance(value, float) and value.is_integer():
         return int(value)  # 1e3 -> 1000
+    if check_type is list and isinstance(value, list) and typing.get_args(hint):
+        item_hint = typing.get_args(hint)[0]  # list[str]: every element is checked
+        return [coerce_value(item, item_hint, f"{name}[{i}]") for i, item in enumerate(value)]
     if check_type in (int, str, bool, list, dict):
         if isinstance(value, check_type) and not (check_type is int and isinstance(value, bool)):
             return value
-    raise ConfigError(f"{name} = {value!r} has the wrong type: expected "
+    raise ConfigError(f"{name} = {short_repr(value)} has the wrong type: expected "
                       f"{getattr(hint, '__name__', hint)}")
 
 
@@ -90,8 +93,10 @@ def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "m
     result's ``validate()`` runs when it has one.
     """
     names = [f.name for f in dataclasses.fields(config_class)]
-    unknown = sorted(set(values) - set(names))
+    unknown = sorted(set(values) - set(names), key=str)
     if unknown:
+        unknown = [short_repr(k, 40)[1:-1] if isinstance(k, str) else short_repr(k, 40)
+                   for k in unknown[:5]] + (["..."] if len(unknown) > 5 else [])
         if prefix == "method.":
             raise ConfigError(f"unknown method option(s) {unknown} for "
                               f"{config_class.__name__}; valid: {sorted(names)}")
@@ -217,7 +222,10 @@ class Config:
             check(ok, name, _get(self, name), allowed, prefix="")
 
         need(self.epochs >= 1, "epochs", "an integer >= 1")
-        need(self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(1 <= self.batch_size <= 2**24, "batch_size", "an integer in [1, 2**24]")
+        need(1 <= self.epochs <= 10**6, "epochs", "an integer in [1, 10**6]")
+        need(0 <= self.data.workers <= 512, "data.workers",
+             "an integer in [0, 512] (0: load in the main process)")
         need(self.lr > 0, "lr", "a number > 0")
         need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
         need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
@@ -281,47 +289,32 @@ def _get(obj: Any, dotted: str) -> Any:
     return obj
 
 
-@functools.lru_cache(maxsize=1)
-def _loader() -> Any:
-    """Safe YAML that also reads ``1e6``, ``1E-3`` and ``-2e+5`` as numbers (YAML 1.2 style;
-    PyYAML's YAML 1.1 rules need a dot in the mantissa and read them as strings). Built on
-    first use, so that ``import aswl`` does not import yaml."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.yaml_implicit_resolvers = {
-        first: list(resolvers)
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-        list("-+0123456789"))
-    return Loader
-
-
 def yaml_load(text: str) -> Any:
-    """Parse YAML text safely (no objects), with exponent numbers such as ``1e6`` as floats."""
-    import yaml
+    """Parse YAML text safely and bounded (:mod:`aswl.safe_yaml`): no objects, no aliases,
+    exponent numbers such as ``1e6`` as floats."""
+    from aswl.safe_yaml import yaml_load as load
 
-    return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+    return load(text)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value parsed as YAML: numbers, booleans, lists, null)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set epochs=5")
+        raise ConfigError(f"--set {short_repr(text)}: expected KEY=VALUE, e.g. --set "
+                          "epochs=5")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"--set {text!r}: the key is empty")
+        raise ConfigError(f"--set {short_repr(text)}: the key is empty")
     import yaml  # on first use: `import aswl` stays light
+
+    from aswl.safe_yaml import YamlLimitError, one_line
 
     try:
         value = yaml_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from err
+    except (yaml.YAMLError, YamlLimitError) as err:
+        raise ConfigError(f"--set {short_repr(text)}: value is not valid YAML "
+                          f"({one_line(err)})") from err
     return key.split("."), value
 
 
@@ -347,7 +340,12 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {str(path)!r} not found")
     import yaml
 
+    from aswl.safe_yaml import MAX_BYTES
+
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ConfigError(f"{what} {str(path)!r} is {path.stat().st_size:,} bytes, more "
+                              f"than the {MAX_BYTES:,} a config may hold; is it a config?")
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text (byte {err.start} is "
@@ -355,11 +353,12 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
                           "Save it as UTF-8") from err
     except OSError as err:
         raise ConfigError(f"{what} {str(path)!r} cannot be read: {err.strerror or err}") from err
+    from aswl.safe_yaml import YamlLimitError, one_line
+
     try:
         loaded = yaml_load(text) or {}
-    except yaml.YAMLError as err:
-        reason = " ".join(str(err).split())  # one line
-        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {reason}") from err
+    except (yaml.YAMLError, YamlLimitError) as err:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {one_line(err)}") from err
     if not isinstance(loaded, dict):
         raise ConfigError(f"{what} {str(path)!r} must hold a mapping of keys")
     return loaded

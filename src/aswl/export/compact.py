@@ -9,7 +9,11 @@ version field and a JSON layout.
 
 Format v1 (still read): fp32 values plus a packed bitmap or int32 indices.
 
-Both are safetensors files with JSON-string metadata: loading never executes code.
+Both are safetensors files with JSON-string metadata: loading never executes code. Loading
+checks the header and every declaration before decoding (:mod:`aswl.export.verify`), and the
+``aswl_sha256`` metadata (over the metadata and the tensors) of files written since it exists;
+older v2 files carry ``aswl_crc32`` over the tensor data only and still load (their metadata is
+checked for consistency but not checksummed), older v1 files have no checksum.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from aswl.export.codec import (
@@ -37,17 +41,26 @@ from aswl.export.codec import (
     encode_positions,
     quantize,
 )
+from aswl.export.verify import (
+    DTYPE_NAMES,
+    SHA_KEY,
+    ExportError,
+    Header,
+    Mismatch,
+    check_layout,
+    check_sha256,
+    check_v1,
+    content_sha256,
+    json_field,
+    read_header,
+)
+from aswl.io import write_atomic
 
 log = logging.getLogger(__name__)
 
 VERSION = 2
 _FLOAT_VALUES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-           "float64": torch.float64}
-
-
-class ExportError(RuntimeError):
-    """An exported file is missing, corrupt, or does not match the model."""
+_DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def tensor_bytes(tensors: Iterable[Tensor]) -> int:
@@ -121,13 +134,13 @@ def compact_tensors(state: dict[str, Tensor], sparse_keys: Iterable[str],
         else:
             tensors[key] = value.detach().cpu().contiguous()
     metadata = {"aswl_compact_version": str(VERSION), "aswl_quantize": mode,
-                "aswl_layout": json.dumps(layout), "aswl_cast": json.dumps(cast),
-                "aswl_crc32": str(payload_crc32(tensors))}
+                "aswl_layout": json.dumps(layout), "aswl_cast": json.dumps(cast)}
     return tensors, metadata
 
 
 def payload_crc32(tensors: dict[str, Tensor]) -> int:
-    """CRC-32 of every tensor's bytes, in key order (detects corrupted payloads)."""
+    """CRC-32 of every tensor's bytes, in key order: the checksum of v2 files written before
+    ``aswl_sha256`` (still verified when they are loaded)."""
     crc = 0
     for key in sorted(tensors):
         data = tensors[key].detach().contiguous().reshape(-1)
@@ -169,15 +182,24 @@ def save_compact(model: nn.Module, layer_names: Iterable[str], path: str | Path,
         tensors, metadata = compact_tensors(state, keys, quantize)
     else:
         raise ExportError(f"unknown compact format version {version}: use 1 or 2")
-    save_file(tensors, str(path), metadata=metadata)
+    write_safetensors(tensors, metadata, path)
     return tensor_bytes(tensors.values())
 
 
+def write_safetensors(tensors: dict[str, Tensor], metadata: dict[str, str] | None,
+                      path: str | Path) -> None:
+    """Write a safetensors file with an ``aswl_sha256`` over its metadata and tensors,
+    atomically and with the umask's mode (:func:`aswl.io.write_atomic`)."""
+    metadata = dict(metadata or {})
+    metadata[SHA_KEY] = content_sha256(tensors, metadata)
+    write_atomic(path, safetensors_bytes(tensors, metadata=metadata))  # WriteError on failure
+
+
 def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file, or an :class:`ExportError` naming it."""
+    """Tensors and metadata of a safetensors file, or an :class:`ExportError` naming it.
+    The header is checked first (:func:`~aswl.export.verify.read_header`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{what} {str(path)!r} not found")
+    read_header(path, what)
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -189,24 +211,33 @@ def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, Tensor], di
 
 
 def _decode_v1(tensors: dict[str, Tensor], metadata: dict[str, str]) -> dict[str, Tensor]:
-    shapes = json.loads(metadata["aswl_sparse_shapes"])
+    shapes = json.loads(metadata["aswl_sparse_shapes"])  # checked by check_v1
     state = {k: v for k, v in tensors.items() if "::" not in k}
     for key, shape in shapes.items():
         numel = int(np.prod(shape))
         values = tensors[f"{key}::values"]
         dense = torch.zeros(numel, dtype=values.dtype)
         if f"{key}::indices" in tensors:
-            dense[tensors[f"{key}::indices"].long()] = values
+            indices = tensors[f"{key}::indices"].long()
+            if indices.numel() and not (0 <= int(indices.min()) and int(indices.max()) < numel):
+                raise CodecError(f"{key}: an index is outside 0..{numel - 1}")
+            dense[indices] = values
         else:
             bits = np.unpackbits(tensors[f"{key}::bitmap"].numpy())[:numel].astype(bool)
+            if int(bits.sum()) != values.numel():
+                raise CodecError(f"{key}: the bitmap keeps {int(bits.sum())} weights for "
+                                 f"{values.numel()} values")
             dense[torch.from_numpy(bits)] = values
         state[key] = dense.reshape(shape)
     return state
 
 
 def _decode_v2(tensors: dict[str, Tensor], metadata: dict[str, str]) -> dict[str, Tensor]:
-    if "aswl_crc32" in metadata and int(metadata["aswl_crc32"]) != payload_crc32(tensors):
-        raise CodecError("checksum mismatch: the tensor data was altered")
+    if SHA_KEY not in metadata:  # a file of an older aswl: its CRC covers the tensors only
+        if "aswl_crc32" not in metadata:
+            raise CodecError("it has no checksum (aswl_sha256 or aswl_crc32)")
+        if int(metadata["aswl_crc32"]) != payload_crc32(tensors):
+            raise CodecError("checksum mismatch: the tensor data was altered")
     layout = json.loads(metadata["aswl_layout"])
     cast = json.loads(metadata.get("aswl_cast", "{}"))
     state = {k: v for k, v in tensors.items() if "::" not in k}
@@ -248,20 +279,46 @@ def compact_version(metadata: dict[str, str]) -> int | None:
     return 1 if "aswl_sparse_shapes" in metadata else None
 
 
-def load_state_file(path: str | Path, compact_only: bool = False) -> dict[str, Tensor]:
+def _check_declarations(header: Header, version: int, path: str | Path,
+                        expected: dict[str, tuple[int, ...]] | None) -> None:
+    """Every shape, count, code and scale a compact file declares, before any decoding."""
+    try:
+        if version == 1:
+            check_v1(header, json_field(header.metadata, "aswl_sparse_shapes", path), expected)
+        else:
+            check_layout(header, json_field(header.metadata, "aswl_layout", path),
+                         json_field(header.metadata, "aswl_cast", path, "{}"), expected)
+    except Mismatch as err:
+        raise ExportError(f"{str(path)!r} does not match the model: {err}") from None
+    except ValueError as err:
+        raise ExportError(f"{str(path)!r} is a corrupt aswl compact file ({err}); export it "
+                          "again") from None
+
+
+def load_state_file(path: str | Path, compact_only: bool = False,
+                    expected: dict[str, tuple[int, ...]] | None = None) -> dict[str, Tensor]:
     """The dense state dict of a model file: a compact file (v1 or v2, pruned weights as exact
-    zeros) or, unless ``compact_only``, a plain safetensors file."""
-    tensors, metadata = read_safetensors(path, "compact model file" if compact_only else
-                                         "model file")
-    version = compact_version(metadata)
-    if version is None:
-        if not compact_only:
-            return tensors
+    zeros) or, unless ``compact_only``, a plain safetensors file.
+
+    ``expected`` (key -> shape, the model's) is checked against what the file declares before
+    anything is decoded; without it the weights a file may declare are bounded by its size."""
+    what = "compact model file" if compact_only else "model file"
+    header = read_header(path, what)
+    version = compact_version(header.metadata)
+    if version is None and compact_only:
         raise ExportError(f"{str(path)!r} is a safetensors file but not an aswl compact file "
                           "(no aswl_compact_version metadata); load it as a plain model")
-    if version not in (1, VERSION):
+    if version is not None and version not in (1, VERSION):
         raise ExportError(f"{str(path)!r} is compact format v{version}; this aswl reads v1 "
                           f"and v{VERSION}: upgrade aswl")
+    if version is not None:
+        _check_declarations(header, version, path, expected)
+    tensors, metadata = read_safetensors(path, what)
+    if not check_sha256(tensors, metadata, path) and version != VERSION:
+        log.info("%s has no SHA-256 (written by an older aswl or another tool): loaded "
+                 "unverified", path)
+    if version is None:
+        return tensors
     try:
         return (_decode_v1 if version == 1 else _decode_v2)(tensors, metadata)
     except (CodecError, KeyError, TypeError, ValueError, IndexError, RuntimeError,
@@ -282,8 +339,10 @@ def load_compact(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def load_weights(model: nn.Module, path: str | Path, compact_only: bool = False) -> nn.Module:
-    """Fill ``model`` from a compact or plain safetensors file (16-bit values are cast)."""
-    state = load_state_file(path, compact_only)
+    """Fill ``model`` from a compact or plain safetensors file (16-bit values are cast); what
+    the file declares is checked against the model's shapes before it is decoded."""
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    state = load_state_file(path, compact_only, expected)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -294,15 +353,18 @@ def load_weights(model: nn.Module, path: str | Path, compact_only: bool = False)
 def save_dense(model: nn.Module, path: str | Path) -> int:
     """``model.safetensors``: every tensor, zeros in place; returns payload bytes."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path))
+    write_safetensors(tensors, None, path)
     return tensor_bytes(tensors.values())
 
 
 def describe_compact(path: str | Path) -> list[dict[str, Any]]:
     """One row per coded tensor of a v2 file: key, weights, kept, position code, bytes."""
-    tensors, metadata = read_safetensors(path, "compact model file")
-    if compact_version(metadata) != VERSION:
+    header = read_header(path, "compact model file")
+    if compact_version(header.metadata) != VERSION:
         return []
+    _check_declarations(header, VERSION, path, None)
+    tensors, metadata = read_safetensors(path, "compact model file")
+    check_sha256(tensors, metadata, path)
     rows = []
     for key, info in json.loads(metadata["aswl_layout"]).items():
         index = info["index"]

@@ -147,7 +147,11 @@ def export_model(source: Source, fmt: str, quantize: str | None = None,
     if out.resolve() == source.path.resolve():
         raise ExportError(f"--out {out} would overwrite the model being exported; choose "
                           "another file")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from aswl.io import make_folder, remove_temp_files, write_text
+
+    make_folder(out.parent)  # WriteError (one line, naming the folder and the fix)
+    if remove_temp_files(out):
+        log.info("removed temporary files of %s left by an interrupted export", out.name)
     model = source.model
     note = ""
     if fmt == "compact":
@@ -180,9 +184,15 @@ def export_model(source: Source, fmt: str, quantize: str | None = None,
     if source.run_dir is not None:
         report_path = source.run_dir / "report.json"
         if report_path.is_file():
-            report = json.loads(report_path.read_text())
-            report.setdefault("exports", {})[out.name] = row
-            report_path.write_text(json.dumps(report, indent=2))
+            try:
+                report = json.loads(report_path.read_bytes())
+            except (OSError, ValueError, RecursionError) as err:
+                report = None
+                log.warning("%s is unreadable (%s): the export is not recorded in it",
+                            report_path, str(err)[:120])
+            if isinstance(report, dict):
+                report.setdefault("exports", {})[out.name] = row
+                write_text(report_path, json.dumps(report, indent=2))
     return row
 
 

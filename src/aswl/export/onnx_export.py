@@ -116,6 +116,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
         diff = float(np.abs(run_session(session(data), x) - expected).max())
     if diff > atol:
         raise ExportError(f"the ONNX model differs from PyTorch by {diff:.2e} (> {atol})")
-    Path(path).write_bytes(data)
+    from aswl.io import write_atomic
+
+    write_atomic(path, data)  # a WriteError names the file and the fix
     return {"bytes": len(data), "sparse_initializers": moved, "max_abs_diff": diff,
             "note": note}

@@ -112,12 +112,20 @@ def run_figure(history: list[dict[str, Any]], layers: list[dict[str, Any]],
     return fig
 
 
+def _save(fig: Any, path: str | Path, dpi: int) -> None:
+    """Write the figure through the atomic writer (umask modes, no half-written file)."""
+    from aswl.io import write_atomic
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    write_atomic(path, lambda file: fig.savefig(file, dpi=dpi, format=fmt))
+
+
 def plot_run(history: list[dict[str, Any]], layers: list[dict[str, Any]],
              path: str | Path, title: str = "") -> None:
     """Save :func:`run_figure` to ``path``."""
     plt = _pyplot()
     fig = run_figure(history, layers, title)
-    fig.savefig(path, dpi=110)
+    _save(fig, path, 110)
     plt.close(fig)
 
 
@@ -151,7 +159,7 @@ def plot_accuracy_vs_sparsity(rows: list[dict[str, Any]], summary: list[dict[str
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.savefig(path, dpi=120)
+    _save(fig, path, 120)
     plt.close(fig)
 
 
@@ -187,5 +195,5 @@ def plot_layer_sparsity(rows: list[dict[str, Any]], summary: list[dict[str, Any]
     ax.set_title(_wrap(f"{title + ': ' if title else ''}per-layer sparsity at "
                        f"{_label(100 * target)}% target, seed {seed}", int(10 * width_in)))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.savefig(path, dpi=120)
+    _save(fig, path, 120)
     plt.close(fig)

@@ -140,10 +140,22 @@ def attach(method: SparseMethod, optimizer: Any) -> SparseMethod:
     detaches them.
     """
     optimizer = innermost_optimizer(optimizer)
+    _check_not_hooked(optimizer)
     _check_optimizer(method, optimizer)
     method.step_hooks = (optimizer.register_step_pre_hook(_pre_hook(method)),
                          optimizer.register_step_post_hook(_post_hook(method)))
+    optimizer._aswl_hooks = method.step_hooks  # type: ignore[attr-defined]
     return method
+
+
+def _check_not_hooked(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse a second attach on one optimizer: its method would step twice per step."""
+    handles = getattr(optimizer, "_aswl_hooks", ())
+    if any(h.id in optimizer._optimizer_step_pre_hooks for h in handles[:1]):
+        raise ConfigError("this optimizer already carries a sparse method's hooks (attach() or "
+                          "sparsify() was called on it before); the schedule would run twice as "
+                          "fast. Detach the first with `for h in method.step_hooks: h.remove()`, "
+                          "or use a new optimizer")
 
 
 def sparsify(model: nn.Module, optimizer: Any, total_steps: int,
@@ -165,8 +177,10 @@ def sparsify(model: nn.Module, optimizer: Any, total_steps: int,
     if target_sparsity is not None:
         options["target_sparsity"] = target_sparsity
     inner = innermost_optimizer(optimizer)
+    _check_not_hooked(inner)  # before the masks are attached
     include, exclude = options.get("include"), options.get("exclude") or ()
-    if isinstance(include, (list, tuple, type(None))) and isinstance(exclude, (list, tuple)):
+    if isinstance(include, (list, tuple, type(None))) and isinstance(exclude, (list, tuple)) \
+            and all(isinstance(p, str) for p in [*(include or ()), *exclude]):
         # before the masks are attached: a failed check leaves the model untouched
         layers = find_prunable(model, include, exclude)
         _check_weights_held({name: m.weight for name, m in layers.items()}, inner)

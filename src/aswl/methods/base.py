@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from aswl.config import ConfigError, build_config, check, coerce_value
+from aswl.finite import check_finite as check_finite_weights
 from aswl.methods.guards import MethodStateError, checked_load, warn_untrained, warn_user
 from aswl.methods.method_config import GradualConfig, MethodConfig
 from aswl.methods.registry import (
@@ -388,7 +389,8 @@ class SparseMethod:
 
     def export(self) -> nn.Module:
         """A plain copy of the model: masks applied, parametrizations removed, pruned = 0.
-        Layers that shared one weight share one (masked) weight in the copy too."""
+        Layers that shared one weight share one (masked) weight in the copy too. A model with
+        NaN or infinite weights is refused (:class:`aswl.finite.NonFiniteError`, naming them)."""
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
             warn_user(f"{self.name}: export() before any step(): the model is untrained "
@@ -400,6 +402,9 @@ class SparseMethod:
         names = [*self.layers, *(alias for aliases in self.tied.values() for alias in aliases)]
         remove_masks(plain.get_submodule(name) for name in names)
         plain.eval()
+        skipped = getattr(self, "nonfinite_steps", 0)
+        check_finite_weights(plain.state_dict(), f"{self.name}: the exported model",
+                             f" ({skipped} step(s) met non-finite numbers)" if skipped else "")
         return plain
 
 

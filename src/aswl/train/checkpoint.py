@@ -12,18 +12,19 @@ flushed, and renamed over it: a crash or ``kill -9`` leaves the previous checkpo
 
 from __future__ import annotations
 
-import errno
-import glob
 import hashlib
 import io
 import json
 import logging
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from aswl.io import TEMP_SUFFIX, WriteError, remove_temp_files, write_atomic
+
+__all__ = ["CheckpointError", "load_checkpoint", "read_checkpoint_header", "remove_temp_files",
+           "save_checkpoint", "write_atomic", "TEMP_SUFFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -36,53 +37,7 @@ FORMAT = "aswl-checkpoint-v1"
 """The ``format`` entry of the payload dict (unchanged since v1 files had no header)."""
 MAGIC = b"ASWL-CHECKPOINT "
 VERSION = 2
-TEMP_SUFFIX = ".tmp"
 _MAX_HEADER = 4096
-
-
-def write_atomic(path: str | Path, data: bytes | list[bytes]) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    The file gets the mode the umask gives (like ``open``), not mkstemp's 0600. A failure
-    (full disk, signal, ...) removes the temporary file and leaves any old ``path`` as it was.
-    """
-    path = Path(path)
-    chunks = [data] if isinstance(data, bytes) else data
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as file:
-            for chunk in chunks:
-                file.write(chunk)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (not needed against kill -9, only power loss)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def remove_temp_files(path: str | Path) -> list[Path]:
-    """Delete the temporary files that an interrupted :func:`write_atomic` of ``path`` left."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        return []
-    removed = []
-    for tmp in path.parent.glob(f"{glob.escape(path.name)}*{TEMP_SUFFIX}"):
-        if tmp.is_file() and not tmp.is_symlink():
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -97,15 +52,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     if isinstance(state.get("epoch"), int):
         header["epoch"] = state["epoch"]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, [MAGIC + json.dumps(header).encode() + b"\n", bytes(payload)])
-    except OSError as err:
-        advice = ("free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT)
-                  else "make it writable")
-        kept = " the previous checkpoint there is intact;" if path.is_file() else ""
-        raise CheckpointError(
-            f"cannot write checkpoint {str(path)!r}: {err.strerror or err};{kept} "
-            f"{advice}, then continue with --resume") from err
+    except WriteError as err:
+        kept = " (the previous checkpoint there is intact)" if path.is_file() else ""
+        raise CheckpointError(f"{err}{kept}; then continue with --resume") from err
 
 
 def _split(path: Path, blob: bytes) -> tuple[dict[str, Any] | None, bytes]:
@@ -115,7 +65,7 @@ def _split(path: Path, blob: bytes) -> tuple[dict[str, Any] | None, bytes]:
     end = blob.find(b"\n", 0, _MAX_HEADER)
     try:
         header = json.loads(blob[len(MAGIC):end]) if end > 0 else None
-    except ValueError:
+    except (ValueError, RecursionError):
         header = None
     if not isinstance(header, dict) or not isinstance(header.get("sha256"), str):
         raise CheckpointError(f"checkpoint {str(path)!r} has a damaged header; it is corrupt. "
@@ -133,6 +83,16 @@ def read_checkpoint_header(path: str | Path) -> dict[str, Any] | None:
     except (OSError, CheckpointError):
         return None
     return header
+
+
+def _reason(err: Exception) -> str:
+    """torch's error in a few words, without its advice to load with ``weights_only=False``
+    (which would run the file's code: never right for a damaged or foreign file)."""
+    text = str(err)
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds objects other than tensors and plain values, refused unexecuted"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {first[:160]}"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -161,7 +121,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for damaged files
         raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: {err}); it is "
+            f"checkpoint {str(path)!r} cannot be read ({_reason(err)}); it is "
             "truncated, corrupt or not an aswl checkpoint. Delete it to start over, or point "
             "--resume at another run") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:

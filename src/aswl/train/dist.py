@@ -6,10 +6,13 @@ mask buffers are broadcast from rank 0 at every forward (DDP's buffer sync).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
+
+from aswl.train.launch import LaunchError, join_group, read_launch
+
+__all__ = ["Dist", "LaunchError", "TrainingError", "resolve_device", "setup_distributed"]
 
 
 class TrainingError(RuntimeError):
@@ -34,21 +37,19 @@ class Dist:
 
 
 def setup_distributed(device_name: str) -> Dist:
-    """Join the process group that ``torchrun`` describes in the environment, if any."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Dist()
+    """Join the process group that ``torchrun`` describes in the environment, if any (the
+    variables are checked first: :func:`aswl.train.launch.read_launch`)."""
     import torch.distributed as dist
 
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    owns_group = not dist.is_initialized()
-    if owns_group:
+    ready = dist.is_available() and dist.is_initialized()
+    launch = read_launch(group_ready=ready)
+    if not launch.world_size > 1:
+        return Dist()
+    if not ready:
         cuda = device_name.startswith("cuda") or (device_name == "auto"
                                                   and torch.cuda.is_available())
-        backend = "nccl" if cuda else "gloo"
-        dist.init_process_group(backend=backend)
-    return Dist(rank, world_size, local_rank, owns_group)
+        join_group(launch, "nccl" if cuda else "gloo")
+    return Dist(launch.rank, launch.world_size, launch.local_rank, owns_group=not ready)
 
 
 def resolve_device(name: str, dist: Dist) -> torch.device:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aswl.config import ConfigError
+from aswl.io import WriteError, explain, write_text, write_with
 
 LOGGER_NAMES = ("jsonl", "csv", "tensorboard")
 
@@ -35,12 +36,15 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 class JsonlLogger:
     def __init__(self, out_dir: Path, history: list[dict[str, Any]]) -> None:
         self.path = out_dir / "metrics.jsonl"
-        with open(self.path, "w") as file:  # a resumed run keeps the epochs up to its checkpoint
-            file.writelines(json.dumps(record) + "\n" for record in history)
+        # a resumed run keeps the epochs up to its checkpoint (atomic: never half a file)
+        write_text(self.path, "".join(json.dumps(record) + "\n" for record in history))
 
     def log(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as file:
-            file.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as file:  # one line appended per epoch
+                file.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise WriteError(explain(err, self.path)) from err
 
     def close(self) -> None:
         pass
@@ -56,10 +60,12 @@ class CsvLogger:
         columns: list[str] = []
         for row in self.rows:
             columns += [key for key in row if key not in columns]
-        with open(self.path, "w", newline="") as file:
+        def fill(file: Any) -> None:
             writer = csv.DictWriter(file, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
+
+        write_with(self.path, fill)  # atomic: a crash never leaves half a table
 
     def log(self, record: dict[str, Any]) -> None:
         self.rows.append(flatten(record))

@@ -23,13 +23,16 @@ from torch import Tensor, nn
 from aswl.config import RESUMABLE_KEYS, Config, config_diff
 from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
+from aswl.io import write_text
 from aswl.methods import create_method
 from aswl.models import create_model
 from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
+from aswl.train.launch import sigterm_kills
 from aswl.train.loggers import build_loggers
 from aswl.train.optim import build_optimizer, lr_factor
+from aswl.train.provenance import data_fingerprint, warn_if_data_changed
 from aswl.train.step import training_step
 
 log = logging.getLogger(__name__)
@@ -92,8 +95,13 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "rng": torch.get_rng_state(),
             "cuda_rng": (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []),
             "history": json.dumps(self.history), "best_val": self.best_val,
-            "config": json.dumps(self.config.to_dict()),
+            "config": json.dumps(self.config.to_dict()), "data": json.dumps(self.fingerprint),
         }
+
+    @functools.cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        """The data's sizes and sample hashes (:mod:`aswl.train.provenance`)."""
+        return data_fingerprint(self.data)
 
     def resume(self, path: str | Path | None = None) -> None:
         """Build -> attach -> load: continue a run from its last checkpoint."""
@@ -113,6 +121,9 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = json.loads(state["history"])
         self.best_val = float(state["best_val"])
+        if isinstance(state.get("data"), str):
+            warn_if_data_changed(json.loads(state["data"]), self.fingerprint,
+                                 str(path or self.checkpoint_path))
         log.info("resumed from %s at epoch %d", path or self.checkpoint_path, self.epoch)
 
     # -- one epoch -----------------------------------------------------------------------
@@ -187,8 +198,8 @@ class Trainer:
         config = self.config
         if self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(),
-                                                                     sort_keys=False))
+            write_text(self.out_dir / "config.yaml", yaml.safe_dump(config.to_dict(),
+                                                                    sort_keys=False))
             if self.epoch == 0:  # a fresh start: no metric lines of an earlier attempt
                 (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
         # epochs after the checkpoint (of an interrupted run) are dropped from every log
@@ -228,10 +239,14 @@ class Trainer:
         if self.dist.enabled:  # rank 0 may still be writing best.pt, which finish() reads
             import torch.distributed as dist
 
-            dist.barrier()
-        report = self.finish(time.time() - start)
+            with sigterm_kills():  # a Python handler could not run while C++ waits
+                dist.barrier()
+        # the epochs' own times (kept in the checkpoint's history): right after any resume
+        report = self.finish(sum(r.get("seconds", 0.0) for r in self.history)
+                             if self.history else time.time() - start)
         if self.dist.enabled:
-            dist.barrier()
+            with sigterm_kills():
+                dist.barrier()
             if self.dist.owns_group:
                 dist.destroy_process_group()
         return report
@@ -289,7 +304,7 @@ class Trainer:
             report["dense_bytes"] = save_dense(plain, self.out_dir / "model.safetensors")
             report["sparse_bytes"] = save_compact(plain, names,
                                                   self.out_dir / "model.sparse.safetensors")
-            (self.out_dir / "report.json").write_text(json.dumps(report, indent=2))
+            write_text(self.out_dir / "report.json", json.dumps(report, indent=2))
             try:
                 from aswl.export.plot import plot_run
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from aswl.train.checkpoint import remove_temp_files
+from aswl.io import remove_temp_files
 
 try:
     import fcntl
@@ -25,7 +25,7 @@ except ImportError:  # not POSIX: no locking
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".aswl.lock"
-WRITTEN = ("config.yaml", "metrics.jsonl", "report.json", "model.safetensors",
+WRITTEN = ("config.yaml", "metrics.jsonl", "metrics.csv", "report.json", "model.safetensors",
            "model.sparse.safetensors", "training.png", "train.log", "checkpoints/last.pt",
            "checkpoints/best.pt")
 """Every file a run writes into its folder."""

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aswl.finite import warn_once
 from aswl.methods.aswl.allocation import raw_densities
 from aswl.methods.aswl.config import ATTENTION_MIN, ASWLCommonConfig
 from aswl.methods.aswl.estimator import BandEstimator
@@ -268,8 +269,7 @@ class ASWLBase(SparseMethod):
         """dL/d(density) per layer (``mean`` times the layer size), carried to a_l through
         the densities: the gradient of sum_l density_l * marginal_l."""
         if not bool(torch.isfinite(mean).all()):
-            log.warning("non-finite gradient at step %d: attention update skipped",
-                        self.step_count)
+            warn_once(self, "non-finite gradient: attention update skipped", self.step_count)
             return
         attention = self.attention_vector().detach().requires_grad_(True)
         with torch.enable_grad():
