@@ -119,7 +119,7 @@ class SparseMethod:
         ``total_steps``: optimiser steps of the whole training (epochs * batches per epoch);
         the sparsity schedule is spread over them.
         """
-        self._check_options(overrides)
+        self.check_options(overrides)
         if config is None:
             config = build_config(self.config_class, overrides)
         elif overrides:
@@ -158,12 +158,14 @@ class SparseMethod:
         samples, :class:`~aswl.sparse.threshold.LayerMasks`)."""
         self.schedule = self.build_schedule()
 
-    def _check_options(self, options: dict[str, Any]) -> None:
-        """An option this method's config does not declare: an error naming both."""
-        names = {f.name for f in dataclasses.fields(self.config_class)}
-        unused = sorted(set(options) - names)
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """An option this method's config does not declare: a :class:`ConfigError` naming
+        the method and the option (for any caller that holds the options as a dict)."""
+        names = {f.name for f in dataclasses.fields(cls.config_class)}
+        unused = sorted(set(options) - names, key=str)
         if unused:
-            raise ConfigError(f"method {self.name!r} does not use option(s) {unused}; its "
+            raise ConfigError(f"method {cls.name!r} does not use option(s) {unused}; its "
                               f"options are {sorted(names)} (remove the others, or choose "
                               "a method that uses them)")
 
