@@ -13,9 +13,12 @@ and schedule. ``--variants`` picks some by name (comma list); the paper variant'
 saliency, the ERK prior, the paper estimator in the target variant) and their numbers are in
 docs/history/removed_options.md.
 
-Finished runs (``report.json``) are reused, so an interrupted ablation continues. Prints a
-Markdown table: mean ± std test accuracy, what finalize() cost (accuracy before it minus
-after), the achieved sparsity and the per-layer sparsity of the first seed.
+The variants are a grid of ``aswl compare`` (``--variants 'aswl:prior=uniform'``: the
+default, each variant's options, one target, the seeds) in ``OUT/runs/``, so compare's run
+reuse applies: finished runs are reused, an interrupted one resumes, a finished run made with
+other settings is reported stale. Prints a Markdown table: mean ± std test accuracy, what
+finalize() cost (accuracy before it minus after), the achieved sparsity and the per-layer
+sparsity of the first seed.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import logging
 import statistics
 from pathlib import Path
 
+from aswl.compare import load_grid, run_grid
+from aswl.config import load_config
 from aswl.configs import resolve_config
-from aswl.train import load_config, train
 
 VARIANTS: dict[str, list[str]] = {
     "aswl (default)": [],
@@ -47,9 +51,38 @@ VARIANTS: dict[str, list[str]] = {
 PAPER_GAMMAS = (0.1, 1.0)
 
 
-def slug(name: str) -> str:
-    keep = "".join(c if c.isalnum() else "_" for c in name.split(" (")[0])
-    return keep.strip("_").lower()
+def variant_token(method: str, overrides: list[str]) -> str:
+    """``aswl`` + ``["method.prior=uniform"]`` -> ``aswl:prior=uniform`` (a compare variant)."""
+    options = [item.removeprefix("method.") for item in overrides]
+    return f"{method}:{'+'.join(options)}" if options else method
+
+
+def all_variants() -> dict[str, str]:
+    """Row name -> the compare token that trains it."""
+    runs = {name: variant_token("aswl", extra) for name, extra in VARIANTS.items()}
+    for gamma in PAPER_GAMMAS:
+        runs[f"aswl_paper gamma={gamma}"] = variant_token("aswl_paper", [f"gamma={gamma}"])
+    return runs
+
+
+def table(rows: list[dict], names: dict[str, str], out: Path) -> list[str]:
+    """One Markdown row per variant with finished runs, from their reports."""
+    lines = []
+    for name, token in names.items():
+        reports = [json.loads((out / "runs" / row["run"] / "report.json").read_text())
+                   for row in rows if row["method"] == token and row["status"] == "ok"]
+        if not reports:
+            continue
+        accuracy = [100 * r["test_accuracy"] for r in reports]
+        gap = [100 * (r.get("test_accuracy_before_finalize", r["test_accuracy"])
+                      - r["test_accuracy"]) for r in reports]
+        sparsity = [100 * r["global_sparsity"] for r in reports]
+        spread = f"{statistics.stdev(accuracy):.2f}" if len(accuracy) > 1 else "n = 1"
+        layers = " / ".join(f"{100 * layer['sparsity']:.1f}" for layer in reports[0]["layers"])
+        lines.append(f"| {name} | {statistics.mean(accuracy):.2f} ± {spread} | "
+                     f"{statistics.mean(gap):+.2f} | {len(reports)} | "
+                     f"{statistics.mean(sparsity):.2f} | {layers} |")
+    return lines
 
 
 def main() -> None:
@@ -64,46 +97,24 @@ def main() -> None:
                         help="train nothing: the table of the runs finished so far")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    runs: dict[str, list[str]] = {
-        name: ["method.name=aswl", f"method.target_sparsity={args.sparsity}", *extra]
-        for name, extra in VARIANTS.items()}
-    for gamma in PAPER_GAMMAS:
-        runs[f"aswl_paper gamma={gamma}"] = ["method=aswl_paper", f"method.gamma={gamma}"]
+    names = all_variants()
     if args.variants:
         wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
-        unknown = [v for v in wanted if not any(n.startswith(v) for n in runs)]
+        unknown = [v for v in wanted if not any(n.startswith(v) for n in names)]
         if unknown:
-            parser.error(f"unknown variant(s) {unknown}; known: {sorted(runs)}")
-        runs = {n: o for n, o in runs.items() if any(n.startswith(v) for v in wanted)}
-    rows = []
-    for name, overrides in runs.items():
-        reports = []
-        for seed in seeds:
-            out = args.out / f"{slug(name)}-seed{seed}"
-            if not (out / "report.json").is_file():
-                if args.no_train:
-                    continue
-                config = load_config(resolve_config(args.config), ["progress=false", f"seed={seed}",
-                                                   *args.set, *overrides])
-                train(config, out)
-            reports.append(json.loads((out / "report.json").read_text()))
-        if not reports:
-            continue
-        accuracy = [100 * r["test_accuracy"] for r in reports]
-        gap = [100 * (r.get("test_accuracy_before_finalize", r["test_accuracy"])
-                      - r["test_accuracy"]) for r in reports]
-        sparsity = [100 * r["global_sparsity"] for r in reports]
-        spread = f"{statistics.stdev(accuracy):.2f}" if len(accuracy) > 1 else "n = 1"
-        layers = " / ".join(f"{100 * layer['sparsity']:.1f}" for layer in reports[0]["layers"])
-        rows.append(f"| {name} | {statistics.mean(accuracy):.2f} ± {spread} | "
-                    f"{statistics.mean(gap):+.2f} | {len(reports)} | "
-                    f"{statistics.mean(sparsity):.2f} | {layers} |")
+            parser.error(f"unknown variant(s) {unknown}; known: {sorted(names)}")
+        names = {n: t for n, t in names.items() if any(n.startswith(v) for v in wanted)}
+    base = load_config(resolve_config(args.config), ["progress=false", *args.set])
+    tokens = list(names.values())
+    grid = load_grid(methods=",".join(t for t in tokens if ":" not in t),
+                     variants=[t for t in tokens if ":" in t],
+                     sparsities=str(args.sparsity), seeds=args.seeds)
+    rows = run_grid(base, grid, args.out, train_missing=not args.no_train)
     print(f"\nTarget {args.sparsity:.1%}, seeds {args.seeds}, config {args.config}\n")
     print("| variant | test accuracy (%) | finalize cost (points) | seeds | "
           "global sparsity (%) | per-layer sparsity, first seed (%) |")
     print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print("\n".join(table(rows, names, args.out)))
 
 
 if __name__ == "__main__":

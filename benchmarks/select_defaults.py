@@ -6,10 +6,12 @@
 Each job is ``[model, method, sparsity, seed, epochs, method_options, lr, batch, limit]``
 (the last three optional: lr 0.05, batch 64, all 50,000 training images). Full Fashion-MNIST
 (the IDX files in /usr/share/datasets/fashion-mnist, or data.root's default) is split into
-50,000 training and 10,000 validation images (stratified, seed 0); SGD with Nesterov momentum
-0.9, cosine decay, weight decay 5e-4 on the weights the method does not decay itself; the
-batches' order depends on the seed only. ``model`` is a registered model (``NAME:W`` passes
-``width=W``, e.g. ``resnet20:8``) or ``bnnet``: a small
+50,000 training and 10,000 validation images (stratified, seed 0). Each job is one run of the
+library's trainer (``aswl.train.Trainer``, with callbacks for the step hooks) scored on the
+validation images: SGD with Nesterov momentum 0.9, cosine decay, weight decay 5e-4 on the
+weights the method does not decay itself, no augmentation, ``limit`` images drawn afresh each
+epoch (``data.epoch_samples``); the batches' order depends on the seed only. ``model`` is a
+registered model (``NAME:W`` passes ``width=W``, e.g. ``resnet20:8``) or ``bnnet``: a small
 BatchNorm CNN with a residual block and a depthwise convolution, the kind of model on which the
 old cadence (masks every 16 steps) collapsed. One JSON line per job: validation accuracy before
 and after ``finalize()``, the global and per-layer sparsity, seconds.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import aswl
-from aswl.data import build_datasets
-from aswl.models import create_model
-from aswl.train.step import training_step
+from aswl.checks import build_config
+from aswl.config import Config
+from aswl.data import Datasets, build_datasets
+from aswl.models import list_models, register_model
+from aswl.train import Callback, Trainer, TrainingError
 
 
 class BNNet(nn.Module):
@@ -65,72 +68,84 @@ class BNNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-def build_model(model_name: str) -> nn.Module:
-    """``bnnet``, a registered model, or ``NAME:W`` (the registered model with ``width=W``)."""
+def model_fields(model_name: str) -> tuple[str, dict[str, Any]]:
+    """``bnnet``, a registered model, or ``NAME:W`` (the registered model with ``width=W``)
+    -> the config's ``model`` and ``model_args``."""
     name, _, width = model_name.rpartition(":")  # e.g. "resnet20:8": ResNet-20 at width 8
     if not width.isdigit():  # "tv:resnet18" and plain names carry no width
         name, width = model_name, ""
-    if name == "bnnet":
-        return BNNet()
-    return create_model(name, 10, (1, 28, 28), **({"width": int(width)} if width else {}))
+    return name, ({"width": int(width)} if width else {})
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, dataset: Any, batch: int = 1000) -> float:
-    model.eval()
-    correct = 0
-    for start in range(0, len(dataset.images), batch):
-        logits = model(dataset.images[start:start + batch])
-        correct += int((logits.argmax(1) == dataset.labels[start:start + batch]).sum())
-    model.train()
-    return correct / len(dataset.images)
+def bnnet(num_classes: int = 10, input_shape: tuple[int, ...] = (1, 28, 28)) -> nn.Module:
+    """The BatchNorm CNN of this script (10 classes, 1x28x28 inputs)."""
+    return BNNet()
+
+
+if "bnnet" not in list_models():  # registered once, also when this file is loaded again
+    register_model("bnnet", input_shape=(1, 28, 28))(bnnet)
+
+
+def job_config(model_name: str, method: str, sparsity: float, seed: int, epochs: int,
+               options: dict[str, Any], lr: float, batch: int, limit: int | None) -> Config:
+    """The trainer's config of one job: SGD Nesterov, cosine, weight decay 5e-4, no
+    augmentation, ``limit`` images drawn afresh each epoch (all when None)."""
+    model, model_args = model_fields(model_name)
+    method_options = dict(options)
+    if method != "dense":
+        method_options["target_sparsity"] = sparsity
+    return build_config(Config, {
+        "model": model, "model_args": model_args, "dataset": "fashion-mnist",
+        "data": {"augment": False, "epoch_samples": limit},
+        "method": {"name": method, **method_options}, "epochs": epochs, "batch_size": batch,
+        "lr": lr, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
+        "optimizer": "sgd", "lr_schedule": "cosine", "seed": seed, "progress": False,
+        "log": [], "checkpoint_every": max(1, epochs)}, prefix="")
+
+
+class Hooks(Callback):
+    """``on_start(method)`` and ``on_step(step, loss, method)`` as trainer callbacks."""
+
+    def __init__(self, on_start: Callable[[Any], None] | None,
+                 on_step: Callable[[int, float, Any], None] | None) -> None:
+        self.start, self.step = on_start, on_step
+
+    def on_start(self, trainer: Trainer) -> None:
+        if self.start is not None:
+            self.start(trainer.method)
+
+    def on_step(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
+        if self.step is not None:
+            self.step(step, float(loss), trainer.method)
 
 
 def run(data: Any, model_name: str, method: str, sparsity: float, seed: int, epochs: int,
         options: dict[str, Any], lr: float = 0.05, batch: int = 64,
         limit: int | None = None, on_start: Callable[[Any], None] | None = None,
         on_step: Callable[[int, float, Any], None] | None = None) -> dict[str, Any]:
-    """One job. ``on_start(method)`` runs before the first step, ``on_step(step, loss,
-    method)`` after each one (benchmarks/trace_split.py uses both)."""
-    torch.manual_seed(seed)
-    train = data.train
-    count = len(train.images) if limit is None else limit
-    model = build_model(model_name)
-    total = epochs * math.ceil(count / batch)
-    kwargs = dict(options)
-    if method != "dense":
-        kwargs["target_sparsity"] = sparsity
-    sparse = aswl.create_method(method, model, total_steps=total, **kwargs)
-    decayed = {id(p) for p in sparse.decayed_parameters()}
-    params = sparse.weight_parameters()
-    optimizer = torch.optim.SGD(
-        [{"params": [p for p in params if id(p) not in decayed], "weight_decay": 5e-4},
-         {"params": [p for p in params if id(p) in decayed], "weight_decay": 0.0}],
-        lr=lr, momentum=0.9, nesterov=True)
-    if on_start is not None:
-        on_start(sparse)
-    step, start = 0, time.time()
-    for epoch in range(epochs):
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(train.images), generator=generator)[:count]
-        for first in range(0, count, batch):
-            index = order[first:first + batch]
-            for group in optimizer.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = training_step(model, sparse, optimizer, train.images[index],
-                                 train.labels[index]).loss
-            step += 1
-            if on_step is not None:
-                on_step(step, float(loss), sparse)
-            if not math.isfinite(float(loss)):
-                return {"model": model_name, "method": method, "seed": seed, "opts": options,
-                        "error": f"non-finite loss in epoch {epoch}"}
-    before = accuracy(model, data.val)
-    sparse.finalize()
+    """One job, trained by the library's trainer on ``data.train`` and scored on
+    ``data.val`` (the trainer's "test" set here: the real test set is never read).
+    ``on_start(method)`` runs before the first step, ``on_step(step, loss, method)`` after
+    each one (benchmarks/trace_split.py uses both)."""
+    config = job_config(model_name, method, sparsity, seed, epochs, options, lr, batch, limit)
+    split = Datasets(data.train, None, data.val, data.num_classes, data.input_shape)
+    start = time.time()
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(config, out, data=split, callbacks=[Hooks(on_start, on_step)])
+        try:
+            report = trainer.fit()
+        except TrainingError as err:
+            return {"model": model_name, "method": method, "seed": seed, "opts": options,
+                    "error": f"non-finite loss in epoch {trainer.epoch} ({err})"}
+    images = len(data.val)
+
+    def fraction(accuracy: float) -> float:  # correct / images, as the lines always held it
+        return round(accuracy * images) / images
+
     return {"model": model_name, "method": method, "sparsity": sparsity, "seed": seed,
-            "opts": options, "val_before": before, "val": accuracy(model, data.val),
-            "global": sparse.global_sparsity(),
-            "layers": [round(100 * r["sparsity"], 2) for r in sparse.layer_report()],
+            "opts": options, "val_before": fraction(report["test_accuracy_before_finalize"]),
+            "val": fraction(report["test_accuracy"]), "global": trainer.method.global_sparsity(),
+            "layers": [round(100 * r["sparsity"], 2) for r in trainer.method.layer_report()],
             "seconds": round(time.time() - start, 1)}
 
 

@@ -70,3 +70,27 @@ def test_trace_band_decay_uses_the_methods_own_decay_and_band():
     sgd = trace.band_decay(method.estimator, {})
     own = trace.band_decay(method.estimator, {"weight_decay": 1e-3})
     assert torch.allclose(own, sgd * 2e-3 / 5e-4)
+
+
+def test_ablation_variants_are_compare_tokens():
+    ablation = load("ablation")
+    assert ablation.variant_token("aswl", []) == "aswl"
+    assert ablation.variant_token("aswl", ["method.prior=uniform", "method.attention_lr=0"]) \
+        == "aswl:prior=uniform+attention_lr=0"
+    names = ablation.all_variants()
+    assert names["aswl (default)"] == "aswl"
+    assert names["aswl_paper gamma=0.1"] == "aswl_paper:gamma=0.1"
+    assert len(set(names.values())) == len(names)  # one run folder per variant
+
+
+def test_select_defaults_jobs_are_trainer_configs():
+    select = load("select_defaults")
+    config = select.job_config("resnet20:8", "aswl", 0.98, 2, 3, {"prior": "uniform"}, 0.1,
+                               128, 15000)
+    assert (config.model, config.model_args, config.seed, config.epochs) == (
+        "resnet20", {"width": 8}, 2, 3)
+    assert config.method == {"name": "aswl", "prior": "uniform", "target_sparsity": 0.98}
+    assert config.data.epoch_samples == 15000 and config.data.augment is False
+    assert config.nesterov and config.lr_schedule == "cosine" and config.weight_decay == 5e-4
+    assert select.job_config("bnnet", "dense", 0.0, 0, 1, {}, 0.05, 64, None).method == {
+        "name": "dense"}

@@ -158,6 +158,7 @@ OTHERS = sorted(set(list_methods()) - {"dense", "aswl"} - UNTARGETED)
 
 
 @pytest.mark.skipif(not OTHERS, reason="no other sparse method registered yet")
+@pytest.mark.slow  # trains every method
 def test_other_methods_reach_their_target(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     _compare(out, ",".join(OTHERS), "0.8", "1")
@@ -176,3 +177,36 @@ def test_report_only_trains_nothing(tmp_path: Path) -> None:
     assert not (out / "runs" / "aswl-0.5-seed0").exists()
     text = (out / "summary.md").read_text()
     assert "not trained yet (1): aswl-0.5-seed0" in text
+
+
+def test_variants_are_methods_with_options_of_their_own(tmp_path: Path) -> None:
+    base = load_config(None, [*TINY, "method.mask_interval=4"])
+    grid = load_grid(methods="aswl", variants="aswl:prior=uniform+attention_lr=0",
+                     sparsities="0.9", seeds="1")
+    runs = plan_runs(base, grid)
+    assert [r.name for r in runs] == ["aswl-0.9-seed0",
+                                      "aswl_prior=uniform+attention_lr=0-0.9-seed0"]
+    assert runs[1].method == "aswl:prior=uniform+attention_lr=0"  # its rows' label
+    assert runs[1].config.method == {"name": "aswl", "mask_interval": 4, "prior": "uniform",
+                                     "attention_lr": 0, "target_sparsity": 0.9}
+    path = tmp_path / "grid.yaml"
+    path.write_text("methods: [dense]\nvariants: ['aswl:prior=uniform']\nsparsities: [0.5]\n")
+    assert load_grid(path).variants == ["aswl:prior=uniform"]
+    assert load_grid(variants="aswl:exclude=[0, 2]", sparsities="0.9").entries() == [
+        ("aswl:exclude=[0, 2]", "aswl", {"exclude": [0, 2]})]  # one token, commas and all
+    for bad, match in (("aswl:prior", "NAME:KEY=VALUE"), ("aswl:", "NAME:KEY=VALUE"),
+                       ("nope:x=1", "unknown method")):
+        with pytest.raises(ConfigError, match=match):
+            load_grid(variants=bad, sparsities="0.9")
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_grid(methods="aswl", variants=["aswl"], sparsities="0.9")
+    with pytest.raises(ConfigError, match="prior"):
+        plan_runs(base, load_grid(variants="aswl:prior=nope", sparsities="0.9", seeds="1"))
+
+
+def test_variants_from_the_command_line(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cmp"
+    assert _compare(out, "dense", "0.5", "1", "--variants", "aswl:prior=uniform",
+                    "aswl:attention_lr=0", "--report-only") == 1  # nothing trained yet
+    text = (out / "summary.md").read_text()
+    assert "aswl_prior=uniform-0.5-seed0" in text and "aswl_attention_lr=0-0.5-seed0" in text

@@ -73,7 +73,14 @@ def test_config_loads_and_documents_itself(path: Path) -> None:
     assert config.dataset in WRITERS
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+# seconds each: the full suite (-m "") runs them
+SLOW_CONFIGS = {"cifar10_vgg16", "imagenet_resnet50", "cifar10_resnet56", "cifar10_resnet20",
+                "mnist_lenet5", "fashion_resnet20"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow)
+                                  if p.stem in SLOW_CONFIGS else p for p in CONFIGS],
+                         ids=lambda p: p.stem)
 def test_config_trains_from_the_cli(path: Path, tmp_path: Path, capsys) -> None:
     config = load_config(path)
     root, out = tmp_path / "data", tmp_path / "run"

@@ -61,6 +61,7 @@ def test_quick_run_passes_every_check_on_cpu(device_check, tmp_path, capsys):
     assert "device cpu" in printed and "mode quick" in printed
 
 
+@pytest.mark.slow  # trains with the device check's fp16 recipe
 def test_fp16_check_sees_the_skips_and_fails_when_the_method_steps_on_them(
         device_check, tmp_path, monkeypatch):
     sizes = device_check.Sizes(**{**vars(device_check.QUICK), "main_epochs": 1,

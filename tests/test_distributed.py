@@ -28,7 +28,8 @@ OVERRIDES = ["dataset=synthetic", "device=cpu", "epochs=2", "progress=false", "b
              "method.mask_interval=2"]
 # 48 samples / 2 ranks / batch 8: 3 steps per epoch on each rank.
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
+pytestmark = [pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing"),
+              pytest.mark.slow]  # several processes per run: the full suite (-m "") runs them
 
 
 class Interrupted(Exception):

@@ -47,20 +47,10 @@ def _setup_logging(out_dir: Path | None, verbose: bool) -> None:
                         force=True)
 
 
-RUN_FILES = ("metrics.jsonl", "metrics.csv", "report.json", "model.safetensors",
-             "model.sparse.safetensors", "training.png", "checkpoints/last.pt",
-             "checkpoints/best.pt")
-"""What --overwrite removes from a previous run in the same folder."""
-
-
 def _version() -> str:
     from aswl import __version__
 
     return __version__
-
-
-def _default_out(config) -> Path:
-    return Path("runs") / f"{config.method_name()}-{config.model}-{config.dataset}-s{config.seed}"
 
 
 class Terminated(KeyboardInterrupt):
@@ -85,65 +75,35 @@ def _stopped(out: Path, stop: KeyboardInterrupt) -> int:
     return 143 if isinstance(stop, Terminated) else 130
 
 
-def _resume_config(args: argparse.Namespace):
-    """``--resume``: the run's own config (from its checkpoint, else its config.yaml) with
-    ``--config`` and ``--set`` on top; only the settings a resume may change may differ."""
-    from aswl.config import RESUMABLE_KEYS, ConfigError, config_diff, load_config, read_yaml_mapping
-    from aswl.train import TrainingError, load_checkpoint
-
-    if args.out is None:
-        raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
-    checkpoint, saved_yaml = args.out / "checkpoints" / "last.pt", args.out / "config.yaml"
-    if checkpoint.is_file():
-        from aswl.train.provenance import check_belongs
-
-        source, saved = checkpoint, json.loads(load_checkpoint(checkpoint)["config"])
-        check_belongs(args.out, saved, RESUMABLE_KEYS)  # not a checkpoint of another run
-    elif saved_yaml.is_file():
-        source, saved = saved_yaml, read_yaml_mapping(saved_yaml, "config file")
-    elif args.config is not None:
-        return load_config(args.config, args.set or [])  # nothing saved: start it as given
-    else:
-        raise TrainingError(
-            f"--resume: {args.out} has no checkpoint and no config.yaml, so the settings of "
-            "the run started there are unknown; start it again without --resume, with its "
-            "--config and --set (add --overwrite if the folder holds files)")
-    config = load_config(args.config, args.set or [], base=saved)
-    changed = config_diff(saved, config.to_dict())
-    if changed:
-        raise TrainingError(
-            f"--resume cannot change {', '.join(changed)} (the run in {source} has other "
-            f"values); a resume may change only {', '.join(sorted(RESUMABLE_KEYS))}. Start a "
-            "new run (another --out) to change the others")
-    return config
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from aswl.configs import resolve_config
+    from aswl.runs import default_out, prepare_run, run_directory
     from aswl.train import load_config, train
     from aswl.train.launch import read_launch
-    from aswl.train.rundir import run_directory
 
     args.config = resolve_config(args.config)  # a shipped config by name, or a file
-    if args.resume:
-        config = _resume_config(args)
+    if args.resume:  # the run's own config, --config and --set on top, checked
+        from aswl.config import RESUMABLE_KEYS
+        from aswl.runs import resume_config
+        from aswl.train import load_checkpoint
+        from aswl.train.provenance import check_belongs
+
+        def checkpoint_config(path: Path) -> dict[str, Any]:
+            saved = json.loads(load_checkpoint(path)["config"])
+            check_belongs(args.out, saved, RESUMABLE_KEYS)  # not a checkpoint of another run
+            return saved
+
+        config = resume_config(args.out, args.config, args.set or [], checkpoint_config)
     else:
         config = load_config(args.config, args.set or [])
-    out = args.out or _default_out(config)
+    out = args.out or default_out(config)
     main_rank = read_launch().main  # checks the launcher's variables before anything runs
     _setup_logging(None, args.verbose)
     with run_directory(out, main=main_rank):  # one writer per folder, checked before training
         _setup_logging(out, args.verbose)
-        if args.resume and not (out / "checkpoints" / "last.pt").is_file():
-            log.warning("--resume: no checkpoint in %s yet, starting from scratch", out)
-            args.resume = False
-            _remove_run_files(out, main_rank)  # e.g. an epoch-1 metrics line without checkpoint
-        elif not args.resume and (out / "metrics.jsonl").exists():
-            if not args.overwrite:
-                log.error("%s already holds a run; use --resume to continue it, --overwrite to "
-                          "replace it, or another --out", out)
-                return 2
-            _remove_run_files(out, main_rank)
+        # resume, refuse, or clear an earlier run's files
+        args.resume = prepare_run(out, resume=args.resume, overwrite=args.overwrite,
+                                  main=main_rank)
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -160,47 +120,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remove_run_files(out: Path, main_rank: bool) -> None:
-    if main_rank:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-
-
-EVAL_KEYS = ("dataset", "data.", "device", "batch_size")
-"""What ``aswl eval --set`` may change: the data it is scored on and where it runs."""
-
-
-def _load_run(run: Path, overrides: list[str] | None = None):
-    from aswl.data import build_datasets
-    from aswl.export.compact import ExportError
-    from aswl.methods import ConfigError
-    from aswl.models import create_model
-    from aswl.train import load_config
-
-    if not (run / "config.yaml").is_file():
-        raise ExportError(f"{run} has no config.yaml: is it an `aswl train` output folder?")
-    for item in overrides or []:
-        key = item.split("=", 1)[0].strip()
-        if not (key in EVAL_KEYS or key.startswith("data.")):
-            raise ConfigError(f"aswl eval --set {key}: only dataset, data.*, device and "
-                              "batch_size can change (the model is the run's own)")
-    config = load_config(run / "config.yaml", overrides or [])
-    data = build_datasets(config.dataset, config.data.root, augment=False,
-                          val_fraction=config.data.val_fraction, seed=config.seed,
-                          limit_train=config.data.limit_train, limit_test=config.data.limit_test,
-                          image_size=config.data.image_size)
-    model = create_model(config.model, num_classes=data.num_classes,
-                         input_shape=data.input_shape, **config.model_args)
-    return config, data, model
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from aswl.export.compact import ExportError, load_compact, load_weights
+    from aswl.runs import load_run
     from aswl.train.data_loop import evaluate
     from aswl.train.dist import Dist, resolve_device
 
     _setup_logging(None, args.verbose)
-    config, data, model = _load_run(args.run, args.set)
+    config, data, model = load_run(args.run, args.set)
     device = resolve_device(config.device, Dist())
     path = args.run / ("model.sparse.safetensors" if args.compact else "model.safetensors")
     if args.compact:
@@ -261,7 +188,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         base = load_config(resolve_config(args.config), args.set or [])
         grid = load_grid(args.grid, methods=args.methods, sparsities=args.sparsities,
-                         seeds=args.seeds, layer_plot_sparsity=args.layer_plot_sparsity)
+                         seeds=args.seeds, layer_plot_sparsity=args.layer_plot_sparsity,
+                         variants=args.variants)
         try:
             rows = run_grid(base, grid, args.out, train_missing=not args.report_only)
         except KeyboardInterrupt:
@@ -445,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--grid", type=Path,
                          help="YAML with methods, sparsities, seeds (the flags override it)")
     compare.add_argument("--methods", help="comma list, e.g. dense,aswl,gmp,rigl")
+    compare.add_argument("--variants", nargs="+", action="extend", metavar="NAME:KEY=VALUE",
+                         help="methods with options of their own, NAME:KEY=VALUE[+KEY=VALUE...] "
+                         "(space-separated), e.g. 'aswl:prior=uniform'; each gets rows of its "
+                         "own")
     compare.add_argument("--sparsities", help="comma list of targets, e.g. 0.9,0.95,0.98")
     compare.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a comma list (default 3)")
     compare.add_argument("--out", type=Path, required=True, help="output folder")
@@ -494,9 +426,9 @@ def _run(argv: list[str] | None) -> int:
         from aswl.io import WriteError
         from aswl.methods import ConfigError
         from aswl.models import ModelError
+        from aswl.runs import RunDirError
         from aswl.train import CheckpointError, TrainingError
         from aswl.train.launch import LaunchError
-        from aswl.train.rundir import RunDirError
     finally:
         if quick_exit:
             signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -8,7 +8,9 @@ Every run shares the base config (``--config`` + ``--set``): same epochs, optimi
 per seed, the same data order; only ``method`` (name and ``target_sparsity``) and ``seed`` vary.
 ``dense`` runs once per seed (no target: it is the reference row). Options of the base config's
 ``method`` section that a method accepts (``mask_interval``, ``ramp_end``, ...) are passed on;
-the others are dropped for that method.
+the others are dropped for that method. A *variant* (``--variants 'aswl:prior=uniform'``, or
+``variants:`` in the grid file) is a method with options of its own, ``NAME:KEY=VALUE[+...]``
+(values read as YAML); it gets rows of its own, labelled by the token.
 
 Each run goes to ``OUT/runs/<method>-<sparsity>-seed<K>/`` (``OUT/runs/dense-seed<K>/``). A run
 with a ``report.json`` is not trained again, one with ``checkpoints/last.pt`` but no report is
@@ -30,134 +32,35 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import statistics
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aswl.config import NEUTRAL_KEYS, Config, config_diff, read_yaml_mapping
+from aswl.config import Config
 from aswl.export.plot import plot_accuracy_vs_sparsity, plot_layer_sparsity
+from aswl.grid import (  # noqa: F401  (re-exported: the grid is part of compare's API)
+    DENSE,
+    GRID_KEYS,
+    Grid,
+    load_grid,
+    parse_list,
+    parse_seeds,
+    parse_variant,
+)
 from aswl.io import make_folder, remove_temp_files, write_text, write_with
-from aswl.methods import ConfigError, get_method, list_methods
+from aswl.methods import ConfigError, get_method
 
 log = logging.getLogger(__name__)
 
-DENSE = "dense"
 RESULT_FIELDS = ["run", "method", "target_sparsity", "seed", "status", "test_accuracy",
                  "global_sparsity", "train_seconds", "epochs", "error"]
 SUMMARY_FIELDS = ["method", "target_sparsity", "accuracy_mean", "accuracy_std",
                   "sparsity_mean", "seeds", "failed", "stale"]
-# Settings that do not change a run's result: a finished run is not stale for these.
 ACTIONS = ("trained", "resumed", "cached", "failed", "missing")
-GRID_KEYS = ("methods", "sparsities", "seeds", "layer_plot_sparsity")
-
-
-# --------------------------------------------------------------------------- the grid
-@dataclass
-class Grid:
-    """What to compare: method names, target sparsities and seeds."""
-
-    methods: list[str]
-    sparsities: list[float]
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    layer_plot_sparsity: float | None = None
-
-    def validate(self) -> None:
-        if not self.methods:
-            raise ConfigError("compare: no methods given; use e.g. --methods dense,aswl "
-                              f"(available: {', '.join(list_methods())})")
-        for name in self.methods:
-            get_method(name)  # ConfigError listing the available ones
-        if len(set(self.methods)) != len(self.methods):
-            raise ConfigError(f"compare: a method is listed twice in {self.methods}")
-        if any(m != DENSE for m in self.methods) and not self.sparsities:
-            raise ConfigError("compare: no target sparsities given; use e.g. "
-                              "--sparsities 0.9,0.95")
-        for value in self.sparsities:
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"compare: sparsity {value!r} is invalid: expected a "
-                                  "fraction in [0, 1)")
-        if not self.seeds:
-            raise ConfigError("compare: no seeds given; use e.g. --seeds 3")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"compare: a seed is listed twice in {self.seeds}")
-        if (self.layer_plot_sparsity is not None
-                and self.layer_plot_sparsity not in self.sparsities):
-            raise ConfigError(f"compare: layer plot sparsity {self.layer_plot_sparsity} is not "
-                              f"one of the grid's sparsities {self.sparsities}")
-
-    def plot_sparsity(self) -> float | None:
-        """The sparsity of the per-layer plot: as given, else the middle of the grid."""
-        if self.layer_plot_sparsity is not None:
-            return self.layer_plot_sparsity
-        ordered = sorted(self.sparsities)
-        return ordered[len(ordered) // 2] if ordered else None
-
-
-def parse_list(text: str | Sequence[Any] | None, kind: type, what: str) -> list[Any] | None:
-    """``"a,b"`` or a YAML list -> list of ``kind``; None stays None."""
-    if text is None:
-        return None
-    items = text.split(",") if isinstance(text, str) else list(text)
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            item = item.strip()
-            if not item:
-                continue
-        try:
-            out.append(kind(item))
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"compare: {what} {item!r} is not a {kind.__name__}") from err
-    return out
-
-
-def parse_seeds(value: str | int | Sequence[Any] | None) -> list[int] | None:
-    """``3`` (a count: seeds 0, 1, 2) or a list ``0,4,7`` / ``[0, 4, 7]``."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ConfigError(f"compare: seeds = {value!r} is invalid")
-    if isinstance(value, int):
-        count = value
-    elif isinstance(value, str) and "," not in value:
-        try:
-            count = int(value)
-        except ValueError as err:
-            raise ConfigError(f"compare: seeds = {value!r} is not a count or a list") from err
-    else:
-        return parse_list(value, int, "seed")
-    if count < 1:
-        raise ConfigError(f"compare: seeds = {count} is invalid: expected a count >= 1")
-    return list(range(count))
-
-
-def load_grid(path: str | Path | None = None, *, methods: str | None = None,
-              sparsities: str | None = None, seeds: str | int | None = None,
-              layer_plot_sparsity: float | None = None) -> Grid:
-    """Grid from an optional YAML file (keys ``methods``, ``sparsities``, ``seeds``,
-    ``layer_plot_sparsity``), each key overridden by the matching argument when given."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        loaded = read_yaml_mapping(path, "grid file")
-        unknown = sorted(set(loaded) - set(GRID_KEYS))
-        if unknown:
-            raise ConfigError(f"grid file {str(path)!r}: unknown key(s) {unknown}; "
-                              f"valid keys: {list(GRID_KEYS)}")
-        values = loaded
-    method_list = parse_list(methods if methods is not None else values.get("methods"),
-                             str, "method") or []
-    sparsity_list = parse_list(sparsities if sparsities is not None
-                               else values.get("sparsities"), float, "sparsity") or []
-    seed_list = parse_seeds(seeds if seeds is not None else values.get("seeds", 3))
-    plot = layer_plot_sparsity if layer_plot_sparsity is not None \
-        else values.get("layer_plot_sparsity")
-    grid = Grid(methods=method_list, sparsities=sorted(set(sparsity_list)),
-                seeds=seed_list or [], layer_plot_sparsity=None if plot is None else float(plot))
-    grid.validate()
-    return grid
 
 
 @dataclass
@@ -176,6 +79,9 @@ def sparsity_label(value: float) -> str:
 
 
 def run_name(method: str, target_sparsity: float | None, seed: int) -> str:
+    """The run's folder name; a variant's ``:`` (and any character unsafe in a file name)
+    becomes ``_``."""
+    method = re.sub(r"[^A-Za-z0-9_.=+-]", "_", method)
     if target_sparsity is None:
         return f"{method}-seed{seed}"
     return f"{method}-{sparsity_label(target_sparsity)}-seed{seed}"
@@ -204,34 +110,22 @@ def plan_runs(base: Config, grid: Grid) -> list[RunSpec]:
     """Every run of the grid with its validated config (all checked before any training)."""
     runs = []
     for seed in grid.seeds:
-        for method in grid.methods:
+        for label, method, options in grid.entries():
             targets: list[float | None] = [None] if method == DENSE else list(grid.sparsities)
             for target in targets:
-                config = dataclasses.replace(base, method=method_section(base, method, target),
-                                             seed=seed)
+                section = {**method_section(base, method, target), **options}
+                config = dataclasses.replace(base, method=section, seed=seed)
                 try:
                     config.validate()
                 except ConfigError as err:
-                    raise ConfigError(f"compare: {run_name(method, target, seed)}: {err}") \
+                    raise ConfigError(f"compare: {run_name(label, target, seed)}: {err}") \
                         from err
-                runs.append(RunSpec(run_name(method, target, seed), method, target, seed,
+                runs.append(RunSpec(run_name(label, target, seed), label, target, seed,
                                     config))
     return runs
 
 
 # --------------------------------------------------------------------------- running
-def _stale_keys(run_dir: Path, config: Config) -> list[str]:
-    """Config keys whose saved value in ``run_dir/config.yaml`` differs from ``config``."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return []
-    try:
-        saved = read_yaml_mapping(path, "config file")
-    except ConfigError:
-        return ["config.yaml (unreadable)"]
-    return config_diff(saved, config.to_dict(), NEUTRAL_KEYS)
-
-
 @contextlib.contextmanager
 def _log_to(path: Path) -> Iterator[None]:
     """Copy the log records of the block into ``path`` (the run's own ``train.log``)."""
@@ -263,12 +157,18 @@ def run_one(spec: RunSpec, run_dir: Path,
             train_missing: bool = True) -> tuple[dict[str, Any], str]:
     """Train (or resume, or reuse) one run; returns its result row and what was done:
     ``cached``, ``resumed``, ``trained``, ``failed`` or (``train_missing=False``) ``missing``."""
+    from aswl.runs import (
+        RunDirError,
+        changed_settings,
+        has_checkpoint,
+        prepare_run,
+        run_directory,
+    )
     from aswl.train import train
-    from aswl.train.rundir import RunDirError, run_directory
 
     report_path = run_dir / "report.json"
     if report_path.is_file():
-        stale = _stale_keys(run_dir, spec.config)
+        stale = changed_settings(run_dir, spec.config)
         try:
             report = json.loads(report_path.read_text())
         except (OSError, ValueError, RecursionError) as err:  # bad JSON, not UTF-8, too deep
@@ -287,10 +187,9 @@ def run_one(spec: RunSpec, run_dir: Path,
     start = time.time()
     try:
         with run_directory(run_dir):  # one writer per run folder
-            resume = (run_dir / "checkpoints" / "last.pt").is_file()
-            if not resume and (run_dir / "metrics.jsonl").exists():
-                # A start that stopped before its first checkpoint: begin again from a clean log.
-                (run_dir / "metrics.jsonl").unlink()
+            # continue from its checkpoint; a start that stopped before its first checkpoint
+            # begins again with clean files
+            resume = prepare_run(run_dir, resume=has_checkpoint(run_dir), overwrite=True)
             action = "resumed" if resume else "trained"
             log.info("%s: %s", spec.name,
                      "resuming from its checkpoint" if resume else "training")
@@ -316,7 +215,8 @@ def run_grid(base: Config, grid: Grid, out_dir: str | Path,
     specs = plan_runs(base, grid)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     log.info("compare: %d runs (%s x %s x seeds %s) into %s", len(specs),
-             ",".join(grid.methods), ",".join(map(sparsity_label, grid.sparsities)),
+             ",".join(label for label, _, _ in grid.entries()),
+             ",".join(map(sparsity_label, grid.sparsities)),
              ",".join(map(str, grid.seeds)), out_dir)
     rows = []
     counts: dict[str, int] = {}

@@ -4,119 +4,28 @@ overrides, then validation) and the machinery the method configs share.
 Everything is checked before training starts: an unknown key, a value of the wrong type or out
 of range stops the run with a message naming the field and the values it may take.
 
-One filler (:func:`build_config`: typed dataclass from a dict, nested sections included), one
-checker (:func:`check`), one comparison (:func:`config_diff`) with one list of the settings a
-run may change when it is resumed (:data:`RESUMABLE_KEYS`). Errors are :class:`ConfigError`
-with a one-line message naming the field and what it may be.
+The checkers (:func:`~aswl.checks.build_config`, :func:`~aswl.checks.check`,
+:class:`~aswl.checks.ConfigError`) live in :mod:`aswl.checks`, below both this module and the
+methods; here: one comparison (:func:`config_diff`) with one list of the settings a run may
+change when it is resumed (:data:`RESUMABLE_KEYS`). The method section is checked by the method
+registry (:mod:`aswl.methods`), the dataset and model names by theirs: this module imports
+them, they never import it.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from aswl.checks import ConfigError, build_config, check, check_finite, coerce_value
 from aswl.safe_yaml import short_repr
 
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the allowed values."""
-
-
-def check(ok: bool, name: str, value: Any, allowed: str, prefix: str = "method.") -> None:
-    """Raise a :class:`ConfigError` saying which field is wrong and what it may be.
-
-    ``prefix`` is the section the field lives in (method options by default; ``""`` for the
-    top level of the run config).
-    """
-    if not ok:
-        raise ConfigError(f"{prefix}{name} = {short_repr(value)} is invalid: expected {allowed}")
-
-
-def coerce_value(value: Any, hint: Any, name: str) -> Any:
-    """Check ``value`` against a field's type hint, converting int to float where asked."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return coerce_value(value, option, name)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[0]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is Any:
-        return value
-    check_type = origin or hint
-    if check_type in (int, float) and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{name} = {short_repr(value)} is invalid: expected a finite number")
-    if check_type is float and isinstance(value, float):
-        return value
-    if check_type is int and isinstance(value, float) and value.is_integer():
-        return int(value)  # 1e3 -> 1000
-    if check_type is list and isinstance(value, list) and typing.get_args(hint):
-        item_hint = typing.get_args(hint)[0]  # list[str]: every element is checked
-        return [coerce_value(item, item_hint, f"{name}[{i}]") for i, item in enumerate(value)]
-    if check_type in (int, str, bool, list, dict):
-        if isinstance(value, check_type) and not (check_type is int and isinstance(value, bool)):
-            return value
-    raise ConfigError(f"{name} = {short_repr(value)} has the wrong type: expected "
-                      f"{getattr(hint, '__name__', hint)}")
-
-
-def check_finite(config: Any, prefix: str = "method.") -> None:
-    """Every float field of a config dataclass is a finite number (no inf, no nan)."""
-    for item in dataclasses.fields(config):
-        value = getattr(config, item.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            check(False, item.name, value, "a finite number", prefix)
-
-
-def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "method.") -> T:
-    """The one filler: a typed dataclass from a dict, validated.
-
-    Unknown keys and values of the wrong type are errors that name the field (``prefix`` +
-    key); a field whose type is itself a dataclass is filled from a nested mapping. The
-    result's ``validate()`` runs when it has one.
-    """
-    names = [f.name for f in dataclasses.fields(config_class)]
-    unknown = sorted(set(values) - set(names), key=str)
-    if unknown:
-        unknown = [short_repr(k, 40)[1:-1] if isinstance(k, str) else short_repr(k, 40)
-                   for k in unknown[:5]] + (["..."] if len(unknown) > 5 else [])
-        if prefix == "method.":
-            raise ConfigError(f"unknown method option(s) {unknown} for "
-                              f"{config_class.__name__}; valid: {sorted(names)}")
-        where = f"in section {prefix.rstrip('.')!r} " if prefix else ""
-        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]} {where}"
-                          f"; valid keys: {[prefix + n for n in names]}")
-    hints = typing.get_type_hints(config_class)
-    kwargs = {}
-    for key, value in values.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}{key} must be a mapping of its own keys")
-            kwargs[key] = build_config(hint, value, f"{prefix}{key}.")
-        else:
-            kwargs[key] = coerce_value(value, hint, prefix + key)
-    config = config_class(**kwargs)
-    if hasattr(config, "validate"):
-        config.validate()
-    return config
+__all__ = ["RESUMABLE_KEYS", "NEUTRAL_KEYS", "Config", "ConfigError", "DataConfig",
+           "apply_override", "build_config", "check", "check_finite", "coerce_value",
+           "config_diff", "load_config", "parse_override", "read_yaml_mapping", "yaml_load"]
 
 
 NEUTRAL_KEYS: frozenset[str] = frozenset({"progress", "device", "checkpoint_every", "log"})
@@ -155,6 +64,9 @@ class DataConfig:
     """Keep only the first N training samples (quick runs, tests)."""
     limit_test: int | None = None
     """Keep only the first N test samples."""
+    epoch_samples: int | None = None
+    """Train each epoch on N training samples drawn at random, a fresh draw per epoch from the
+    seed (quick runs; the defaults selection). None: the whole training set every epoch."""
     augment: bool = True
     """Training-set augmentation: random shifts of up to 2 pixels (MNIST, Fashion-MNIST, the
     embedded MNIST subset), random crop and flip (CIFAR-10, ImageNet); none for synthetic."""
@@ -244,6 +156,8 @@ class Config:
              "'last' unless data.val_fraction > 0")
         need(0 <= self.data.val_fraction < 1, "data.val_fraction", "a fraction in [0, 1)")
         need(self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1")
+        need(self.data.epoch_samples is None or self.data.epoch_samples >= 1,
+             "data.epoch_samples", "null or an integer >= 1")
         need(isinstance(self.log, list) and all(name in ("jsonl", "csv", "tensorboard")
                                                 for name in self.log),
              "log", "a list of 'jsonl', 'csv', 'tensorboard', e.g. [jsonl, csv]")

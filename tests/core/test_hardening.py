@@ -19,10 +19,10 @@ import torch
 import aswl.io
 import aswl.train.checkpoint as checkpoint
 from aswl.cli import main
+from aswl.runs import RunDirError, run_directory
 from aswl.train import CheckpointError, load_checkpoint, save_checkpoint
 from aswl.train.checkpoint import read_checkpoint_header
 from aswl.train.loop import Trainer
-from aswl.train.rundir import RunDirError, run_directory
 
 TINY = ["progress=false", "data.limit_train=96", "data.limit_test=64", "batch_size=32",
         "epochs=2", "method.target_sparsity=0.9"]
@@ -139,7 +139,7 @@ def test_lock_of_a_killed_process_is_released(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from aswl.train.rundir import run_directory
+            from aswl.runs import run_directory
             with run_directory({str(out)!r}):
                 print("locked", flush=True)
                 time.sleep(60)
@@ -319,7 +319,7 @@ def test_resume_without_checkpoint_or_config_refuses(tmp_path, capsys, epochs_tr
 
 
 def test_ctrl_c_while_starting_is_one_line(tmp_path, monkeypatch, capsys):
-    import aswl.train.rundir as rundir
+    import aswl.runs as rundir
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

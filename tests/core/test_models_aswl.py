@@ -7,8 +7,12 @@ from aswl.methods import create_method
 from aswl.models import create_model, default_input_shape, list_models
 from aswl.train.step import training_step
 
+# seconds each: the full suite (-m "") runs them
+SLOW = {"vgg16", "resnet50", "resnet18", "resnet110", "resnet56", "resnet56_preact"}
 
-@pytest.mark.parametrize("name", list_models())
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                  for n in list_models()])
 def test_model_trains_with_aswl_and_exports(name):
     torch.manual_seed(0)
     shape = default_input_shape(name)

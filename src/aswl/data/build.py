@@ -1,10 +1,16 @@
-"""``build_datasets``: one entry point for every supported dataset."""
+"""``build_datasets``: one entry point for every dataset, through a registry.
+
+A dataset is a builder registered with :func:`register_dataset` (like models with
+``register_model`` and methods with ``register_method``): it takes a :class:`DataRequest` and
+returns :class:`Datasets`. :func:`list_datasets` names them (``aswl datasets``),
+:func:`get_dataset` finds one by name.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +23,6 @@ from .errors import DatasetError
 from .memory import BatchAugment, InMemoryDataset, RandomCropFlip, normalize, stratified_split
 
 logger = logging.getLogger(__name__)
-
-DATASET_NAMES = ("mnist-embedded", "mnist", "fashion-mnist", "cifar10", "imagenet", "synthetic")
-_BY_KEY = {n.replace("-", ""): n for n in DATASET_NAMES}  # accepts e.g. "Fashion_MNIST", "cifar-10"
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
@@ -45,19 +48,63 @@ class Datasets:
     input_shape: tuple[int, int, int]  # (C, H, W) of one model input
 
 
+@dataclass(frozen=True)
+class DataRequest:
+    """What a dataset builder is asked for (checked before it is called)."""
+
+    name: str
+    root: Path
+    download: bool = False
+    augment: bool = True
+    val_fraction: float = 0.0
+    seed: int = 0
+    limit_train: int | None = None
+    limit_test: int | None = None
+    image_size: int = 224
+
+
+DatasetBuilder = Callable[[DataRequest], Datasets]
+_REGISTRY: dict[str, DatasetBuilder] = {}
+
+
+def _key(name: str) -> str:
+    """Names match case-insensitively, with ``_`` or ``-`` or nothing between words."""
+    return str(name).strip().lower().replace("_", "").replace("-", "")
+
+
+def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Decorator registering ``fn(request: DataRequest) -> Datasets`` as dataset ``name``."""
+    if not _key(name):
+        raise DatasetError(f"invalid dataset name {name!r}")
+
+    def decorator(fn: DatasetBuilder) -> DatasetBuilder:
+        taken = [n for n in _REGISTRY if _key(n) == _key(name)]
+        if taken and _REGISTRY[taken[0]] is not fn:
+            raise DatasetError(f"dataset {name!r} is already registered (as {taken[0]!r})")
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`build_datasets`."""
-    return list(DATASET_NAMES)
+    """Names accepted by :func:`build_datasets`, in registration order."""
+    return list(_REGISTRY)
 
 
 def _canonical_name(name: str) -> str:
-    key = _BY_KEY.get(str(name).strip().lower().replace("_", "").replace("-", ""))
-    if key is None:
-        raise DatasetError(
-            f"Unknown dataset {name!r}. Valid names: {', '.join(DATASET_NAMES)} "
-            "(set dataset= to one of them)."
-        )
-    return key
+    for known in _REGISTRY:
+        if _key(known) == _key(name):
+            return known
+    raise DatasetError(
+        f"Unknown dataset {name!r}. Valid names: {', '.join(_REGISTRY)} "
+        "(set dataset= to one of them)."
+    )
+
+
+def get_dataset(name: str) -> DatasetBuilder:
+    """The builder registered as ``name`` (e.g. ``Fashion_MNIST`` finds ``fashion-mnist``)."""
+    return _REGISTRY[_canonical_name(name)]
 
 
 def default_root(name: str) -> Path:
@@ -121,17 +168,13 @@ def _in_memory(
     return train, val, test
 
 
-def _build_imagenet(
-    root: Path,
-    download: bool,
-    augment: bool,
-    val_fraction: float,
-    seed: int,
-    limit_train: int | None,
-    limit_test: int | None,
-    image_size: int,
-) -> Datasets:
-    if download:
+def _build_imagenet(request: DataRequest) -> Datasets:
+    """ImageNet-style class folders (``train/``, ``val/``), read from disk per sample."""
+    root, augment, val_fraction, seed = (request.root, request.augment, request.val_fraction,
+                                         request.seed)
+    limit_train, limit_test, image_size = (request.limit_train, request.limit_test,
+                                           request.image_size)
+    if request.download:
         logger.warning("imagenet cannot be downloaded automatically; using %s as is", root)
     imagenet.pil_image()  # fail before scanning when Pillow is missing
     base = imagenet.find_imagenet_root(root)
@@ -153,8 +196,64 @@ def _build_imagenet(
     return Datasets(train, val, test, len(classes), (3, image_size, image_size))
 
 
-MNIST_FAMILY = ("mnist-embedded", "mnist", "fashion-mnist")
-"""28x28 grey-scale sets whose training augmentation is a random shift of up to 2 pixels."""
+def _memory_sets(request: DataRequest, raw: tuple[Tensor, Tensor, Tensor, Tensor],
+                 mean: Sequence[float], std: Sequence[float], classes: Sequence[str],
+                 train_augment: BatchAugment | None) -> Datasets:
+    train, val, test = _in_memory(raw, mean, std, train_augment, classes, request.val_fraction,
+                                  request.seed, request.limit_train, request.limit_test)
+    c, h, w = train.images.shape[1:] if len(train) else test.images.shape[1:]
+    return Datasets(train, val, test, len(classes), (int(c), int(h), int(w)))
+
+
+def _digits_like(request: DataRequest, raw: tuple[Tensor, Tensor, Tensor, Tensor],
+                 mean: Sequence[float], std: Sequence[float],
+                 classes: Sequence[str]) -> Datasets:
+    """28x28 grey-scale sets: training augmentation is a random shift of up to 2 pixels (no
+    flip: digits)."""
+    shift = RandomCropFlip(padding=2, fill=-mean[0] / std[0], flip=False) \
+        if request.augment else None
+    return _memory_sets(request, raw, mean, std, classes, shift)
+
+
+# Registration order is the order `aswl datasets` lists them in.
+@register_dataset("mnist-embedded")
+def _mnist_embedded(request: DataRequest) -> Datasets:
+    """The 5,000-image MNIST subset packaged with aswl (root is not used)."""
+    return _digits_like(request, mnist.load_mnist_embedded(), MNIST_MEAN, MNIST_STD, DIGITS)
+
+
+@register_dataset("mnist")
+def _mnist(request: DataRequest) -> Datasets:
+    """MNIST from IDX files in ``root``."""
+    raw = mnist.load_idx_dataset("mnist", request.root, request.download)
+    return _digits_like(request, raw, MNIST_MEAN, MNIST_STD, DIGITS)
+
+
+@register_dataset("fashion-mnist")
+def _fashion_mnist(request: DataRequest) -> Datasets:
+    """Fashion-MNIST from IDX files in ``root``."""
+    raw = mnist.load_idx_dataset("fashion-mnist", request.root, request.download)
+    return _digits_like(request, raw, FASHION_MEAN, FASHION_STD, FASHION_CLASSES)
+
+
+@register_dataset("cifar10")
+def _cifar10(request: DataRequest) -> Datasets:
+    """CIFAR-10 from its pickle batches; training augmentation is random crop and flip."""
+    raw, mean, std = cifar.load_cifar10(request.root, request.download), cifar.MEAN, cifar.STD
+    crop_flip = None
+    if request.augment:
+        black = [-m / s for m, s in zip(mean, std, strict=True)]
+        crop_flip = RandomCropFlip(padding=4, fill=black)
+    return _memory_sets(request, raw, mean, std, cifar.CLASSES, crop_flip)
+
+
+register_dataset("imagenet")(_build_imagenet)
+
+
+@register_dataset("synthetic")
+def _synthetic(request: DataRequest) -> Datasets:
+    """Random learnable data for tests (from ``seed``; no augmentation)."""
+    return _memory_sets(request, make_synthetic(request.seed), (0.0,), (1.0,), DIGITS, None)
 
 
 def build_datasets(
@@ -192,35 +291,8 @@ def build_datasets(
     path = Path(root).expanduser() if root is not None else default_root(key)
     val_fraction = float(val_fraction)
 
-    if key == "imagenet":
-        result = _build_imagenet(
-            path, download, augment, val_fraction, seed, limit_train, limit_test, image_size
-        )
-    else:
-        train_augment: BatchAugment | None = None
-        if key == "mnist-embedded":
-            raw, mean, std, classes = mnist.load_mnist_embedded(), MNIST_MEAN, MNIST_STD, DIGITS
-        elif key == "mnist":
-            raw, mean, std = mnist.load_idx_dataset(key, path, download), MNIST_MEAN, MNIST_STD
-            classes = DIGITS
-        elif key == "fashion-mnist":
-            raw = mnist.load_idx_dataset(key, path, download)
-            mean, std, classes = FASHION_MEAN, FASHION_STD, FASHION_CLASSES
-        elif key == "cifar10":
-            raw, mean, std = cifar.load_cifar10(path, download), cifar.MEAN, cifar.STD
-            classes = cifar.CLASSES
-            if augment:
-                black = [-m / s for m, s in zip(mean, std, strict=True)]
-                train_augment = RandomCropFlip(padding=4, fill=black)
-        else:  # synthetic
-            raw, mean, std, classes = make_synthetic(seed), (0.0,), (1.0,), DIGITS
-        if augment and key in MNIST_FAMILY:  # shifts of up to 2 pixels; no flip (digits)
-            train_augment = RandomCropFlip(padding=2, fill=-mean[0] / std[0], flip=False)
-        train, val, test = _in_memory(
-            raw, mean, std, train_augment, classes, val_fraction, seed, limit_train, limit_test
-        )
-        c, h, w = train.images.shape[1:] if len(train) else test.images.shape[1:]
-        result = Datasets(train, val, test, 10, (int(c), int(h), int(w)))
+    result = _REGISTRY[key](DataRequest(key, path, download, augment, val_fraction, seed,
+                                        limit_train, limit_test, int(image_size)))
 
     for split, part in (("train", result.train), ("test", result.test)):
         if len(part) == 0:

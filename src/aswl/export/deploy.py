@@ -62,20 +62,12 @@ def load_source(path: Path, model_name: str | None = None, num_classes: int = 10
 
     path = Path(path)
     if path.is_dir():
-        from aswl.data import build_datasets
-        from aswl.train import load_config
+        from aswl.runs import load_run
 
         if not (path / "config.yaml").is_file():
             raise ExportError(f"{path} has no config.yaml: give an `aswl train` output folder, "
                               "or a model file with --model NAME")
-        config = load_config(path / "config.yaml")
-        data = build_datasets(config.dataset, config.data.root, augment=False,
-                              val_fraction=config.data.val_fraction, seed=config.seed,
-                              limit_train=config.data.limit_train,
-                              limit_test=config.data.limit_test,
-                              image_size=config.data.image_size)
-        model = create_model(config.model, num_classes=data.num_classes,
-                             input_shape=data.input_shape, **config.model_args)
+        config, data, model = load_run(path)
         weights = path / "model.safetensors"
         if not weights.is_file():
             weights = path / "model.sparse.safetensors"
@@ -125,11 +117,10 @@ class _OnnxModule(nn.Module):
 
 
 def _accuracy(model: nn.Module, test: Any) -> float:
-    from aswl.train.data_loop import evaluate
-    from aswl.train.dist import Dist
+    from aswl.data.loader import evaluate
 
     with torch.no_grad():
-        return evaluate(model, test, 256, torch.device("cpu"), Dist())
+        return evaluate(model, test, 256, torch.device("cpu"))
 
 
 def export_model(source: Source, fmt: str, quantize: str | None = None,

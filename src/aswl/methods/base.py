@@ -60,7 +60,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.config import ConfigError, build_config, check, coerce_value
+from aswl.checks import ConfigError, build_config, check, coerce_value
 from aswl.finite import check_finite as check_finite_weights
 from aswl.methods.guards import MethodStateError, checked_load, warn_untrained, warn_user
 from aswl.methods.method_config import GradualConfig, MethodConfig

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aswl.config import check, check_finite
+from aswl.checks import check, check_finite
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from aswl.config import ConfigError
+from aswl.checks import ConfigError
 
 if TYPE_CHECKING:
     from aswl.methods.base import SparseMethod

@@ -2,7 +2,8 @@
 
 One process, one GPU, or many processes under ``torchrun`` (PyTorch DDP, see
 :mod:`aswl.train.dist`); only rank 0 writes files. Batching and evaluation are in
-:mod:`aswl.train.data_loop`, the optimiser and learning rate in :mod:`aswl.train.optim`.
+:mod:`aswl.data.loader`, the run folder in :mod:`aswl.runs`, the optimiser and learning rate
+in :mod:`aswl.train.optim`; :class:`~aswl.train.Callback` hooks extend a run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,14 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from aswl.config import RESUMABLE_KEYS, Config, config_diff
+from aswl.config import RESUMABLE_KEYS, Config
 from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
 from aswl.io import write_text
 from aswl.methods import create_method
 from aswl.models import create_model
+from aswl.runs import CHECKPOINT, check_resume, start_fresh
+from aswl.train.callbacks import Callback
 from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
@@ -48,15 +52,22 @@ def _is_terminal(stream: Any) -> bool:
 
 # --------------------------------------------------------------------------- the run
 class Trainer:
-    """Builds everything from a :class:`Config` and runs it, writing into ``out_dir``."""
+    """Builds everything from a :class:`Config` and runs it, writing into ``out_dir``.
 
-    def __init__(self, config: Config, out_dir: str | Path) -> None:
+    ``data``: datasets to use instead of building ``config.dataset`` (a benchmark that holds
+    one split in memory across many runs). ``callbacks``: :class:`~aswl.train.Callback`
+    hooks called at the start, after each step and after each epoch.
+    """
+
+    def __init__(self, config: Config, out_dir: str | Path, *, data: Datasets | None = None,
+                 callbacks: Sequence[Callback] = ()) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
+        self.callbacks = list(callbacks)
         self.dist = setup_distributed(config.device)
         self.device = resolve_device(config.device, self.dist)
         torch.manual_seed(config.seed)
-        self.data: Datasets = build_datasets(
+        self.data: Datasets = data if data is not None else build_datasets(
             config.dataset, config.data.root, download=config.data.download,
             augment=config.data.augment, val_fraction=config.data.val_fraction,
             seed=config.seed, limit_train=config.data.limit_train,
@@ -64,7 +75,8 @@ class Trainer:
         self.model = create_model(config.model, num_classes=self.data.num_classes,
                                   input_shape=self.data.input_shape,
                                   **config.model_args).to(self.device)
-        self.per_epoch = steps_per_epoch(self.data.train, config.batch_size, self.dist)
+        self.per_epoch = steps_per_epoch(self.data.train, config.batch_size, self.dist,
+                                         limit=config.data.epoch_samples)
         self.total_steps = self.per_epoch * config.epochs
         self.method = create_method(config.method_name(), self.model,
                                     total_steps=self.total_steps,
@@ -86,7 +98,7 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / "checkpoints" / "last.pt"
+        return self.out_dir / CHECKPOINT
 
     def state(self) -> dict[str, Any]:
         return {
@@ -106,11 +118,7 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> None:
         """Build -> attach -> load: continue a run from its last checkpoint."""
         state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
-        changed = config_diff(json.loads(state["config"]), self.config.to_dict())
-        if changed:
-            raise TrainingError(f"cannot resume: the checkpoint was made with other settings "
-                                f"for {changed} (only {sorted(RESUMABLE_KEYS)} may change); "
-                                "resume with the run's own config.yaml")
+        check_resume(json.loads(state["config"]), self.config, path or self.checkpoint_path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
@@ -144,7 +152,8 @@ class Trainer:
         for images, labels in batches(self.data.train, config.batch_size, shuffle=True,
                                       seed=config.seed, epoch=self.epoch, dist=self.dist,
                                       device=self.device, workers=config.data.workers,
-                                      augment=config.data.augment):
+                                      augment=config.data.augment,
+                                      limit=config.data.epoch_samples):
             step = self.epoch * self.per_epoch + seen
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(config, step, self.total_steps,
@@ -156,12 +165,16 @@ class Trainer:
             loss_sum += result.task_loss * labels.numel()
             correct += (result.outputs.argmax(1) == labels).sum()
             seen += 1
+            for callback in self.callbacks:
+                callback.on_step(self, step + 1, result.task_loss)
             if progress is not None:
                 progress.update(1)
         if progress is not None:
             progress.close()
         samples = max(1, seen * config.batch_size)
-        samples = min(samples, math.ceil(len(self.data.train) / self.dist.world_size))
+        epoch_size = len(self.data.train) if config.data.epoch_samples is None else \
+            min(len(self.data.train), config.data.epoch_samples)
+        samples = min(samples, math.ceil(epoch_size / self.dist.world_size))
         return {"train_loss": float(loss_sum) / samples, "train_accuracy": float(correct) / samples}
 
     def _check_loss(self, loss: Tensor, step: int) -> None:
@@ -201,7 +214,7 @@ class Trainer:
             write_text(self.out_dir / "config.yaml", yaml.safe_dump(config.to_dict(),
                                                                     sort_keys=False))
             if self.epoch == 0:  # a fresh start: no metric lines of an earlier attempt
-                (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+                start_fresh(self.out_dir)
         # epochs after the checkpoint (of an interrupted run) are dropped from every log
         self.loggers = build_loggers(config.log, self.out_dir, self.history) \
             if self.dist.main else []
@@ -209,6 +222,8 @@ class Trainer:
                  config.model, config.dataset, len(self.method.layers),
                  self.method.total_numel, self.total_steps, self.device)
         start = time.time()
+        for callback in self.callbacks:
+            callback.on_start(self)
         while self.epoch < config.epochs:
             epoch_start = time.time()
             metrics = self.train_epoch()
@@ -228,6 +243,8 @@ class Trainer:
                      "(%.1fs)", self.epoch, config.epochs, record["train_loss"],
                      100 * record["train_accuracy"], 100 * record["test_accuracy"],
                      100 * record["global_sparsity"], record["seconds"])
+            for callback in self.callbacks:
+                callback.on_epoch(self, record)
             if self.dist.main:
                 for logger in self.loggers:
                     logger.log(record)
@@ -325,9 +342,11 @@ class Trainer:
         return report
 
 
-def train(config: Config, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Run one experiment from a validated config; returns the report."""
-    trainer = Trainer(config, out_dir)
+def train(config: Config, out_dir: str | Path, resume: bool = False, *,
+          data: Datasets | None = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Run one experiment from a validated config; returns the report. ``data`` and
+    ``callbacks``: see :class:`Trainer`."""
+    trainer = Trainer(config, out_dir, data=data, callbacks=callbacks)
     if resume:
         trainer.resume()
     return trainer.fit()

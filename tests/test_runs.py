@@ -1,0 +1,84 @@
+"""Run folders (aswl.runs): how a run starts in a folder, the resume check, reuse, rebuild."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aswl.checks import ConfigError
+from aswl.config import load_config
+from aswl.runs import (
+    CHECKPOINT,
+    RUN_FILES,
+    RunDirError,
+    changed_settings,
+    check_resume,
+    default_out,
+    load_run,
+    prepare_run,
+)
+
+TINY = ["dataset=synthetic", "model=lenet300", "data.limit_test=20"]
+
+
+def earlier_run(out: Path, checkpoint: bool = False) -> None:
+    """The files an earlier attempt left (with or without its checkpoint)."""
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if checkpoint or name != str(CHECKPOINT):
+            (out / name).write_text("old")
+
+
+def test_a_resume_with_a_checkpoint_keeps_everything(tmp_path):
+    earlier_run(tmp_path, checkpoint=True)
+    assert prepare_run(tmp_path, resume=True) is True
+    assert (tmp_path / "metrics.jsonl").read_text() == "old"
+
+
+def test_a_resume_without_checkpoint_starts_clean(tmp_path, caplog):
+    earlier_run(tmp_path)
+    assert prepare_run(tmp_path, resume=True) is False
+    assert not any((tmp_path / name).exists() for name in RUN_FILES)
+    assert "no checkpoint" in caplog.text
+
+
+def test_an_earlier_run_is_refused_unless_overwritten(tmp_path):
+    earlier_run(tmp_path, checkpoint=True)
+    with pytest.raises(RunDirError, match="already holds a run.*--overwrite"):
+        prepare_run(tmp_path, resume=False)
+    assert prepare_run(tmp_path, resume=False, overwrite=True, main=False) is False
+    assert (tmp_path / "metrics.jsonl").exists()  # other ranks remove nothing
+    assert prepare_run(tmp_path, resume=False, overwrite=True) is False
+    assert not any((tmp_path / name).exists() for name in RUN_FILES)
+
+
+def test_resume_may_change_only_the_resumable_settings(tmp_path):
+    saved = load_config(None, TINY).to_dict()
+    check_resume(saved, load_config(None, [*TINY, "lr=0.01", "epochs=30"]), tmp_path)
+    with pytest.raises(RunDirError, match="cannot change seed"):
+        check_resume(saved, load_config(None, [*TINY, "seed=4"]), tmp_path)
+
+
+def test_changed_settings_ignore_the_neutral_ones(tmp_path):
+    config = load_config(None, TINY)
+    assert changed_settings(tmp_path, config) == []  # nothing saved: nothing to compare
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    assert changed_settings(tmp_path, load_config(None, [*TINY, "progress=false"])) == []
+    assert changed_settings(tmp_path, load_config(None, [*TINY, "lr=0.01"])) == ["lr"]
+    (tmp_path / "config.yaml").write_text("a: [")
+    assert changed_settings(tmp_path, config) == ["config.yaml (unreadable)"]
+
+
+def test_load_run_rebuilds_model_and_data_and_limits_overrides(tmp_path):
+    config = load_config(None, TINY)
+    assert default_out(config) == Path("runs/aswl-lenet300-synthetic-s0")
+    with pytest.raises(RunDirError, match="no config.yaml"):
+        load_run(tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    loaded, data, model = load_run(tmp_path, ["data.limit_test=10"])
+    assert loaded.model == "lenet300" and len(data.test) == 10
+    assert sum(p.numel() for p in model.parameters()) == 266_610
+    with pytest.raises(ConfigError, match="only dataset, data"):
+        load_run(tmp_path, ["model=lenet5"])
