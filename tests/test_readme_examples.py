@@ -33,6 +33,8 @@ def prelude(code: str, tmp_path: Path) -> dict:
                                                                        generator=gen))
               for _ in range(4)]
     names: dict = {"MyNet": MyNet, "loader": loader, "epochs": 2}
+    if "trained.pt" in code:  # the "pruning a trained model" example loads one
+        torch.save(MyNet().state_dict(), tmp_path / "trained.pt")
     if "lightning" in code:
         lightning = pytest.importorskip("lightning")
 

@@ -10,6 +10,7 @@ without importing each other.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -89,14 +90,17 @@ def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "m
     names = [f.name for f in dataclasses.fields(config_class)]
     unknown = sorted(set(values) - set(names), key=str)
     if unknown:
+        close = [f"`{prefix}{match[0]}`" for key in unknown[:5] if isinstance(key, str)
+                 and (match := difflib.get_close_matches(key, names, n=1))]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         unknown = [short_repr(k, 40)[1:-1] if isinstance(k, str) else short_repr(k, 40)
                    for k in unknown[:5]] + (["..."] if len(unknown) > 5 else [])
         if prefix == "method.":
-            raise ConfigError(f"unknown method option(s) {unknown} for "
+            raise ConfigError(f"unknown method option(s) {unknown}{hint} for "
                               f"{config_class.__name__}; valid: {sorted(names)}")
         where = f"in section {prefix.rstrip('.')!r} " if prefix else ""
-        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]} {where}"
-                          f"; valid keys: {[prefix + n for n in names]}")
+        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}{hint} "
+                          f"{where}".rstrip() + f"; valid keys: {[prefix + n for n in names]}")
     hints = typing.get_type_hints(config_class)
     kwargs = {}
     for key, value in values.items():

@@ -209,9 +209,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     if args.command == "methods":
-        from aswl.methods import list_methods
+        import dataclasses
+        import textwrap
 
-        names = list_methods()
+        from aswl.methods import get_method, list_methods
+
+        names = []
+        for name in list_methods():
+            options = [item.name for item in dataclasses.fields(get_method(name).config_class)]
+            names.append(name + "\n" + textwrap.fill(
+                "options: " + ", ".join(options), width=96, initial_indent="  ",
+                subsequent_indent="    "))
+        names.append("(`aswl config --set method.name=NAME` shows each option with its doc)")
     elif args.command == "models":
         from aswl.models import list_models
 
@@ -305,14 +314,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_FORMATS = ("compact", "safetensors", "onnx")
+"""``aswl.export.deploy.FORMATS``, spelled here so that ``--help`` and ``--version`` import no
+torch (a test checks that both agree)."""
+
+
 def _add_export_commands(sub: Any) -> None:
     """``export`` and ``bench`` on the ``aswl`` sub-command parser."""
-    from aswl.export.deploy import FORMATS
-
     export = sub.add_parser("export", help="write a run's model as a compact, safetensors or "
                             "ONNX file (optionally quantized) and report size and accuracy")
     _source_args(export)
-    export.add_argument("--format", choices=FORMATS, default="compact")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="compact")
     export.add_argument("--quantize", default="none",
                         help="none (lossless), fp16, bf16, int8 (per-layer linear) or kmeans4 "
                              "to kmeans8 (k-means codebook); int8/kmeans need --format compact")

@@ -89,6 +89,9 @@ class Config:
     method: dict[str, Any] = field(
         default_factory=lambda: {"name": "aswl", "target_sparsity": 0.95})
     """``name`` plus the method's own options (see ``aswl methods``)."""
+    init: str | None = None
+    """Start from trained weights: a safetensors or state_dict file of the same model, checked
+    key by key. None: the model's random initialisation."""
     epochs: int = 20
     """Passes over the training set."""
     batch_size: int = 64

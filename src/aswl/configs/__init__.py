@@ -91,9 +91,18 @@ def resolve_config(name_or_path: str | Path | None) -> Path | None:
     )
 
 
+def _first_sentence(text: str) -> str:
+    """A field doc's first sentence (a sentence ends at a period before a capital letter, so
+    "eq. 6" and "e.g. x" do not end it), plus its "None: ..." sentence saying what null means."""
+    sentences = [part if part.endswith(".") else part + "."
+                 for part in re.split(r"(?<=[a-z0-9)`])\. (?=[A-Z`*])", text)]
+    null = next((part for part in sentences[1:] if part.startswith("None")), None)
+    return sentences[0] + (" null" + null[4:] if null else "")
+
+
 def field_docs(cls: type) -> dict[str, str]:
-    """First line of each dataclass field's docstring (the string literal after the field),
-    through the class hierarchy, base classes first."""
+    """First sentence of each dataclass field's docstring (the string literal after the field)
+    and what null means, through the class hierarchy, base classes first."""
     import ast
     import inspect
     import textwrap
@@ -110,8 +119,7 @@ def field_docs(cls: type) -> dict[str, str]:
                     and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
                     and isinstance(after.value.value, str)):
                 text = " ".join(after.value.value.split()).replace("``", "`")
-                first = re.split(r"(?<=[a-z0-9)`])(?<!e\.g)(?<!i\.e)\. ", text, maxsplit=1)[0]
-                docs[field_node.target.id] = first if first.endswith(".") else first + "."
+                docs[field_node.target.id] = _first_sentence(text)
     return docs
 
 

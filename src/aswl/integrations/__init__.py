@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from aswl.methods import ConfigError, SparseMethod, create_method
 from aswl.sparse import dense_weight, find_prunable
@@ -158,7 +159,7 @@ def _check_not_hooked(optimizer: torch.optim.Optimizer) -> None:
                           "or use a new optimizer")
 
 
-def sparsify(model: nn.Module, optimizer: Any, total_steps: int,
+def sparsify(model: nn.Module, optimizer: Any, total_steps: int | None = None,
              target_sparsity: float | None = None, method: str = "aswl",
              **options: Any) -> SparseMethod:
     """Make ``model`` learn a sparse structure while ``optimizer`` trains it: one line.
@@ -166,8 +167,9 @@ def sparsify(model: nn.Module, optimizer: Any, total_steps: int,
     Attaches method ``method`` (default ASWL, target mode) to ``model`` in place and hooks it
     onto ``optimizer``; your loop stays ``loss.backward(); optimizer.step();
     optimizer.zero_grad()``. ``total_steps`` is the number of optimiser steps of the whole
-    run (the sparsity ramp is laid out over it). ``options`` are the method's config fields
-    (``aswl methods`` lists the methods; e.g. ``include=["features.*"]``). After training call
+    run (the sparsity ramp is laid out over it; left out, it warns and prunes in one shot).
+    ``options`` are the method's config fields (``aswl methods`` lists the methods; e.g.
+    ``include=["features.*"]``). After training call
     ``method.finalize()`` and ``method.export()``. The optimiser must already hold the
     model's parameters; it keeps them (the masks wrap the same weight tensors).
 
@@ -182,7 +184,12 @@ def sparsify(model: nn.Module, optimizer: Any, total_steps: int,
     if isinstance(include, (list, tuple, type(None))) and isinstance(exclude, (list, tuple)) \
             and all(isinstance(p, str) for p in [*(include or ()), *exclude]):
         # before the masks are attached: a failed check leaves the model untouched
-        layers = find_prunable(model, include, exclude)
+        layers = find_prunable(model, include, exclude, bool(options.get("prune_embeddings")))
+        masked = [name for name, m in layers.items() if parametrize.is_parametrized(m, "weight")]
+        if masked:
+            raise ConfigError(f"the model is already masked (layers {masked[:5]}): attach one "
+                              "method per model; to prune further, use the plain model of "
+                              "method.export() or a fresh model")
         _check_weights_held({name: m.weight for name, m in layers.items()}, inner)
     created = create_method(method, model, total_steps=total_steps, **options)
     return attach(created, inner)

@@ -5,6 +5,13 @@ attaches the method to the LightningModule and hooks it onto the module's optimi
 :func:`aswl.sparsify` (so it does exactly what the explicit loop does; the number of steps is
 ``trainer.estimated_stepping_batches``); at the end of ``fit`` it sets the final masks.
 ``callback.method.export()`` is then the plain sparse model.
+
+Checkpoints: the checkpoint's ``state_dict`` holds the plain pruned weights (pruned weights
+exactly zero, the keys of a fresh model), so ``Model.load_from_checkpoint(path)`` gives the
+pruned model and ``strict_loading`` stays on. The callback's own state holds what resuming
+needs (dense weights, masks, the method's parameters and state); ``trainer.fit(model,
+ckpt_path=path)`` with a fresh model and callback continues step-exactly where the checkpoint
+was written.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from aswl.integrations._callback import SparsifyCallbackBase
+from aswl.integrations._callback import SparsifyCallbackBase, to_plain_state
 from aswl.methods import ConfigError
 
 try:
@@ -49,9 +56,14 @@ class ASWLCallback(SparsifyCallbackBase, Callback):
     def on_fit_end(self, trainer: Any, pl_module: nn.Module) -> None:
         self.finish()
 
+    def on_save_checkpoint(self, trainer: Any, pl_module: nn.Module,
+                           checkpoint: dict[str, Any]) -> None:
+        if self.method is not None and "state_dict" in checkpoint:
+            to_plain_state(pl_module, checkpoint["state_dict"], method=self.method)
+
     def state_dict(self) -> dict[str, Any]:
-        return {} if self.method is None else {"method": self.method.state_dict()}
+        return self.checkpoint_state()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.method is not None and "method" in state_dict:
-            self.method.load_state_dict(state_dict["method"])
+        # Lightning restores callbacks before on_fit_start: restore() waits for the method
+        self.restore(state_dict)

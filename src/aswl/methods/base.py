@@ -62,7 +62,13 @@ from torch.nn.utils import parametrize
 
 from aswl.checks import ConfigError, build_config, check, coerce_value
 from aswl.finite import check_finite as check_finite_weights
-from aswl.methods.guards import MethodStateError, checked_load, warn_untrained, warn_user
+from aswl.methods.guards import (
+    MethodStateError,
+    checked_load,
+    untrained_hint,
+    warn_untrained,
+    warn_user,
+)
 from aswl.methods.method_config import GradualConfig, MethodConfig
 from aswl.methods.registry import (
     METHODS,
@@ -73,13 +79,15 @@ from aswl.methods.registry import (
 )
 from aswl.sparse import (
     attach_alias,
-    attach_masks,
+    attach_layers,
     dense_weight,
+    describe_dense,
+    detach_layers,
     find_prunable,
     global_topk_masks,
     keep_count,
-    remove_masks,
     split_tied,
+    strip_layers,
 )
 from aswl.sparse.schedules import Schedule, build_schedule
 from aswl.sparse.threshold import LayerMasks
@@ -141,7 +149,8 @@ class SparseMethod:
         self.step_count = 0
         self.kept: dict[str, int] = {}
         """Weights each layer kept at the last :meth:`update_masks`."""
-        self.layers, self.tied = split_tied(find_prunable(model, config.include, config.exclude))
+        self.layers, self.tied = split_tied(find_prunable(model, config.include, config.exclude,
+                                                          config.prune_embeddings))
         """``layers``: one entry per distinct weight; ``tied``: the other layers that share a
         layer's weight Parameter (they share its mask and attention and are counted once)."""
         if not self.layers:
@@ -205,18 +214,16 @@ class SparseMethod:
             raise ConfigError(f"layer(s) {taken} already carry a method's masks: attach one "
                               "method per model (build a fresh model, or use the plain model "
                               "of method.export())")
+        describe_dense(self.model, self.layers, self.name)
         try:
-            self.masks = attach_masks(self.layers, self.straight_through)
+            self.masks = attach_layers(self.layers, self.straight_through)
             for name, aliases in self.tied.items():
                 for alias in aliases:
                     attach_alias(self.model.get_submodule(alias), self.masks[name])
             self.on_attach()
             self.init_masks()
         except BaseException:
-            for module in modules.values():
-                if parametrize.is_parametrized(module, "weight"):
-                    parametrize.remove_parametrizations(module, "weight",
-                                                        leave_parametrized=False)
+            detach_layers(modules)
             self.masks = {}
             raise
         return self
@@ -396,13 +403,11 @@ class SparseMethod:
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
             warn_user(f"{self.name}: export() before any step(): the model is untrained "
-                          "(its masks come from the initial weights). Train it with "
-                          "method.step() after every optimizer.step(), then finalize()",
-                          )
+                      "(its masks come from the initial weights). " + untrained_hint(self))
         plain = copy.deepcopy(self.model)
         self.fold_into_weights(plain)
         names = [*self.layers, *(alias for aliases in self.tied.values() for alias in aliases)]
-        remove_masks(plain.get_submodule(name) for name in names)
+        strip_layers(plain, names)
         plain.eval()
         skipped = getattr(self, "nonfinite_steps", 0)
         check_finite_weights(plain.state_dict(), f"{self.name}: the exported model",

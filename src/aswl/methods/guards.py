@@ -39,6 +39,15 @@ def checked_load(load: Callable[[Any, dict[str, Any]], None]) -> Callable[..., N
     return checked
 
 
+def untrained_hint(method: Any) -> str:
+    """How to train: ``aswl.sparsify``'s hooks step the method, an explicit loop must."""
+    if getattr(method, "step_hooks", None):
+        return ("aswl.sparsify steps the method at every optimizer.step(): train first, then "
+                "finalize() and export()")
+    return ("Call method.step() after every optimizer.step() (or use aswl.training_step), "
+            "then finalize()")
+
+
 def warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
     """Wrap a ``finalize``: warn when no training step came before it."""
     @functools.wraps(finalize)
@@ -46,9 +55,8 @@ def warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
             warn_user(f"{self.name}: finalize() before any step(): the final masks come "
-                          "from the untrained weights (one-shot pruning at initialisation). "
-                          "Call method.step() after every optimizer.step() (or use "
-                          "aswl.training_step)")
+                      "from the untrained weights (one-shot pruning at initialisation). "
+                      + untrained_hint(self))
         finalize(self)
 
     return warned

@@ -23,6 +23,8 @@ class MethodConfig:
     """Glob patterns of layer names to prune (default: every Conv and Linear layer)."""
     exclude: list[str] = field(default_factory=list)
     """Glob patterns of layer names never pruned."""
+    prune_embeddings: bool = False
+    """Prune Embedding layers too (an embedding tied to a pruned output layer always is)."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field."""

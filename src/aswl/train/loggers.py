@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from aswl.config import ConfigError
+from aswl.checks import ConfigError
 from aswl.io import WriteError, explain, write_text, write_with
 
 LOGGER_NAMES = ("jsonl", "csv", "tensorboard")

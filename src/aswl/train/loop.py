@@ -33,6 +33,7 @@ from aswl.train.callbacks import Callback
 from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
+from aswl.train.init_weights import load_initial_weights
 from aswl.train.launch import sigterm_kills
 from aswl.train.loggers import build_loggers
 from aswl.train.optim import build_optimizer, lr_factor
@@ -74,7 +75,10 @@ class Trainer:
             limit_test=config.data.limit_test, image_size=config.data.image_size)
         self.model = create_model(config.model, num_classes=self.data.num_classes,
                                   input_shape=self.data.input_shape,
-                                  **config.model_args).to(self.device)
+                                  **config.model_args)
+        if config.init:  # prune a trained model: its weights before the masks are attached
+            load_initial_weights(self.model, config.init)
+        self.model = self.model.to(self.device)
         self.per_epoch = steps_per_epoch(self.data.train, config.batch_size, self.dist,
                                          limit=config.data.epoch_samples)
         self.total_steps = self.per_epoch * config.epochs

@@ -20,8 +20,8 @@ from aswl.finite import warn_once
 from aswl.methods.aswl.allocation import raw_densities
 from aswl.methods.aswl.config import ATTENTION_MIN, ASWLCommonConfig
 from aswl.methods.aswl.estimator import BandEstimator
-from aswl.methods.base import SparseMethod
-from aswl.sparse import dense_weight, keep_count, masked_weight
+from aswl.methods.base import ConfigError, SparseMethod
+from aswl.sparse import TensorSlot, dense_weight, keep_count, masked_weight
 from aswl.sparse.threshold import LayerMasks
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,10 @@ class ASWLBase(SparseMethod):
         for name, module in self.layers.items():
             attach_attention(self.masks[name], cfg.init_attention)
             if self.scales_output:  # layers that share this weight share its attention
+                if isinstance(module, TensorSlot):
+                    raise ConfigError(f"scale_output cannot scale {name} (a tensor inside "
+                                      f"{type(module.owner).__name__}, not a layer's output): "
+                                      f"exclude it or set scale_output=false")
                 for each in (module, *self.tied_modules(name)):
                     each.register_forward_hook(scaled_output_hook)
             elif not self.attention_in_graph:
