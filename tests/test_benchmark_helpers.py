@@ -72,6 +72,20 @@ def test_trace_band_decay_uses_the_methods_own_decay_and_band():
     assert torch.allclose(own, sgd * 2e-3 / 5e-4)
 
 
+def test_overhead_table_headline_is_the_ratio_to_plain():
+    overhead = load("overhead")
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    times = {"plain": [0.002, 0.002, 0.004], "dense": [0.003] * 3, "gmp": [0.005, 0.004, 0.009]}
+    variants = [overhead.Variant("lenet300", name, None, model, None, optimizer, list(t))
+                for name, t in times.items()]
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in overhead.table(variants).splitlines()[2:]}
+    assert rows["plain"][5] == "**1.00x**"
+    assert rows["dense"][5] == "**1.50x**"  # medians 3 ms / 2 ms
+    assert rows["gmp"][5] == "**2.50x**" and rows["gmp"][8] == "1.67x"  # and over dense
+
+
 def test_ablation_variants_are_compare_tokens():
     ablation = load("ablation")
     assert ablation.variant_token("aswl", []) == "aswl"

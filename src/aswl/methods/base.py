@@ -33,7 +33,8 @@ attached.
   a fixed sample of its scores, :class:`aswl.sparse.threshold.LayerMasks`; default False).
   :meth:`SparseMethod.update_masks` turns them into masks through the one function
   :meth:`SparseMethod.set_masks`; a method that keeps statistics beside the masks (ASWL)
-  extends ``update_masks`` and calls the base's;
+  or has a faster way to the same masks (the magnitude family's per-layer shrink) extends
+  ``update_masks`` and calls the base's otherwise;
 * *gradients and state*: ``after_backward()``, ``regularizer()``, ``parameters()``,
   ``optimizers()``, ``decayed_parameters()``, ``on_attach()``, ``state_dict()`` /
   ``load_state_dict()``, ``fold_into_weights(model)``; ``step(optimizer)`` may be extended
@@ -417,9 +418,8 @@ class SparseMethod:
 
 def zero_pruned(method: SparseMethod) -> None:
     """Set the dense weights under every mask's zeros to exactly zero."""
-    with torch.no_grad():
-        for name, module in method.layers.items():
-            dense_weight(module).masked_fill_(~method.masks[name].mask, 0.0)
+    for name, module in method.layers.items():
+        method.masks[name].zero_pruned(dense_weight(module))
 
 
 def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: Tensor,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from aswl.methods.base import MethodConfig, SparseMethod, check, register_method, zero_pruned
-from aswl.sparse import dense_weight, global_topk_masks, keep_count
+from aswl.sparse import MaskedWeight, dense_weight, global_topk_masks, keep_count, topk_mask
 from aswl.sparse.schedules import Schedule, at_step, one_shot
 
 __all__ = ["active_scores", "global_keep", "global_topk_masks", "zero_pruned"]
@@ -30,8 +30,35 @@ SCOPES = ("layer", "global")
 # --------------------------------------------------------------------------- shared helpers
 def active_scores(module: nn.Module, mask: Tensor) -> Tensor:
     """Dense-weight magnitude of the active weights, -1 for pruned ones (so masks only shrink)."""
-    magnitude = dense_weight(module).detach().abs().float()
+    return _pruned_low(dense_weight(module).detach().abs().float(), mask)
+
+
+def _pruned_low(magnitude: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, magnitude, torch.full_like(magnitude, -1.0))
+
+
+def shrink_mask(weight: Tensor, masked: MaskedWeight, keep: int) -> Tensor | None:
+    """``topk_mask(active_scores(...), keep)``, the same mask, found without a k-th value
+    over the whole layer; None when it is the current mask.
+
+    With ``a`` weights active and ``keep <= a``, the pruned scores (-1) are the lowest, so the
+    threshold is the (a - keep + 1)-th smallest active magnitude: a ``topk`` of a few entries
+    (pruned ones at inf or nan, which topk ranks last). ``keep == a`` keeps the mask as it is.
+    Ties at the threshold (another count than ``keep``), a growing mask or a large step take
+    the full path, so the result never differs from it.
+    """
+    active, numel = masked.count(), masked.mask.numel()
+    drop = active - keep
+    if drop == 0:
+        return None
+    magnitude = weight.detach().abs().float()
+    if 0 < drop < max(64, numel // 1024) and keep >= 1:
+        ranked = magnitude.div(masked.factor(magnitude)).reshape(-1)  # pruned: inf or nan
+        threshold = torch.topk(ranked, drop + 1, largest=False, sorted=False).values.max()
+        mask = masked.mask & (magnitude >= threshold)
+        if int(mask.count_nonzero()) == keep:
+            return mask
+    return topk_mask(_pruned_low(magnitude, masked.mask), keep)
 
 
 def global_keep(method: SparseMethod, sparsity: float) -> int:
@@ -67,6 +94,29 @@ class MagnitudeFamily(SparseMethod):
 
     def scores(self, name: str, module: nn.Module) -> Tensor:
         return active_scores(module, self.masks[name].mask)
+
+    def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """The base's top-k of :meth:`scores`; per layer with magnitude scores, each layer's
+        mask is found by :func:`shrink_mask` (the same masks, at a fraction of the cost)."""
+        if self.global_scope():
+            keep = max(global_keep(self, self.sparsity_now()), len(self.layers))
+            counts = {name: self.masks[name].count() for name in self.layers}
+            if sum(counts.values()) == keep:  # every active weight is kept: the same masks
+                self.kept.update(counts)
+                zero_pruned(self)
+                return
+        if self.global_scope() or type(self).scores is not MagnitudeFamily.scores:
+            super().update_masks(optimizer)
+            return
+        with torch.no_grad():
+            counts = self.layer_counts()
+            for name, module in self.layers.items():
+                keep = counts[name]
+                mask = shrink_mask(dense_weight(module), self.masks[name], keep)
+                if mask is not None:
+                    self.masks[name].assign(mask, keep)
+                self.kept[name] = keep
+        zero_pruned(self)
 
 
 # --------------------------------------------------------------------------- one-shot

@@ -13,11 +13,17 @@ Two gradient modes:
   the gradient found there is passed unchanged to the dense ``w``, so pruned weights keep
   learning and may come back.
 * ``straight_through=False``: the usual masked gradient ``g * m``; pruned weights are frozen.
+
+Cost: a training step with masks attached should cost what plain PyTorch costs. An all-ones
+mask gives the dense weight itself (no multiply, no copy); what the forward pass derives from a
+mask (all ones?, kept count, float copy) is recomputed only when the mask changes, detected by
+its tensor version counter (``benchmarks/overhead.py`` measures the ratio to plain PyTorch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,19 +42,157 @@ class _StraightThroughMask(torch.autograd.Function):
         return grad, None
 
 
+_CACHE_KEYS = ("_seen", "_all_ones", "_witness", "_count", "_zeroed", "_factor", "_read")
+
+
 class MaskedWeight(nn.Module):
-    """Parametrization ``w -> w * mask`` (the mask a boolean buffer, all ones at first)."""
+    """Parametrization ``w -> w * mask`` (the mask a boolean buffer, all ones at first).
+
+    The forward pass reads two things derived from the mask, recomputed only when the mask
+    changes (a new tensor, or an in-place write: the tensor's version counter moved):
+
+    * whether every entry is one: then ``w * mask`` is ``w`` itself and the forward returns the
+      dense weight unchanged (same values, same gradient in both gradient modes, no copy);
+    * the mask as a float tensor of the weight's dtype, so that the product is not promoted
+      from bool at every forward (and the plain-gradient backward, ``g * mask``, neither).
+
+    Both are plain attributes, not buffers: ``state_dict()`` holds the boolean mask only.
+    """
 
     def __init__(self, weight: Tensor, straight_through: bool = True) -> None:
         super().__init__()
         self.straight_through = straight_through
         self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool))
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        self._seen: tuple[Tensor, int] | None = None
+        """(the mask tensor, its version) that the cached values below were made from."""
+        self._all_ones = True
+        self._witness: Tensor | None = None
+        """Where the mask had zeros when last looked at (checked first: a few elements)."""
+        self._count: int | None = None
+        self._zeroed: tuple[Tensor, int, Tensor, int] | None = None
+        """(weight, its version, mask, its version) at the last :meth:`zero_pruned`."""
+        self._factor: Tensor | None = None
+        """The mask as a float tensor (made when a mask with a zero is used again)."""
+        self._read = False
+        """The forward pass read the current mask once already."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (``deepcopy``, pickle) starts without the cache: version counters are not
+        copied, so a copy's could match a stale entry."""
+        state = dict(super().__getstate__())
+        for key in _CACHE_KEYS:
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._reset_cache()
+
+    def _mask_version(self) -> tuple[Tensor, int]:
+        mask = self.mask
+        try:
+            return mask, mask._version
+        except RuntimeError:  # an inference tensor has no version counter: never cached
+            return mask, -1
+
+    def _refresh(self) -> None:
+        """Recompute the all-ones flag when the mask changed since it was last read."""
+        mask, version = self._mask_version()
+        seen = self._seen
+        if seen is not None and seen[0] is mask and seen[1] == version and version >= 0:
+            return
+        flat = mask.reshape(-1)
+        witness = self._witness
+        if witness is not None and witness.device == flat.device and \
+                int(witness.max()) < flat.numel() and not bool(flat[witness].all()):
+            self._all_ones = False  # a zero found last time is still there: no pass
+        else:
+            self._all_ones = bool(mask.all())
+            if not self._all_ones:  # remember a few zeros: most stay zero at the next change
+                spread = torch.arange(0, flat.numel(), max(1, flat.numel() // 256),
+                                      device=flat.device)
+                zeros = spread[~flat[spread]]
+                first = flat.to(torch.uint8).argmin().reshape(1)
+                self._witness = torch.cat([first, zeros[:31]])
+        self._count = mask.numel() if self._all_ones else None
+        self._factor = None
+        self._read = False
+        self._seen = (mask, version)
+
+    def all_ones(self) -> bool:
+        """Every weight kept (cached between mask changes)."""
+        self._refresh()
+        return self._all_ones
+
+    def count(self) -> int:
+        """Number of kept weights (ones in the mask; cached between mask changes)."""
+        self._refresh()
+        if self._count is None:
+            self._count = int(self.mask.count_nonzero())
+        return self._count
+
+    def assign(self, mask: Tensor, count: int | None = None) -> None:
+        """Copy ``mask`` into the buffer; ``count``, its number of ones when the caller knows
+        it, spares :meth:`count` and :meth:`all_ones` a pass over it."""
+        self.mask.copy_(mask)
+        if count is None:
+            return
+        self._seen = self._mask_version()
+        self._all_ones = count == mask.numel()
+        self._count = count
+        self._factor = None
+        self._read = False
+
+    def factor(self, like: Tensor) -> Tensor:
+        """The mask as a tensor of ``like``'s dtype and device (cached between mask changes)."""
+        self._refresh()
+        factor = self._factor
+        if factor is None or factor.dtype != like.dtype or factor.device != like.device:
+            factor = self._factor = self.mask.to(device=like.device, dtype=like.dtype)
+        return factor
+
+    def zero_pruned(self, weight: Tensor) -> None:
+        """Set ``weight`` (the dense tensor under this mask) to +0.0 wherever the mask is
+        zero, in place; nothing when neither the mask nor the weight changed since the last
+        call. ``w * m + 0.0``: two vectorised passes, where ``masked_fill`` is a slow one
+        on a CPU (the ``+ 0.0`` turns the product's -0.0 into +0.0, as ``masked_fill``
+        writes; it also turns a kept -0.0 into +0.0, the same value)."""
+        if self.all_ones():
+            return
+        mask, version = self._mask_version()
+        done = self._zeroed
+        if done is not None and done[0] is weight and done[1] == weight._version \
+                and done[2] is mask and done[3] == version and version >= 0:
+            return
+        with torch.no_grad():
+            weight.mul_(self.factor(weight)).add_(0.0)
+        self._zeroed = (weight, weight._version, mask, version)
 
     def forward(self, weight: Tensor) -> Tensor:
-        # float * bool promotes inside the kernel: no float copy of the mask per forward
-        if self.straight_through and torch.is_grad_enabled():
-            return _StraightThroughMask.apply(weight, self.mask)
-        return weight * self.mask
+        if self.all_ones():
+            return weight  # w * 1: the same values and the same gradient
+        straight = self.straight_through and torch.is_grad_enabled()
+        factor = self._operand(weight, reuse=not straight and torch.is_grad_enabled())
+        if straight:
+            return _StraightThroughMask.apply(weight, factor)
+        return weight * factor
+
+    def _operand(self, weight: Tensor, reuse: bool) -> Tensor:
+        """The float mask when it is cached or will serve more than once (``reuse``: the
+        masked gradient multiplies by it again; or a second read of the same mask); the
+        boolean mask itself on a first read (a mask that changes at every step: promoting
+        it inside the product costs less than a float copy)."""
+        self._refresh()
+        factor = self._factor
+        if factor is not None and factor.dtype == weight.dtype and factor.device == weight.device:
+            return factor
+        if reuse or self._read:
+            return self.factor(weight)
+        self._read = True
+        return self.mask
 
 
 def attach_masks(layers: dict[str, nn.Module],

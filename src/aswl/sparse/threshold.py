@@ -46,7 +46,7 @@ def sample_indices(numels: dict[str, int], devices: dict[str, torch.device], siz
 def take(tensor: Tensor, index: Tensor | None) -> Tensor:
     """The entries of ``tensor`` (flattened) at ``index`` (None: all of them)."""
     flat = tensor.reshape(-1)
-    return flat if index is None else flat[index]
+    return flat if index is None else flat.index_select(0, index)
 
 
 class LayerMasks:
