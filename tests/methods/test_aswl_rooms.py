@@ -8,7 +8,7 @@ from torch import nn
 
 from aswl.methods import create_method
 from aswl.methods.aswl.allocation import floor_attentions, project_to_budget, raw_densities
-from aswl.methods.gmp import GMP
+from aswl.methods.dpf import DPF
 from aswl.sparse.threshold import LayerMasks
 from aswl.train.step import training_step
 
@@ -68,8 +68,8 @@ def test_paper_variant_learns_from_the_estimator_when_asked():
             "aswl", mlp(), total_steps=20).state_dict())  # one state layout for both
 
 
-class SampledGMP(GMP):
-    """A baseline on the sampled threshold: what any method needs to use it."""
+class SampledDPF(DPF):
+    """A baseline on the sampled threshold: all any method needs to use it."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -83,7 +83,7 @@ class SampledGMP(GMP):
 
 def test_any_method_can_use_the_sampled_threshold():
     model = mlp()
-    method = SampledGMP(model, total_steps=10, target_sparsity=0.8).prepare()
+    method = SampledDPF(model, total_steps=10, target_sparsity=0.8).prepare()
     method.step_count = 3
     method.update_masks()
     kept = int(method.masks["0"].mask.sum())
