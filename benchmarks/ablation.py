@@ -9,7 +9,9 @@ about 512 times over the ramp from the first-order estimator accumulated in betw
 correction to LAMP's split (``prior: lamp``), masks and attentions frozen at the end of the
 ramp, the optimiser's decay on the dense weights). All share epochs, data order, optimiser
 and schedule. ``--variants`` picks some by name (comma list); the paper variant's rows are
-``aswl_paper gamma=G``.
+``aswl_paper gamma=G``. The variants of options removed since (no accumulation, second-order
+saliency, the ERK prior, the paper estimator in the target variant) and their numbers are in
+docs/history/removed_options.md.
 
 The variants are a grid of ``aswl compare`` (``--variants 'aswl:prior=uniform'``: the
 default, each variant's options, one target, the seeds) in ``OUT/runs/``, so compare's run
@@ -39,16 +41,11 @@ VARIANTS: dict[str, list[str]] = {
                                                       "method.attention_lr=0"],
     "0.99 cap, one weight per layer (the paper's floor)": ["method.max_ratio=0.99",
                                                             "method.min_kept=1"],
-    "no accumulation (estimate on the attention step only)": ["method.accumulate=false"],
     "attentions every 16 steps (the old cadence)": ["method.attention_interval=16"],
-    "second-order saliency": ["method.saliency=second_order"],
-    "ERK prior": ["method.prior=erk"],
     "no freeze (masks move to the end; finalize recomputes them)": [
         "method.freeze_after_ramp=false"],
     "exact top-k masks every step": ["method.exact_masks=true"],
     "masks every 16 steps": ["method.mask_interval=16"],
-    "paper estimator (eq. 1 gradient only)": ["method.estimator=paper",
-                                              "method.scale_output=true"],
     "eq. 3 decay (on the sparse weights)": ["method.weight_decay=2.5e-4"],
 }
 PAPER_GAMMAS = (0.1, 1.0)

@@ -46,9 +46,10 @@ import yaml
 from torch import Tensor, nn
 
 from aswl.config import Config
-from aswl.methods import SparseMethod, create_method, get_method, training_step
+from aswl.methods import SparseMethod, create_method, get_method
 from aswl.models import create_model, default_input_shape
 from aswl.train.optim import build_optimizer
+from aswl.train.step import training_step
 
 MODELS = "lenet300,lenet5,resnet20,vgg16@3x32x32"
 METHODS = "plain,dense,aswl,gmp,lamp"
@@ -87,10 +88,13 @@ def parse_method(token: str) -> tuple[str, dict[str, Any]]:
 
 
 def mask_intervals(method: str, tokens: list[str]) -> list[int | None]:
-    """The distinct mask intervals to time for ``method`` (None for dense and plain)."""
+    """The distinct mask intervals to time for ``method`` (None for dense, plain and the
+    methods without a ``mask_interval`` option: their schedule says when)."""
     if method in ("dense", "plain"):
         return [None]
     default = {f.name: f for f in dataclasses.fields(get_method(method).config_class)}
+    if "mask_interval" not in default:
+        return [None]
     out: list[int | None] = []
     for token in tokens:
         value = default["mask_interval"].default if token == "default" else int(token)

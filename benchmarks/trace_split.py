@@ -3,7 +3,7 @@ estimator's statistic, every few steps, on the validation split of select_defaul
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/trace_split.py --model resnet20:8 \\
         --sparsity 0.98 --seed 0 --epochs 2 --lr 0.1 --batch 128 --limit 15000 \\
-        --set keep_every_unit=false soft_floor=false
+        --set keep_every_unit=false
 
 Every ``--every`` steps one line: the step, the mean training loss since the last line, the
 global sparsity and each layer's density (%); before it, the mean and standard deviation
@@ -32,7 +32,7 @@ import yaml
 from select_defaults import run
 
 from aswl.data import build_datasets
-from aswl.methods.aswl import ASWL
+from aswl.methods.aswl import ASWL, BandEstimator
 from aswl.sparse import dense_weight
 
 
@@ -44,15 +44,12 @@ def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
     shown = 0  # updates already in a printed line
 
     def on_start(method: ASWL) -> None:
-        original = method._estimate_attention_gradient
-
-        def record() -> None:
-            means.append(method._stat_sum / method._stat_count.clamp_min(1.0))
+        def record(estimator: BandEstimator, statistic: torch.Tensor) -> None:
+            means.append(statistic)
             if args.summary:
-                decay.append(band_decay(method, options))
-            original()
+                decay.append(band_decay(estimator, options))
 
-        method._estimate_attention_gradient = record  # type: ignore[method-assign]
+        method.estimator.observe(record)
         print("layers: " + " ".join(method.layers))
 
     def on_step(step: int, loss: float, method: ASWL) -> None:
@@ -85,18 +82,18 @@ def trace(args: argparse.Namespace, options: dict[str, Any]) -> None:
             print("no attention update in this run: no summary")
 
 
-def band_decay(method: ASWL, options: dict[str, Any]) -> torch.Tensor:
+def band_decay(estimator: BandEstimator, options: dict[str, Any]) -> torch.Tensor:
     """-wd * mean(w^2) over the weights of each layer's band that the statistic averages."""
     own = options.get("weight_decay")
     wd = 2 * float(own) if own else 5e-4  # equation 3's gradient, or select_defaults.py's SGD
     values = []
     with torch.no_grad():
-        for name, module in method.layers.items():
-            if name not in method._bands:
+        for name, module in estimator.layers.items():
+            if name not in estimator.bands:
                 values.append(float("nan"))
                 continue
-            sample = method._sample(name, dense_weight(module).detach()).float()
-            band = method._band(name, sample.abs())
+            sample = estimator.sample(name, dense_weight(module).detach()).float()
+            band = estimator.in_band(name, sample.abs())
             values.append(-wd * float((sample * sample)[band].mean()) if band.any()
                           else float("nan"))
     return torch.tensor(values)

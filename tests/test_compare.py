@@ -132,10 +132,12 @@ def test_plan_shares_the_base_config() -> None:
                                       "dense-seed1", "aswl-0.5-seed1", "aswl-0.9-seed1"]
     for run in runs:
         assert (run.config.epochs, run.config.lr, run.config.seed) == (3, 0.02, run.seed)
-        assert run.config.method["mask_interval"] == 4  # shared option: every method
+        if run.method != "dense":  # a gradual option: every method that uses it
+            assert run.config.method["mask_interval"] == 4
         assert run.config.method["name"] == run.method
     dense = runs[0].config.method
     assert "alpha" not in dense and "target_sparsity" not in dense  # not a dense option
+    assert "mask_interval" not in dense  # dense has no schedule
     assert runs[2].config.method == {"name": "aswl", "mask_interval": 4, "alpha": 2,
                                      "target_sparsity": 0.9}
     with pytest.raises(ConfigError, match="aswl-1"):  # a bad run is named before any trains

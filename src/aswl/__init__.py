@@ -18,6 +18,10 @@ def __getattr__(name: str) -> Any:
         from aswl.integrations import sparsify
 
         return sparsify
+    if name == "training_step":
+        from aswl.train.step import training_step
+
+        return training_step
     if name in __all__:
         import aswl.methods
 

@@ -177,8 +177,10 @@ class Config:
         return name
 
     def method_structure(self) -> str:
-        """``method.structure``: ``weight`` (default) or ``channel``."""
-        return str(self.method.get("structure", "weight"))
+        """``method.structure``: ``weight`` or ``channel`` (default: the method's own)."""
+        from aswl.methods.registry import structure_of
+
+        return structure_of(self.method_name(), self.method.get("structure"))
 
     def method_config(self) -> Any:
         """The method's typed, validated config (``aswl.methods.MethodConfig`` subclass)."""

@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from aswl.methods import ConfigError, create_method, project_to_budget, training_step
+from aswl.methods import ConfigError, create_method, project_to_budget
+from aswl.methods.aswl.allocation import pruning_ratios
+from aswl.train.step import training_step
 
 
 def mlp():
@@ -24,15 +26,14 @@ def train(method, model, steps, lr=0.05):
 
 
 def test_pruning_ratio_equation_and_cap():
-    model = mlp()
-    method = create_method("aswl_paper", model, alpha=2.0)
+    cap = create_method("aswl_paper", mlp(), total_steps=10).config.ratio_cap
+    assert cap == 0.99  # the authors' cap
     a = torch.tensor([0.01, 0.5, 1.0])
-    p = method.pruning_ratios(a)
+    p = pruning_ratios(a, 2.0, cap)
     assert torch.allclose(p, torch.tensor([0.99**2, 0.25, 0.0]), atol=1e-6)
-    method = create_method("aswl_paper", mlp(), alpha=0.5)
-    assert float(method.pruning_ratios(torch.tensor([0.01]))) == pytest.approx(0.99)  # capped
-    method = create_method("aswl_paper", mlp(), alpha=0.1)
-    assert float(method.pruning_ratios(torch.tensor([1.0]))) == 0.0  # a = 1 prunes nothing
+    assert float(pruning_ratios(torch.tensor([0.01]), 0.5, cap)) == pytest.approx(0.99)  # capped
+    assert float(pruning_ratios(torch.tensor([1.0]), 0.1, cap)) == 0.0  # a = 1 prunes nothing
+    assert create_method("aswl", mlp(), total_steps=10).config.ratio_cap == 1.0  # no cap
 
 
 def test_attention_clipped_to_range():
@@ -142,21 +143,26 @@ def test_attentions_stay_at_the_edge_of_their_floor(prior):
     method = create_method("aswl", mlp(), total_steps=10, target_sparsity=0.95, min_kept=32,
                            prior=prior)
     method.step_count = 10  # the end of the ramp: the budget is the target
+    method.update_masks()  # exact there, so the prior is refreshed
     if prior == "lamp":
-        method._refresh_prior()  # LAMP's uneven densities at the target
-        assert len(set(method._prior.tolist())) == 3
+        assert len(set(method.prior.tolist())) == 3  # LAMP's uneven densities at the target
+    else:
+        assert method.prior.tolist() == [1.0, 1.0, 1.0]
     with torch.no_grad():
         for name, value in zip(method.layers, (0.01, 0.6, 0.9)):
             method.masks[name].attention.fill_(value)
     before = method.density_vector().detach()
-    assert float(before[0]) == pytest.approx(method._floor[0])  # held at its floor
-    method._lift_to_floor()
+    assert float(before[0]) == pytest.approx(method.floor[0])  # held at its floor
+    for param in method.parameters():  # an attention step that moves nothing (Adam, zero)
+        param.grad = torch.zeros_like(param)
+    method.step()  # ... after which the soft floor lifts the first attention
     after = method.density_vector().detach()
     assert torch.allclose(before, after, atol=1e-6)  # the split is the same
-    raw = method._raw_density(method._attention_vector().detach())  # with the prior's factor
+    raw = method.raw_density(method.attention_vector().detach())  # with the prior's factor
     scale = float(after[1] / raw[1])  # a free layer's density is the shared scale times raw
-    assert float(raw[0]) * scale == pytest.approx(method._floor[0], rel=1e-4)  # at the edge
+    assert float(raw[0]) * scale == pytest.approx(method.floor[0], rel=1e-4)  # at the edge
     assert method.attentions()["0"] > 0.01
+    assert method.attentions()["2"] == pytest.approx(0.6)  # free layers are not lifted
 
 
 @pytest.mark.parametrize("options, field", [
@@ -178,9 +184,20 @@ def test_paper_variant_without_output_scaling_still_learns_from_phi():
     assert method.attentions() != before
 
 
-def test_target_mode_needs_a_gradient_source():
-    with pytest.raises(ConfigError, match="scale_output"):
-        create_method("aswl", mlp(), estimator="paper")
+@pytest.mark.parametrize("removed", [
+    {"estimator": "paper"}, {"variant": "paper"}, {"saliency": "restore"}, {"accumulate": False},
+    {"attention_space": "log"}, {"soft_floor": False}, {"gamma": 0.1}])
+def test_removed_and_other_variant_options_name_the_method(removed):
+    """The target variant learns from the estimator only; removed options are errors."""
+    with pytest.raises(ConfigError, match=f"method 'aswl' does not use.*{next(iter(removed))}"):
+        create_method("aswl", mlp(), total_steps=10, **removed)
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"prior": "erk"}, "prior"), ({"attention_optimizer": "adam_shared"}, "attention_optimizer")])
+def test_removed_choices_are_errors(options, field):
+    with pytest.raises(ConfigError, match=field):
+        create_method("aswl", mlp(), total_steps=10, **options)
 
 
 def test_method_options_are_type_checked():

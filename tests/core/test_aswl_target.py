@@ -1,15 +1,15 @@
 """The target variant: no cap, minimum counts, frozen masks after the ramp, sampled masks,
-the accumulated estimator and the ERK prior."""
+the accumulated estimator and the LAMP prior (through the public API)."""
 
-import copy
 
 import pytest
 import torch
 from torch import nn
 
-from aswl.methods import ConfigError, create_method, training_step
+from aswl.methods import ConfigError, create_method
 from aswl.methods.lamp import lamp_densities, lamp_scores
 from aswl.sparse import dense_weight
+from aswl.train.step import training_step
 
 
 def mlp():
@@ -61,8 +61,11 @@ def test_target_beyond_the_minimum_counts_is_refused():
 
 
 def test_paper_variant_keeps_its_cap():
-    method = create_method("aswl_paper", mlp())
-    assert float(method.pruning_ratios(torch.tensor([0.0]))) == pytest.approx(0.99)
+    method = create_method("aswl_paper", mlp(), total_steps=10)
+    with torch.no_grad():
+        for param in method.parameters():
+            param.fill_(0.0)  # below the clip: p = (1 - 0)^1, capped
+    assert method.density_vector().tolist() == pytest.approx([0.01] * 3)
 
 
 def test_masks_freeze_at_the_end_of_the_ramp_and_finalize_changes_nothing():
@@ -92,79 +95,61 @@ def test_without_freezing_finalize_recomputes_masks():
 
 
 def test_sampled_masks_approximate_the_count_on_large_layers(monkeypatch):
-    import aswl.methods.aswl as module
+    import aswl.methods.aswl.common as module
 
     monkeypatch.setattr(module, "MASK_SAMPLE", 5000)  # the 20,000-weight layer is sampled
     model = mlp()
     method = create_method("aswl", model, total_steps=100, target_sparsity=0.9)
-    assert method._mask_index["0"] is not None and method._mask_index["2"] is None
+    index = method.layer_masks.index
+    assert index["0"] is not None and index["2"] is None
     method.step_count = 50  # mid-ramp
+    assert method.approximate_masks()
     method.update_masks()
     kept = int(method.masks["0"].mask.sum())
     assert kept == pytest.approx(method.kept["0"], rel=0.15)
-    method.update_masks(exact=True)
+    method.step_count = 75  # the end of the ramp: exact
+    assert not method.approximate_masks()
+    method.update_masks()
     assert int(method.masks["0"].mask.sum()) == method.kept["0"]
     assert int(method.masks["2"].mask.sum()) == method.kept["2"]  # small layers: always exact
 
 
 def test_estimator_accumulates_between_attention_updates():
+    """The statistic adds up every mask-update step between two attention updates: an
+    observer sees about five steps' worth of band weights with masks every step, one with
+    masks every fifth step."""
     counts = {}
-    for accumulate in (True, False):
+    for interval in (1, 5):
         model = mlp()
         method = create_method("aswl", model, total_steps=100, target_sparsity=0.9,
-                               attention_interval=5, accumulate=accumulate)
-        seen = []
-        original = method._estimate_attention_gradient
-
-        def spy(method=method, seen=seen, original=original):
-            seen.append(method._stat_count.clone())
-            original()
-
-        method._estimate_attention_gradient = spy
+                               attention_interval=5, mask_interval=interval)
+        seen_counts = []
+        method.estimator.observe(lambda estimator, statistic, out=seen_counts:
+                                 out.append(float(estimator.count.sum())))
         train(method, model, 10)
-        assert len(seen) == 2
-        counts[accumulate] = seen[1].sum()
+        assert len(seen_counts) == 2
+        counts[interval] = seen_counts[1]
     # the bands barely move over five steps: five steps' worth against one
-    assert float(counts[True] / counts[False]) == pytest.approx(5.0, rel=0.2)
+    assert counts[1] / counts[5] == pytest.approx(5.0, rel=0.2)
 
 
-def test_restore_saliency_averages_the_pruned_side_of_the_band():
-    counts = {}
-    for saliency in ("first_order", "restore"):
-        torch.manual_seed(0)
-        model = mlp()
-        method = create_method("aswl", model, total_steps=100, target_sparsity=0.9,
-                               attention_interval=50, saliency=saliency)
-        train(method, model, 6)
-        counts[saliency] = method._stat_count.clone()
-        if saliency == "restore":  # recount one step's pruned band weights by hand
-            before = method._stat_count.clone()
-            method._accumulate_statistic()
-            for i, (name, module) in enumerate(method.layers.items()):
-                weight = method._sample(name, module.parametrizations.weight.original.detach())
-                low, high = method._bands[name]
-                magnitude = weight.abs()
-                pruned = ((magnitude >= low) & (magnitude <= high)
-                          & (magnitude < method._thresholds[name]))
-                assert float(method._stat_count[i] - before[i]) == int(pruned.sum())
-    ratio = counts["restore"].sum() / counts["first_order"].sum()
-    assert 0.3 < float(ratio) < 0.7  # the band straddles the threshold: about half of it
+def test_observers_see_every_statistic_and_it_is_the_band_average():
+    model = mlp()
+    method = create_method("aswl", model, total_steps=100, target_sparsity=0.9,
+                           attention_interval=4)
+    seen = []
+    method.estimator.observe(lambda estimator, statistic: seen.append(statistic.clone()))
+    train(method, model, 12)
+    assert len(seen) == 3 and all(s.shape == (3,) for s in seen)
+    assert all(bool(torch.isfinite(s).all()) and bool((s != 0).any()) for s in seen)
 
 
-@pytest.mark.parametrize("saliency", ["first_order", "second_order", "restore"])
-def test_estimators_learn_a_split(saliency):
+def test_estimator_learns_a_split():
     model = mlp()
     method = create_method("aswl", model, total_steps=80, target_sparsity=0.9,
-                           saliency=saliency, attention_interval=2)
+                           attention_interval=2)
     train(method, model, 80)
     assert len(set(method.attentions().values())) > 1
-
-
-def test_erk_prior_orders_the_attentions():
-    method = create_method("aswl", mlp(), total_steps=10, target_sparsity=0.9, prior="erk")
-    a = method.attentions()
-    assert a["0"] < a["2"] < a["4"]  # ERK keeps small layers denser
-    assert max(a.values()) == pytest.approx(0.5)
 
 
 def test_state_round_trip_keeps_frozen_and_statistic():
@@ -174,7 +159,7 @@ def test_state_round_trip_keeps_frozen_and_statistic():
     state = method.state_dict()
     other = create_method("aswl", mlp(), total_steps=40, target_sparsity=0.9, ramp_end=0.5)
     other.load_state_dict(state)
-    assert torch.equal(other._stat_sum, method._stat_sum)
+    assert other.state_dict()["statistic"] == method.state_dict()["statistic"]
     assert other.frozen == method.frozen
     train(method, model, 10)
     other.load_state_dict(method.state_dict())
@@ -186,15 +171,15 @@ def test_masks_follow_the_weights_every_step_at_the_last_threshold():
     method = create_method("aswl", model, total_steps=100, target_sparsity=0.9,
                            count_interval=4, attention_interval=50)
     train(method, model, 8)  # step 8: a count update
-    thresholds = {name: float(t) for name, t in method._thresholds.items()}
+    thresholds = {name: float(t) for name, t in method.layer_masks.thresholds.items()}
     train(method, model, 1)  # step 9: same thresholds, masks follow the moved weights
-    assert {name: float(t) for name, t in method._thresholds.items()} == thresholds
+    assert {name: float(t) for name, t in method.layer_masks.thresholds.items()} == thresholds
     for name, module in method.layers.items():
         weight = module.parametrizations.weight.original.detach()
         expected = weight.abs() >= thresholds[name]
         assert torch.equal(method.masks[name].mask, expected)
     train(method, model, 3)  # step 12: counts and thresholds recomputed
-    assert {name: float(t) for name, t in method._thresholds.items()} != thresholds
+    assert {name: float(t) for name, t in method.layer_masks.thresholds.items()} != thresholds
 
 
 def bn_convnet():
@@ -287,84 +272,6 @@ def test_resume_restores_the_rows_kept_between_count_updates():
         assert torch.equal(whole.masks[name].mask, resumed.masks[name].mask)
 
 
-def test_log_space_steps_are_multiplicative_and_rescale_without_moving_densities():
-    model = mlp()
-    # plain SGD (no momentum) on log a: the step is lr * a * dL/da, so the chain-rule factor
-    # shows in the result (Adam's first step would be lr * sign and hide it)
-    method = create_method("aswl", model, total_steps=40, target_sparsity=0.95,
-                           attention_space="log", attention_lr=0.1, attention_optimizer="sgd",
-                           attention_momentum=0.0, soft_floor=False)
-    attention = [method.masks[name].attention for name in method.layers]
-    start = torch.tensor([0.011, 0.5, 0.95])
-    grad = torch.tensor([1.0, 0.4, -2.0])
-    with torch.no_grad():
-        for param, value in zip(attention, start):
-            param.fill_(float(value))
-    method.step_count = 10
-    for param, value in zip(attention, grad):
-        param.grad = value.clone()
-    method.step()  # the dispatch: step() takes the log-space step
-    values = torch.stack([p.detach() for p in attention])
-    # log a -= lr * a * g; a3 grew past 1, so every attention is divided by it
-    expected = start * torch.exp(-0.1 * start * grad)
-    expected = expected / expected.max()
-    torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-7)
-    assert float(values[0]) < 0.01 and float(values[2]) == pytest.approx(1.0)
-    assert method.attention_floor == pytest.approx(1e-4)
-    # rescaling every attention alone moves no density (alpha = 1: the projection rescales)
-    method.step_count = 40  # end of the ramp: the budget is the target
-    density = method.density_vector().detach()
-    assert len(set(density.tolist())) == 3  # distinct densities, none at a bound
-    torch.testing.assert_close(density, method.density_vector(0.5 * values))
-
-
-def test_log_space_lets_the_split_grow_beyond_the_linear_range():
-    """The same run in both spaces with large steps: in linear space every attention piles up
-    at the top of its range, a = 1, and the split is uniform again; in log space the largest
-    is held at 1 by rescaling and the others keep their (learned, much smaller) ratios."""
-    def run(space):
-        model = mlp()
-        method = create_method("aswl", model, total_steps=40, target_sparsity=0.99,
-                               attention_space=space, attention_lr=1.0, prior="uniform")
-        train(method, model, 40)
-        method.finalize()
-        return method
-
-    linear, log_space = run("linear"), run("log")
-    assert all(v == pytest.approx(1.0) for v in linear.attentions().values())
-    values = sorted(log_space.attentions().values())
-    assert values[-1] == pytest.approx(1.0) and values[0] < 0.05
-    assert len({round(r["sparsity"], 3) for r in log_space.layer_report()}) == 3
-    rows = log_space.layer_report()
-    numel = 200 * 100 + 100 * 40 + 40 * 10
-    assert abs(sum(r["nonzero"] for r in rows) - 0.01 * numel) <= len(rows) * 0.5 + 1e-9
-    assert all(r["nonzero"] >= log_space.min_counts[r["name"]] for r in rows)
-
-
-@pytest.mark.parametrize("options", [{"variant": "paper"}, {"alpha": 2.0},
-                                     {"scale_output": True}])
-def test_log_space_is_refused_where_the_rescale_would_move_densities(options):
-    name = "aswl_paper" if options.get("variant") == "paper" else "aswl"
-    options = {k: v for k, v in options.items() if k != "variant"}
-    with pytest.raises(ConfigError, match="attention_space"):
-        create_method(name, mlp(), attention_space="log", **options)
-
-
-def test_log_space_resume_is_exact():
-    """Attentions and the optimiser's log-space state survive a save and load: a run split
-    at step 12 ends with the same attentions and masks as one run straight through."""
-    def build():
-        model = mlp()
-        return model, create_method("aswl", model, total_steps=40, target_sparsity=0.99,
-                                    attention_space="log", attention_lr=0.3)
-
-    whole, resumed, _ = whole_and_resumed(build, batch(), 0.05, 12, 12)
-    assert resumed.attentions() == whole.attentions()
-    assert min(whole.attentions().values()) < 0.5  # the attentions did move
-    for name in whole.layers:
-        assert torch.equal(whole.masks[name].mask, resumed.masks[name].mask)
-
-
 def exact_lamp_kept(model, layers, kept):
     """Per-layer kept counts of one exact global top-k over every layer's LAMP scores."""
     scores = [lamp_scores(dense_weight(model.get_submodule(name))).reshape(-1)
@@ -448,59 +355,6 @@ def test_a_state_from_before_the_prior_loads_with_a_warning(caplog):
     with caplog.at_level("WARNING"):
         other.load_state_dict(state)
     assert "method.prior=uniform" in caplog.text
-    assert not other._prior_ready  # recomputed at the next mask update
-
-
-def test_shared_adam_keeps_the_gradients_relative_sizes():
-    from aswl.methods.aswl import SharedAdam
-
-    big, small = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
-    shared = SharedAdam([big, small], lr=0.1)
-    pair = torch.nn.Parameter(torch.zeros(2))
-    per_layer = torch.optim.Adam([pair], lr=0.1)
-    for _ in range(3):
-        big.grad, small.grad = torch.tensor([1.0]), torch.tensor([0.01])
-        pair.grad = torch.tensor([1.0, 0.01])
-        shared.step()
-        per_layer.step()
-    # shared: the sizes are kept; Adam: both take the same step
-    assert float(big.detach() / small.detach()) == pytest.approx(100.0, rel=1e-4)
-    assert float(pair[0].detach() / pair[1].detach()) == pytest.approx(1.0, rel=1e-3)
-    # a first step of the mean-square size moves by lr, as Adam's does
-    one = torch.nn.Parameter(torch.zeros(1))
-    one.grad = torch.tensor([5.0])
-    SharedAdam([one], lr=0.1).step()
-    assert float(one.detach()) == pytest.approx(-0.1, rel=1e-4)
-    # the second moment is the mean square over the parameters (12.5 for 3 and 4), not a sum
-    three, four = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
-    three.grad, four.grad = torch.tensor([3.0]), torch.tensor([4.0])
-    SharedAdam([three, four], lr=0.1).step()
-    assert float(three.detach()) == pytest.approx(-0.1 * 3 / 12.5 ** 0.5, rel=1e-4)
-    assert float(four.detach()) == pytest.approx(-0.1 * 4 / 12.5 ** 0.5, rel=1e-4)
-
-
-def test_shared_adam_state_round_trip():
-    model = mlp()
-    method = create_method("aswl", model, total_steps=40, target_sparsity=0.9,
-                           attention_optimizer="adam_shared", attention_interval=2)
-    train(method, model, 12)
-    assert len(set(method.attentions().values())) > 1  # it learns a split
-    other = create_method("aswl", mlp(), total_steps=40, target_sparsity=0.9,
-                          attention_optimizer="adam_shared", attention_interval=2)
-    other.load_state_dict(copy.deepcopy(method.state_dict()))  # as if read from a file
-    head = method.optimizer.state[method.parameters()[0]]
-    loaded = other.optimizer.state[other.parameters()[0]]
-    assert loaded["shared_step"] == head["shared_step"] == 6
-    assert loaded["shared_square"] == pytest.approx(head["shared_square"])
-    for mine, theirs in zip(method.parameters(), other.parameters()):
-        assert torch.equal(method.optimizer.state[mine]["first_moment"],
-                           other.optimizer.state[theirs]["first_moment"])
-    # one more step from the same gradients moves the attentions as in the uninterrupted
-    # run (the attentions themselves live in the model, which this test does not copy)
-    with torch.no_grad():
-        for mine, theirs in zip(method.parameters(), other.parameters()):
-            theirs.copy_(mine)
-            mine.grad, theirs.grad = torch.full_like(mine, 0.3), torch.full_like(theirs, 0.3)
-    method.optimizer.step()
-    other.optimizer.step()
-    assert method.attentions() == other.attentions()
+    assert other.prior.tolist() == [1.0, 1.0, 1.0]  # not yet: recomputed at the next update
+    other.update_masks()
+    assert len(set(other.prior.tolist())) == 3

@@ -38,9 +38,11 @@ def test_config_docs_keep_the_whole_first_sentence_and_say_what_null_means(capsy
 
     assert main(["config", "--config", "mnist_lenet300"]) == 0
     out = capsys.readouterr().out
-    line = next(each for each in out.splitlines() if each.strip().startswith("estimator:"))
-    assert "eq. 1 and phi only" in line
-    for key in ("prior", "scale_output", "max_ratio", "min_kept", "keep_every_unit"):
+    line = next(each for each in out.splitlines() if each.strip().startswith("prior:"))
+    assert "the split the attentions correct" in line.lower()
+    assert not any(each.strip().startswith("estimator:") for each in out.splitlines())
+    for key in ("attention_interval", "scale_output", "max_ratio", "min_kept",
+                "keep_every_unit"):
         line = next(each for each in out.splitlines() if each.strip().startswith(key + ":"))
         assert "null:" in line, line
 

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from aswl.methods import create_method, training_step
+from aswl.methods import create_method
 from aswl.models import create_model, default_input_shape, list_models
+from aswl.train.step import training_step
 
 # seconds each: the full suite (-m "") runs them
 SLOW = {"vgg16", "resnet50", "resnet18", "resnet110", "resnet56", "resnet56_preact"}
@@ -21,7 +22,7 @@ def test_model_trains_with_aswl_and_exports(name):
     x = torch.randn(4, *shape)
     y = torch.tensor([1, 3, 0, 2])
     for _ in range(2):
-        loss = training_step(model, method, optimizer, x, y)
+        loss = training_step(model, method, optimizer, x, y).loss
     assert torch.isfinite(loss)
     method.finalize()
     model.eval()

@@ -5,7 +5,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from aswl.sparse import (
-    CubicSchedule,
     attach_masks,
     dense_weight,
     find_prunable,
@@ -14,6 +13,7 @@ from aswl.sparse import (
     remove_masks,
     topk_mask,
 )
+from aswl.sparse.schedules import gradual
 
 
 def test_topk_mask_keeps_exactly_k_largest():
@@ -94,7 +94,7 @@ def test_remove_masks_on_copy_leaves_original_working():
 
 
 def test_cubic_schedule_endpoints_and_monotone():
-    schedule = CubicSchedule(0.9, begin_step=10, end_step=110)
+    schedule = gradual(0.9, begin_step=10, end_step=110)
     values = [schedule(s) for s in range(0, 130, 5)]
     assert values[0] == 0.0 and schedule(110) == 0.9 and schedule(500) == 0.9
     assert all(a <= b for a, b in zip(values, values[1:]))

@@ -76,9 +76,9 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, caplog):
-    import aswl.train.loop as loop
+    import torch.nn.functional as F
 
-    real = loop.F.cross_entropy
+    real = F.cross_entropy
 
     def poisoned(logits, labels):
         loss = real(logits, labels)
@@ -91,7 +91,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
         poisoned.epoch = self.epoch
         return original(self)
 
-    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(F, "cross_entropy", poisoned)
     monkeypatch.setattr(Trainer, "train_epoch", tracking)
     assert run(tmp_path / "nan") == 2
     state = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")
@@ -99,7 +99,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
 
 
 def test_bad_config_stops_before_training(tmp_path, capsys):
-    for bad, field in [("method.alpha=0", "alpha"), ("method.gamma=-1", "gamma"),
+    for bad, field in [("method.alpha=0", "alpha"), ("method.band=-1", "band"),
                        ("method.target_sparsity=1.0", "target_sparsity"),
                        ("model=nonet", "model"), ("dataset=nodata", "dataset"),
                        ("epochs=zero", "epochs"), ("bogus=1", "bogus")]:
@@ -112,9 +112,9 @@ def test_bad_config_stops_before_training(tmp_path, capsys):
 def test_set_reaches_nested_keys_and_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model: lenet5\nmethod:\n  name: aswl\n  alpha: 2\ndata:\n  root: /x\n")
-    config = load_config(path, ["method.gamma=0.5", "data.limit_train=10", "lr=0.1"])
+    config = load_config(path, ["method.band=0.1", "data.limit_train=10", "lr=0.1"])
     assert config.model == "lenet5" and config.data.root == "/x"
-    assert config.method == {"name": "aswl", "alpha": 2, "gamma": 0.5}
+    assert config.method == {"name": "aswl", "alpha": 2, "band": 0.1}
     assert config.data.limit_train == 10 and config.lr == 0.1
     assert load_config(None, ["method=dense"]).method == {"name": "dense"}
 

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aswl.methods import ConfigError, SparseMethod, create_method, training_step
+from aswl.methods import ConfigError, SparseMethod, create_method
 from aswl.methods.rigl import RigL
 from aswl.sparse import dense_weight, keep_count
 from aswl.sparse.allocation import erk_densities
+from aswl.train.step import training_step
 
 FROZEN = ["magnitude", "imp", "gmp", "gmp_global", "snip", "rigl"]
 
@@ -337,7 +338,8 @@ def test_rigl_cosine_drop_fraction() -> None:
     assert method.drop_fraction_at(0) == pytest.approx(0.3)
     assert method.drop_fraction_at(40) == pytest.approx(0.15)
     assert method.drop_fraction_at(80) == pytest.approx(0.0, abs=1e-12)
-    assert [t for t in range(101) if method.update_due(t)] == [10, 20, 30, 40, 50, 60, 70]
+    assert [t for t in range(101) if method.schedule.update_due(t)] == [10, 20, 30, 40, 50, 60,
+                                                                        70]
     assert create_method("rigl", mlp(), total_steps=100).end_step == 75  # ramp_end default
     assert create_method("rigl", mlp(), total_steps=100, ramp_end=0.5).end_step == 50
 
@@ -416,14 +418,14 @@ def test_rigl_grows_by_dense_gradient() -> None:
 
 
 def test_one_rule_for_when_the_schedule_is_done() -> None:
-    """schedule_done(step): from there on the sparsity no longer changes (best-val selection)."""
+    """schedule.done(step): from there on the sparsity no longer changes (best-val selection)."""
     steps = 100
     cases = {("magnitude", (("prune_at", 0.9),)): 90, ("snip", (("snip_batches", 3),)): 3,
              ("imp", (("rounds", 2), ("ramp_end", 0.5))): 50, ("gmp", ()): 75,
              ("rigl", (("end", 0.6),)): 60, ("aswl", ()): 75, ("dense", ()): 0}
     for (name, options), first in cases.items():
         method = create_method(name, mlp(), total_steps=steps, **dict(options))
-        done = [t for t in range(steps + 1) if method.schedule_done(t)]
+        done = [t for t in range(steps + 1) if method.schedule.done(t)]
         assert done[0] == first and done == list(range(first, steps + 1)), name
 
 

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.methods import SparseMethod, create_method, list_methods, training_step
-from aswl.methods.base import CHANNEL_VARIANTS
+from aswl.methods import SparseMethod, create_method, list_methods
+from aswl.methods.registry import CHANNEL_VARIANTS
+from aswl.train.step import training_step
 
 TARGET = 0.8
 STEPS = 30

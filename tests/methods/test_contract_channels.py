@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 import aswl
-from aswl.methods.base import CHANNEL_VARIANTS
 from aswl.methods.channel import ChannelMethod
+from aswl.methods.registry import CHANNEL_VARIANTS
 
 pytest.importorskip("torch_pruning")
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from aswl.methods import SparseMethod, create_method, training_step
+from aswl.methods import SparseMethod, create_method
 from aswl.methods.magnitude import active_scores, shrink_mask
 from aswl.sparse import attach_masks, dense_weight, masked_weight, topk_mask
+from aswl.train.step import training_step
 
 
 def _model(quantized: bool) -> nn.Module:

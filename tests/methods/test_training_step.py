@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import Tensor, nn
 
-from aswl.methods import create_method, training_step
+from aswl.methods import create_method
+from aswl.train.step import training_step
 
 
 def mlp(seed: int = 0) -> nn.Module:
@@ -74,3 +76,53 @@ def test_fp16_overflow_skips_the_method_step() -> None:
     training_step(model, method, optimizer, *batch(), scaler=scaler)
     assert method.step_count == 1
     assert method.attentions() != attentions
+
+
+def test_returns_the_outputs_and_losses_and_accumulation_gives_the_same_step() -> None:
+    results, after = {}, {}
+    for accumulate in (1, 4):
+        model = mlp()
+        method = create_method("gmp", model, total_steps=10, target_sparsity=0.5)
+        optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.1)
+        x, y = batch()
+        with torch.no_grad():
+            expected = model(x)
+        result = training_step(model, method, optimizer, x, y, accumulate=accumulate)
+        assert result.stepped and method.step_count == 1
+        assert torch.allclose(result.outputs, expected, atol=1e-6)  # the batch's logits
+        task = torch.nn.functional.cross_entropy(expected, y)
+        assert float(result.task_loss) == pytest.approx(float(task), rel=1e-5)
+        results[accumulate], after[accumulate] = result, weights(model)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(after[1], after[4]))
+    with pytest.raises(ValueError, match="accumulate"):
+        training_step(mlp(), create_method("gmp", mlp(), total_steps=10),
+                      torch.optim.SGD(mlp().parameters(), lr=0.1), *batch(), accumulate=0)
+
+
+def test_the_optimizer_hooks_call_the_same_two_functions(monkeypatch) -> None:
+    """aswl.sparsify's hooks and training_step share before_update and after_update."""
+    import aswl.integrations as integrations
+    import aswl.train.step as step
+
+    calls: list[str] = []
+    for name in ("before_update", "after_update"):
+        original = getattr(step, name)
+
+        def spy(*args, original=original, name=name, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(step, name, spy)
+        monkeypatch.setattr(integrations, name, spy)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    method = integrations.sparsify(model, optimizer, total_steps=10, target_sparsity=0.5,
+                                   method="gmp")
+    x, y = batch()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    assert calls == ["before_update", "after_update"] and method.step_count == 1
+    model = mlp()  # the explicit step on an optimiser without hooks
+    method = create_method("gmp", model, total_steps=10, target_sparsity=0.5)
+    step.training_step(model, method, torch.optim.SGD(model.parameters(), lr=0.1), x, y)
+    assert calls[2:] == ["before_update", "after_update"] and method.step_count == 1

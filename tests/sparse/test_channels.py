@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import aswl
-from aswl.methods import ConfigError
+from aswl.methods import ConfigError, MethodStateError
 from aswl.sparse.channels import cost_model, find_groups, fit_budget
 
 pytest.importorskip("torch_pruning")
@@ -158,7 +158,7 @@ def test_channel_mode_errors_are_clear() -> None:
         aswl.create_method("rigl", HeldOutNet(), total_steps=4, structure="channel",
                            example_inputs=example())
     with pytest.raises(ConfigError, match="structure = 'channel'"):
-        aswl.create_method("l1_filter", HeldOutNet(), total_steps=4)
+        aswl.create_method("l1_filter", HeldOutNet(), total_steps=4, structure="weight")
     with pytest.raises(ConfigError, match="structure"):
         aswl.create_method("aswl", HeldOutNet(), total_steps=4, structure="blocks")
     with pytest.raises(ConfigError, match="cannot trace"):
@@ -181,3 +181,13 @@ def test_sparsify_takes_the_channel_structure() -> None:
     assert method.step_count == 6
     assert sum(p.numel() for p in method.export().parameters()) < sum(
         p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", CHANNEL_METHODS)
+def test_a_foreign_or_empty_state_is_a_clear_error(name: str) -> None:
+    _, method = train(name, steps=2)
+    with pytest.raises(MethodStateError, match="lacks"):
+        method.load_state_dict({})
+    foreign = aswl.create_method("snip", nn.Sequential(nn.Linear(4, 4)), total_steps=2)
+    with pytest.raises(MethodStateError, match="state of method 'snip'"):
+        method.load_state_dict(foreign.state_dict())

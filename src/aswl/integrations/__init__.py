@@ -6,15 +6,17 @@ The method's four calls of the explicit loop (``regularizer``, ``zero_grad``, ``
 ``optimizer.step`` itself is not replaced):
 
 * **before the update** (pre-hook): the gradient of ``method.regularizer()`` is added to the
-  parameters' ``.grad``, then ``method.after_backward()`` runs. The regulariser is a function
+  parameters' ``.grad``, then :func:`aswl.train.step.before_update` runs (the same function
+  :func:`aswl.training_step` calls: ``method.after_backward()``). The regulariser is a function
   of the parameters only (for ASWL's paper variant, of the attentions), never of the batch, so
   adding its gradient after ``loss.backward()`` gives the same gradient as adding the term to
   the loss before it. When ``optimizer.step(closure)`` is given a closure (Lightning's automatic
   optimisation, for one), the closure is wrapped so that this runs after the closure's
   backward pass, once per step.
-* **after the update** (post-hook): ``method.step(optimizer)`` (attention step, masks when
-  due), then ``method.zero_grad()`` so the method's gradients start from zero at the next
-  backward pass, as ``method.zero_grad()`` before ``loss.backward()`` does in the explicit loop.
+* **after the update** (post-hook): :func:`aswl.train.step.after_update`, as in
+  :func:`aswl.training_step`: ``method.step(optimizer)`` (attention step, masks when due),
+  then ``method.zero_grad()`` so the method's gradients start from zero at the next
+  backward pass.
 
 A step that the optimiser does not take (a float16 ``GradScaler`` that found an overflow skips
 ``optimizer.step``) runs neither hook, so the method skips it too. Gradient clipping in your
@@ -36,6 +38,7 @@ from torch.nn.utils import parametrize
 
 from aswl.methods import ConfigError, SparseMethod, create_method
 from aswl.sparse import find_prunable
+from aswl.train.step import after_update, before_update
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ def add_regularizer_gradient(method: SparseMethod, params: Iterable[Tensor]) -> 
 
 def _before_update(method: SparseMethod, optimizer: torch.optim.Optimizer) -> None:
     add_regularizer_gradient(method, [*_optimizer_params(optimizer), *method.parameters()])
-    method.after_backward()
+    before_update(method)
 
 
 def _pre_hook(method: SparseMethod) -> Callable[..., Any]:
@@ -126,8 +129,7 @@ def _pre_hook(method: SparseMethod) -> Callable[..., Any]:
 
 def _post_hook(method: SparseMethod) -> Callable[..., None]:
     def hook(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        method.step(optimizer)
-        method.zero_grad()
+        after_update(method, optimizer)
 
     return hook
 

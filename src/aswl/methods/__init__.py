@@ -13,25 +13,24 @@ from aswl.methods import (  # noqa: F401  (baselines; channel granularity)
     snip,
 )
 from aswl.methods import dense as _dense  # noqa: F401
-from aswl.methods.aswl import ASWL, ASWLConfig, project_to_budget
+from aswl.methods.aswl import ASWL, ASWLConfig, ASWLPaper, ASWLPaperConfig, project_to_budget
 from aswl.methods.base import (
     METHODS,
     ConfigError,
+    GradualConfig,
     MethodConfig,
     MethodStateError,
     SparseMethod,
     create_method,
     get_method,
     list_methods,
-    method_for,
     register_method,
-    training_step,
 )
+from aswl.methods.registry import method_for
 
 __all__ = [
-    "ASWL", "ASWLConfig", "METHODS", "ConfigError", "MethodConfig", "MethodStateError",
-    "SparseMethod",
+    "ASWL", "ASWLConfig", "ASWLPaper", "ASWLPaperConfig", "METHODS", "ConfigError",
+    "GradualConfig", "MethodConfig", "MethodStateError", "SparseMethod",
     "create_method", "get_method", "list_methods", "method_for", "project_to_budget",
     "register_method",
-    "training_step",
 ]

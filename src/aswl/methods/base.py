@@ -5,58 +5,82 @@ Life cycle (same for the built-in trainer and a user's own loop)::
     method = create_method("aswl", model, total_steps=steps, target_sparsity=0.9)  # ready
     optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.1, momentum=0.9)
     for x, y in loader:
-        training_step(model, method, optimizer, x, y)   # the one step order
+        training_step(model, method, optimizer, x, y)   # aswl.train.step: the one step order
+        optimizer.zero_grad(set_to_none=True)
     method.finalize()
     plain = method.export()          # plain nn.Module, pruned weights are exact zeros
 
-Two phases: the constructor only reads the config and finds the layers (nothing is attached,
-no overridable method is called); :meth:`SparseMethod.prepare` attaches the masks, lets the
-method add its own per-layer state (:meth:`~SparseMethod.on_attach`) and sets the first masks
-(:meth:`~SparseMethod.init_masks`). :func:`create_method` does both.
+Two phases: the constructor reads the config and the model, finds the layers and builds the
+schedule (:meth:`SparseMethod.build_schedule`, which reads the config only); nothing is
+attached.
+:meth:`SparseMethod.prepare` attaches the masks, lets the method add its own per-layer state
+(:meth:`~SparseMethod.on_attach`) and sets the first masks (:meth:`~SparseMethod.init_masks`).
+:func:`create_method` does both.
 
 **The contract: what a method overrides** (every other method of the base is machinery)
 
-* *which sparsity, where*: ``target_sparsity_now()`` (default: the cubic/constant schedule),
-  ``layer_densities()`` (default: every layer at that sparsity) or ``global_scope()`` (True:
-  one threshold over all layers' scores instead of per-layer densities);
-* *which weights*: ``scores(name, module)`` (largest win; default: dense-weight magnitude);
-* *when*: ``update_due(step)`` (recompute the masks after optimiser step ``step``; default
-  every ``mask_interval`` steps) and ``schedule_done(step)`` (from ``step`` on the schedule no
-  longer changes the sparsity; the trainer's best-validation selection starts there);
+* *when*: ``build_schedule()`` returns the schedule (:mod:`aswl.sparse.schedules`), which
+  alone decides the sparsity at each step (``schedule.sparsity``), the steps with a mask
+  update (``schedule.update_due``) and the step from which nothing changes
+  (``schedule.done``; the trainer's best-validation selection starts there). Default: the
+  gradual schedule of :class:`GradualConfig` (cubic or constant, every ``mask_interval``);
+  one-shot (magnitude, SNIP), rounds (IMP), periodic (RigL) and never (dense) are others.
+* *which sparsity, where*: ``layer_densities()`` (default: every layer at the scheduled
+  sparsity) and ``layer_counts()`` (default: the densities rounded with ``keep_count``), or
+  ``global_scope()`` (True: one threshold over all layers' scores instead);
+* *which weights*: ``scores(name, module)`` (largest win; default: dense-weight magnitude)
+  and ``approximate_masks()`` (True: this update may take each large layer's threshold from
+  a fixed sample of its scores, :class:`aswl.sparse.threshold.LayerMasks`; default False).
+  :meth:`SparseMethod.update_masks` turns them into masks through the one function
+  :meth:`SparseMethod.set_masks`; a method that keeps statistics beside the masks (ASWL)
+  or has a faster way to the same masks (the magnitude family's per-layer shrink) extends
+  ``update_masks`` and calls the base's otherwise;
 * *gradients and state*: ``after_backward()``, ``regularizer()``, ``parameters()``,
   ``optimizers()``, ``decayed_parameters()``, ``on_attach()``, ``state_dict()`` /
-  ``load_state_dict()``, ``fold_into_weights(model)``;
+  ``load_state_dict()``, ``fold_into_weights(model)``; ``step(optimizer)`` may be extended
+  (ASWL's attention step) and must call the base's;
 * a method whose masks are not a top-k of scores replaces ``init_masks()`` /
   ``update_masks(optimizer)`` / ``finalize()`` (SNIP, RigL).
 
 Class attributes: ``straight_through`` (gradient reaches pruned weights) and ``pin_pruned``
 (pruned dense weights are held at exactly zero after every optimiser step and mask update).
-:func:`training_step` is the one step order (AMP scaler, overflow skip, clipping) used by the
-trainer, the tests and the benchmarks.
+A config declares only the fields its method uses: an option the method does not use is a
+:class:`ConfigError` naming the method and the option. :func:`aswl.train.step.training_step`
+is the one step order (AMP scaler, overflow skip, clipping) used by the trainer, the tests,
+the benchmarks and :func:`aswl.sparsify`'s optimiser hooks.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import logging
-import sys
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.checks import ConfigError, build_config, check, check_finite, coerce_value
+from aswl.checks import ConfigError, build_config, check, coerce_value
 from aswl.finite import check_finite as check_finite_weights
+from aswl.methods.guards import (
+    MethodStateError,
+    checked_load,
+    untrained_hint,
+    warn_untrained,
+    warn_user,
+)
+from aswl.methods.method_config import GradualConfig, MethodConfig
+from aswl.methods.registry import (
+    METHODS,
+    create_method,
+    get_method,
+    list_methods,
+    register_method,
+)
 from aswl.sparse import (
     attach_alias,
     attach_layers,
-    build_schedule,
     dense_weight,
     describe_dense,
     detach_layers,
@@ -65,97 +89,16 @@ from aswl.sparse import (
     keep_count,
     split_tied,
     strip_layers,
-    topk_mask,
 )
+from aswl.sparse.schedules import Schedule, build_schedule
+from aswl.sparse.threshold import LayerMasks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfigError", "MethodConfig", "MethodStateError", "SparseMethod", "build_config",
-           "check", "coerce_value", "create_method", "get_method", "list_methods",
-           "register_method", "reset_optimizer_state", "training_step", "zero_pruned"]
-@dataclass
-class MethodConfig:
-    """Fields shared by every method."""
-
-    target_sparsity: float = 0.9
-    """Fraction of prunable weights that are zero at the end."""
-    include: list[str] | None = None
-    """Glob patterns of layer names to prune (default: every Conv and Linear layer)."""
-    exclude: list[str] = field(default_factory=list)
-    """Glob patterns of layer names never pruned."""
-    prune_embeddings: bool = False
-    """Prune Embedding layers too (an embedding tied to a pruned output layer always is)."""
-    mask_interval: int = 1
-    """Recompute masks every this many optimiser steps."""
-    schedule: str = "cubic"
-    """Sparsity ramp: ``cubic`` (Zhu & Gupta 2017) or ``constant``."""
-    ramp_begin: float = 0.0
-    """Fraction of training at which the ramp starts."""
-    ramp_end: float = 0.75
-    """Fraction of training at which the final sparsity is reached."""
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad field."""
-        check_finite(self)
-        check(0.0 <= self.target_sparsity < 1.0, "target_sparsity", self.target_sparsity,
-              "a fraction in [0, 1) (every layer keeps at least one weight)")
-        check(self.mask_interval >= 1, "mask_interval", self.mask_interval, "an integer >= 1")
-        check(self.schedule in ("cubic", "constant"), "schedule", self.schedule,
-              "'cubic' or 'constant'")
-        check(0.0 <= self.ramp_begin <= self.ramp_end <= 1.0, "ramp_begin/ramp_end",
-              (self.ramp_begin, self.ramp_end), "fractions with 0 <= ramp_begin <= ramp_end <= 1")
-
-
-def _warn(message: str) -> None:
-    """A UserWarning pointing at the first caller outside aswl (the user's line)."""
-    level, frame = 1, sys._getframe(0)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("aswl"):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level)
-
-
-class MethodStateError(ValueError):
-    """A method state that is not this method's ``state_dict()`` (empty, another method's)."""
-
-
-def _checked_load(load: Callable[[Any, dict[str, Any]], None]) -> Callable[..., None]:
-    """Wrap a ``load_state_dict``: check the state first, name the method in any error."""
-    @functools.wraps(load)
-    def checked(self: SparseMethod, state: dict[str, Any]) -> None:
-        self.check_state(state)
-        try:
-            load(self, state)
-        except MethodStateError:
-            raise
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise MethodStateError(f"cannot load this state into method {self.name!r} "
-                                   f"({type(err).__name__}: {err}); pass the state_dict() of "
-                                   "the same method on the same model") from err
-
-    return checked
-
-
-def _untrained_hint(method: Any) -> str:
-    """How to train: ``aswl.sparsify``'s hooks step the method, an explicit loop must."""
-    if getattr(method, "step_hooks", None):
-        return ("aswl.sparsify steps the method at every optimizer.step(): train first, then "
-                "finalize() and export()")
-    return ("Call method.step() after every optimizer.step() (or use aswl.training_step), "
-            "then finalize()")
-
-
-def _warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
-    """Wrap a ``finalize``: warn when no training step came before it."""
-    @functools.wraps(finalize)
-    def warned(self: SparseMethod) -> None:
-        if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
-            self._warned_untrained = True
-            _warn(f"{self.name}: finalize() before any step(): the final masks come "
-                  "from the untrained weights (one-shot pruning at initialisation). "
-                  + _untrained_hint(self))
-        finalize(self)
-
-    return warned
+__all__ = ["METHODS", "ConfigError", "GradualConfig", "MethodConfig", "MethodStateError",
+           "SparseMethod",
+           "build_config", "check", "coerce_value", "create_method", "get_method",
+           "list_methods", "register_method", "reset_optimizer_state", "zero_pruned"]
 
 
 class SparseMethod:
@@ -164,9 +107,9 @@ class SparseMethod:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "load_state_dict" in cls.__dict__:
-            cls.load_state_dict = _checked_load(cls.__dict__["load_state_dict"])
+            cls.load_state_dict = checked_load(cls.__dict__["load_state_dict"])
         if "finalize" in cls.__dict__:
-            cls.finalize = _warn_untrained(cls.__dict__["finalize"])
+            cls.finalize = warn_untrained(cls.__dict__["finalize"])
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
@@ -185,6 +128,7 @@ class SparseMethod:
         ``total_steps``: optimiser steps of the whole training (epochs * batches per epoch);
         the sparsity schedule is spread over them.
         """
+        self.check_options(overrides)
         if config is None:
             config = build_config(self.config_class, overrides)
         elif overrides:
@@ -195,7 +139,7 @@ class SparseMethod:
         self.model = model
         if total_steps is None:
             if config.target_sparsity > 0:
-                _warn(f"{self.name}: total_steps not given, so the whole sparsity "
+                warn_user(f"{self.name}: total_steps not given, so the whole sparsity "
                               "schedule happens at the first mask update (one-shot pruning); "
                               "pass total_steps=epochs * len(loader)")
             total_steps = 1
@@ -218,15 +162,39 @@ class SparseMethod:
         self.numels = {name: m.weight.numel() for name, m in self.layers.items()}
         self.total_numel = sum(self.numels.values())
         self._warn_unreachable()
-        self.schedule = build_schedule(config.schedule, config.target_sparsity, self.total_steps,
-                                       config.ramp_begin, config.ramp_end)
+        self.layer_masks = LayerMasks(self.numels, {name: m.weight.device
+                                                    for name, m in self.layers.items()})
+        """Scores and counts to masks (exact top-k; a method may replace it with one that
+        samples, :class:`~aswl.sparse.threshold.LayerMasks`)."""
+        self.schedule = self.build_schedule()
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """An option this method's config does not declare: a :class:`ConfigError` naming
+        the method and the option (for any caller that holds the options as a dict)."""
+        names = {f.name for f in dataclasses.fields(cls.config_class)}
+        unused = sorted(set(options) - names, key=str)
+        if unused:
+            raise ConfigError(f"method {cls.name!r} does not use option(s) {unused}; its "
+                              f"options are {sorted(names)} (remove the others, or choose "
+                              "a method that uses them)")
+
+    def build_schedule(self) -> Schedule:
+        """The schedule that decides *when* (see the module docstring). Default: the gradual
+        schedule of :class:`GradualConfig`'s fields."""
+        cfg = self.config
+        if not isinstance(cfg, GradualConfig):
+            raise TypeError(f"{type(self).__name__}: a config without the gradual fields "
+                            "needs its own build_schedule()")
+        return build_schedule(cfg.schedule, cfg.target_sparsity, self.total_steps,
+                              cfg.ramp_begin, cfg.ramp_end, cfg.mask_interval)
 
     def _warn_unreachable(self) -> None:
         """Every layer keeps at least one weight: say so when that caps the sparsity."""
         target = self.config.target_sparsity
         reachable = 1.0 - len(self.layers) / self.total_numel
         if target > reachable + 1e-9:
-            _warn(f"{self.name}: target_sparsity {target:.0%} cannot be reached: every layer "
+            warn_user(f"{self.name}: target_sparsity {target:.0%} cannot be reached: every layer "
                   f"keeps at least one weight, so {len(self.layers)} of the {self.total_numel} "
                   f"prunable weights stay and the model ends at most {reachable:.1%} sparse "
                   f"(layers {list(self.layers)[:8]})")
@@ -274,32 +242,33 @@ class SparseMethod:
         """The masks at step 0. Default: :meth:`update_masks`."""
         self.update_masks()
 
-    def target_sparsity_now(self) -> float:
-        """The global sparsity the schedule asks for at the current step."""
-        return self.schedule(self.step_count)
+    def sparsity_now(self) -> float:
+        """The global sparsity the schedule asks for at the current step (not a hook)."""
+        return self.schedule.sparsity(self.step_count)
 
     def layer_densities(self) -> dict[str, float]:
         """Fraction of weights each layer keeps now. Default: uniform at the scheduled target."""
-        density = 1.0 - self.target_sparsity_now()
+        density = 1.0 - self.sparsity_now()
         return {name: density for name in self.layers}
 
+    def layer_counts(self) -> dict[str, int]:
+        """Weights each layer keeps now. Default: :meth:`layer_densities` rounded."""
+        return {name: keep_count(self.numels[name], density)
+                for name, density in self.layer_densities().items()}
+
     def global_scope(self) -> bool:
-        """True: one threshold on the scores of all layers at :meth:`target_sparsity_now`
-        (every layer keeps at least one weight) instead of :meth:`layer_densities`."""
+        """True: one threshold on the scores of all layers at :meth:`sparsity_now`
+        (every layer keeps at least one weight) instead of :meth:`layer_counts`."""
+        return False
+
+    def approximate_masks(self) -> bool:
+        """True: this mask update may read each large layer's threshold off a fixed sample
+        of its scores (when :attr:`layer_masks` has samples). Default False: exact top-k."""
         return False
 
     def scores(self, name: str, module: nn.Module) -> Tensor:
         """Which weights to keep: the largest scores win. Default: dense-weight magnitude."""
         return dense_weight(module).detach().abs()
-
-    def update_due(self, step: int) -> bool:
-        """Recompute the masks after optimiser step ``step``? Default: every mask_interval."""
-        return step % self.config.mask_interval == 0
-
-    def schedule_done(self, step: int) -> bool:
-        """From ``step`` on, the schedule no longer changes the sparsity. Default: the ramp's
-        end (``ramp_end`` of training)."""
-        return step >= self.config.ramp_end * self.total_steps
 
     def parameters(self) -> list[nn.Parameter]:
         """The method's own trainable parameters (kept out of the weight optimiser)."""
@@ -331,7 +300,7 @@ class SparseMethod:
         """Method state beside ``model.state_dict()`` (which holds masks and attentions)."""
         return {"method": self.name, "step": self.step_count}
 
-    @_checked_load
+    @checked_load
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step"])
 
@@ -358,11 +327,11 @@ class SparseMethod:
         if self.pin_pruned:
             zero_pruned(self)
         self.step_count += 1
-        if self.update_due(self.step_count):
+        if self.schedule.update_due(self.step_count):
             self.update_masks(optimizer)
 
     def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Top-k of :meth:`scores`, per layer at :meth:`layer_densities` or globally.
+        """Top-k of :meth:`scores`, per layer at :meth:`layer_counts` or globally.
 
         ``optimizer`` (the weight optimiser) is for methods that reset its state of changed
         weights (RigL); the top-k masks do not need it.
@@ -370,20 +339,33 @@ class SparseMethod:
         with torch.no_grad():
             scores = {name: self.scores(name, module) for name, module in self.layers.items()}
             if self.global_scope():
-                keep = keep_count(self.total_numel, 1.0 - self.target_sparsity_now())
-                for name, mask in global_topk_masks(scores, keep).items():
-                    self.masks[name].mask.copy_(mask)
-                    self.kept[name] = int(mask.sum())
+                self.set_masks(scores, global_keep=keep_count(self.total_numel,
+                                                              1.0 - self.sparsity_now()))
             else:
-                densities = self.layer_densities()
-                for name, score in scores.items():
-                    keep = keep_count(self.numels[name], densities[name])
-                    self.masks[name].mask.copy_(topk_mask(score, keep))
-                    self.kept[name] = keep
+                self.set_masks(scores, self.layer_counts())
         if self.pin_pruned:
             zero_pruned(self)
 
-    @_warn_untrained
+    def set_masks(self, scores: dict[str, Tensor], counts: dict[str, int] | None = None,
+                  global_keep: int | None = None) -> None:
+        """The one function that turns scores into masks: each layer keeps its ``counts``
+        largest scores (through :attr:`layer_masks`: exact, or approximate when
+        :meth:`approximate_masks`), or, with ``global_keep``, the ``global_keep`` largest
+        over all layers (every layer keeps at least one). Records :attr:`kept`."""
+        with torch.no_grad():
+            if global_keep is not None:
+                for name, mask in global_topk_masks(scores, global_keep).items():
+                    self.masks[name].mask.copy_(mask)
+                    self.kept[name] = int(mask.sum())
+                return
+            if counts is None:
+                raise ValueError("set_masks needs counts or global_keep")
+            exact = not self.approximate_masks()
+            for name, score in scores.items():
+                self.layer_masks.set(name, self.masks[name].mask, score, counts[name], exact)
+                self.kept[name] = counts[name]
+
+    @warn_untrained
     def finalize(self) -> None:
         """Jump to the end of the schedule and set the final masks."""
         self.step_count = max(self.step_count, self.total_steps)
@@ -429,8 +411,8 @@ class SparseMethod:
         NaN or infinite weights is refused (:class:`aswl.finite.NonFiniteError`, naming them)."""
         if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
             self._warned_untrained = True
-            _warn(f"{self.name}: export() before any step(): the model is untrained "
-                  "(its masks come from the initial weights). " + _untrained_hint(self))
+            warn_user(f"{self.name}: export() before any step(): the model is untrained "
+                      "(its masks come from the initial weights). " + untrained_hint(self))
         plain = copy.deepcopy(self.model)
         self.fold_into_weights(plain)
         names = [*self.layers, *(alias for aliases in self.tied.values() for alias in aliases)]
@@ -455,117 +437,3 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: Tensor,
     for value in optimizer.state.get(param, {}).values():
         if isinstance(value, Tensor) and value.shape == param.shape:
             value.masked_fill_(where, 0)
-
-
-def training_step(model: nn.Module, method: SparseMethod, optimizer: torch.optim.Optimizer,
-                  inputs: Tensor, targets: Tensor, scaler: torch.amp.GradScaler | None = None,
-                  grad_clip: float | None = None,
-                  loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-                  amp_dtype: torch.dtype | None = None,
-                  check_loss: Callable[[Tensor], None] | None = None) -> Tensor:
-    """The one training-step order (trainer, tests, benchmarks); returns the detached loss.
-
-    Forward under autocast in ``amp_dtype`` (None: full precision); ``loss_fn(outputs,
-    targets)`` (default cross-entropy in fp32) plus the method's regulariser; ``check_loss``
-    sees the loss before backward (the trainer stops on a non-finite one). With an enabled
-    fp16 ``scaler`` the gradients are unscaled (the method's own optimisers too), and a step
-    whose gradients overflowed is skipped by the method as by the scaler: no
-    ``after_backward``, no clipping, no ``method.step``. ``grad_clip`` clips the global norm of
-    the weight gradients after ``after_backward``.
-    """
-    import torch.nn.functional as F
-
-    if loss_fn is None:
-        def loss_fn(outputs: Tensor, labels: Tensor) -> Tensor:
-            return F.cross_entropy(outputs.float(), labels)
-
-    with torch.autocast(inputs.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        outputs = model(inputs)
-        task_loss = loss_fn(outputs, targets)
-    loss = task_loss + method.regularizer()
-    if check_loss is not None:
-        check_loss(loss)
-    optimizer.zero_grad(set_to_none=True)
-    method.zero_grad()
-    scaling = scaler is not None and scaler.is_enabled()
-    overflow = False
-    if scaling:
-        scaler.scale(loss).backward()
-        found = 0.0
-        for own in [optimizer, *method.optimizers()]:  # attention gradients are scaled too
-            scaler.unscale_(own)
-            found += sum(float(v) for v in scaler._found_inf_per_device(own).values())
-        overflow = found > 0
-    else:
-        loss.backward()
-    if not overflow:  # the scaler skips this step: so does the method
-        method.after_backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(method.weight_parameters(), grad_clip)
-    if scaling:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    if overflow:
-        method.zero_grad()
-    else:
-        method.step(optimizer)
-    return loss.detach()
-
-
-METHODS: dict[str, type[SparseMethod]] = {}
-
-
-def register_method(name: str) -> Callable[[type[SparseMethod]], type[SparseMethod]]:
-    """Class decorator: make a method available by ``name``."""
-
-    def wrap(cls: type[SparseMethod]) -> type[SparseMethod]:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return wrap
-
-
-def list_methods() -> list[str]:
-    return sorted(METHODS)
-
-
-def get_method(name: str) -> type[SparseMethod]:
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
-    return METHODS[name]
-
-
-STRUCTURES = ("weight", "channel")
-CHANNEL_VARIANTS: dict[str, str] = {}
-"""Method name -> the registered name of its channel-granularity class (filled by
-:mod:`aswl.methods.channel` and :mod:`aswl.methods.channel_aswl`)."""
-
-
-def method_for(name: str, structure: str = "weight") -> type[SparseMethod]:
-    """The class of method ``name`` at granularity ``structure`` (``weight``: single weights,
-    ``channel``: whole channels, so the export is a thinner dense model)."""
-    if structure not in STRUCTURES:
-        raise ConfigError(f"structure = {structure!r} is invalid: expected 'weight' or 'channel'")
-    if structure == "channel":
-        if name not in CHANNEL_VARIANTS:
-            raise ConfigError(f"method {name!r} has no channel mode; with structure = 'channel' "
-                              f"use one of {sorted(set(CHANNEL_VARIANTS))}")
-        return get_method(CHANNEL_VARIANTS[name])
-    if name in CHANNEL_VARIANTS and CHANNEL_VARIANTS[name] == name:
-        raise ConfigError(f"method {name!r} prunes whole channels: set structure = 'channel' "
-                          "(it has no weight-level mode)")
-    return get_method(name)
-
-
-def create_method(name: str, model: nn.Module, total_steps: int | None = None,
-                  structure: str = "weight", **options: Any) -> SparseMethod:
-    """Method ``name`` with its options, prepared on ``model`` (in place): ready to train.
-
-    ``structure='channel'`` removes whole channels (needs ``example_inputs``: a batch the
-    model accepts, on which its coupled channels are traced)."""
-    return method_for(name, structure)(model, total_steps=total_steps, **options).prepare()

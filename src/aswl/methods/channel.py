@@ -28,16 +28,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aswl.methods.base import (
-    CHANNEL_VARIANTS,
-    ConfigError,
-    MethodConfig,
-    SparseMethod,
-    check,
-    register_method,
-)
+from aswl.methods.base import ConfigError, GradualConfig, SparseMethod, check, register_method
+from aswl.methods.registry import CHANNEL_VARIANTS
 from aswl.sparse import topk_mask
 from aswl.sparse.channels import (
+    LAYER_TYPES,
     ChannelMaskHook,
     channel_dim,
     cost_model,
@@ -53,7 +48,7 @@ from aswl.sparse.channels import (
 log = logging.getLogger(__name__)
 
 @dataclass
-class ChannelConfig(MethodConfig):
+class ChannelConfig(GradualConfig):
     target_sparsity: float = 0.5
     """Fraction of the budget's cost removed (0.5: half the FLOPs, a 2x reduction)."""
     budget: str = "flops"
@@ -85,6 +80,11 @@ class ChannelMethod(SparseMethod):
                               "batch the model accepts, e.g. torch.zeros(1, *input_shape)) to "
                               "trace which channels are coupled")
         self.example_inputs = example_inputs
+        # channels are a Conv/Linear notion: other prunable tensors (attention projections,
+        # embeddings) stay dense in this mode
+        self.layers = {n: m for n, m in self.layers.items() if isinstance(m, LAYER_TYPES)}
+        self.numels = {n: self.numels[n] for n in self.layers}
+        self.total_numel = sum(self.numels.values())
         self.groups = find_groups(model, example_inputs, self.layers, self.config.exclude)
         self.sizes = torch.tensor([float(g.size) for g in self.groups], dtype=torch.float64)
         costs = layer_costs(model, list(self.layers), example_inputs, self.config.budget)
@@ -120,9 +120,9 @@ class ChannelMethod(SparseMethod):
         self.step_count += 1
         if self.frozen:
             return
-        if self.schedule_done(self.step_count):
+        if self.schedule.done(self.step_count):
             self._freeze()
-        elif self.update_due(self.step_count):
+        elif self.schedule.update_due(self.step_count):
             self.update_masks()
 
     def finalize(self) -> None:
@@ -177,7 +177,7 @@ class ChannelMethod(SparseMethod):
         return total.pow(1.0 / power)
 
     def _kept_target(self) -> float:
-        return (1.0 - self.target_sparsity_now()) * self.cost.total
+        return (1.0 - self.sparsity_now()) * self.cost.total
 
     def channel_counts(self, scores: list[Tensor]) -> list[int]:
         lower = [1] * len(self.groups)

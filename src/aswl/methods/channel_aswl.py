@@ -30,8 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aswl.methods.base import CHANNEL_VARIANTS, check, register_method
+from aswl.methods.base import check, register_method
 from aswl.methods.channel import ChannelConfig, ChannelMethod
+from aswl.methods.registry import CHANNEL_VARIANTS
 
 ATTENTION_MIN = 0.01
 ATTENTION_UPDATES = 128

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aswl.methods.base import MethodConfig, SparseMethod, register_method
+from aswl.sparse.schedules import Schedule, never
 
 
 @dataclass
@@ -18,11 +19,8 @@ class Dense(SparseMethod):
 
     config_class = DenseConfig
 
+    def build_schedule(self) -> Schedule:
+        return never()
+
     def layer_densities(self) -> dict[str, float]:
         return {name: 1.0 for name in self.layers}
-
-    def update_due(self, step: int) -> bool:
-        return False
-
-    def schedule_done(self, step: int) -> bool:
-        return True

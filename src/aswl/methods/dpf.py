@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aswl.methods.base import MethodConfig, SparseMethod, register_method
+from aswl.methods.base import GradualConfig, SparseMethod, register_method
 
 
 @dataclass
-class DPFConfig(MethodConfig):
+class DPFConfig(GradualConfig):
     mask_interval: int = 16
     """Recompute masks every this many steps (DPF's reparametrisation period)."""
 

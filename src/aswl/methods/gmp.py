@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aswl.methods.base import register_method
+from aswl.methods.base import GradualConfig, register_method
 from aswl.methods.magnitude import MagnitudeFamily, ScopedConfig
 
 
 @dataclass
-class GMPConfig(ScopedConfig):
+class GMPConfig(GradualConfig, ScopedConfig):
     """``scope='layer'``: every layer at the scheduled sparsity; ``'global'``: one threshold."""
 
 

@@ -6,16 +6,24 @@ from dataclasses import dataclass
 
 from aswl.methods.base import check, register_method
 from aswl.methods.magnitude import MagnitudeFamily, ScopedConfig
+from aswl.sparse.schedules import Schedule, at_step, rounds
 
 
 @dataclass
 class IMPConfig(ScopedConfig):
     rounds: int = 3
     """Number of prune/retrain cycles; each round keeps the same fraction of what is left."""
+    ramp_begin: float = 0.0
+    """Fraction of training at which the rounds start (the first round prunes one round
+    after it)."""
+    ramp_end: float = 0.75
+    """Fraction of training at which the last round prunes."""
 
     def validate(self) -> None:
         super().validate()
         check(self.rounds >= 1, "rounds", self.rounds, "an integer >= 1")
+        check(0.0 <= self.ramp_begin <= self.ramp_end <= 1.0, "ramp_begin/ramp_end",
+              (self.ramp_begin, self.ramp_end), "fractions with 0 <= ramp_begin <= ramp_end <= 1")
 
 
 @register_method("imp")
@@ -31,28 +39,20 @@ class IMP(MagnitudeFamily):
     frozen and pruned weights at zero until the next round. With the defaults (ramp 0 -> 0.75,
     3 rounds) training is four equal quarters: dense, then three prune/retrain cycles.
     No weight rewinding: retraining continues from the current weights (this is IMP with
-    fine-tuning, not the lottery-ticket rewind). ``mask_interval`` and ``schedule`` are unused.
+    fine-tuning, not the lottery-ticket rewind).
     """
 
     config_class = IMPConfig
     config: IMPConfig
 
-    def prune_steps(self) -> list[int]:
-        """The step after which each round prunes (non-decreasing)."""
+    def build_schedule(self) -> Schedule:
+        """Round r prunes after the step at ``ramp_begin + r (ramp_end - ramp_begin) / R``."""
         cfg = self.config
         span = cfg.ramp_end - cfg.ramp_begin
-        return [int(round((cfg.ramp_begin + r * span / cfg.rounds) * self.total_steps))
-                for r in range(1, cfg.rounds + 1)]
+        return rounds(cfg.target_sparsity, tuple(
+            at_step(cfg.ramp_begin + r * span / cfg.rounds, self.total_steps)
+            for r in range(1, cfg.rounds + 1)))
 
-    def rounds_done(self, step: int) -> int:
-        return sum(1 for at in self.prune_steps() if step >= at)
-
-    def target_sparsity_now(self) -> float:
-        done = self.rounds_done(self.step_count)
-        return 1.0 - (1.0 - self.config.target_sparsity) ** (done / self.config.rounds)
-
-    def update_due(self, step: int) -> bool:
-        return self.rounds_done(step) != self.rounds_done(step - 1)
-
-    def schedule_done(self, step: int) -> bool:
-        return self.rounds_done(step) == self.config.rounds
+    def prune_steps(self) -> list[int]:
+        """The step after which each round prunes (non-decreasing)."""
+        return list(self.schedule.at)

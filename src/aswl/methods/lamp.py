@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from aswl.methods.base import register_method
-from aswl.methods.magnitude import MagnitudeFamily, ScopedConfig
+from aswl.methods.base import GradualConfig, register_method
+from aswl.methods.magnitude import MagnitudeFamily
 from aswl.sparse import dense_weight
 
 
@@ -58,9 +58,10 @@ def lamp_densities(samples: list[Tensor], sizes: list[int], kept: float) -> Tens
 @register_method("lamp")
 class LAMP(MagnitudeFamily):
     """Gradual LAMP pruning: the cubic schedule of ``gmp_global``, one global threshold on LAMP
-    scores (pruned weights stay pruned: they score -1). ``scope`` is not used."""
+    scores (pruned weights stay pruned: they score -1). It has no ``scope`` option."""
 
-    config_class = ScopedConfig
+    config_class = GradualConfig
+    config: GradualConfig
 
     def global_scope(self) -> bool:
         return True

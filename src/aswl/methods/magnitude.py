@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from aswl.methods.base import MethodConfig, SparseMethod, check, register_method, zero_pruned
 from aswl.sparse import MaskedWeight, dense_weight, global_topk_masks, keep_count, topk_mask
+from aswl.sparse.schedules import Schedule, at_step, one_shot
 
 __all__ = ["active_scores", "global_keep", "global_topk_masks", "zero_pruned"]
 
@@ -80,8 +81,8 @@ class ScopedConfig(MethodConfig):
 class MagnitudeFamily(SparseMethod):
     """Magnitude masks that only shrink; pruned weights are zero and frozen (plain gradient).
 
-    Subclasses set the sparsity by step (``target_sparsity_now``) and when masks are recomputed
-    (``update_due``); ``scope`` picks per-layer or one global threshold.
+    Subclasses pick the schedule (``build_schedule``: when, and at which sparsity); ``scope``
+    picks per-layer or one global threshold.
     """
 
     straight_through = False
@@ -98,7 +99,7 @@ class MagnitudeFamily(SparseMethod):
         """The base's top-k of :meth:`scores`; per layer with magnitude scores, each layer's
         mask is found by :func:`shrink_mask` (the same masks, at a fraction of the cost)."""
         if self.global_scope():
-            keep = max(global_keep(self, self.target_sparsity_now()), len(self.layers))
+            keep = max(global_keep(self, self.sparsity_now()), len(self.layers))
             counts = {name: self.masks[name].count() for name in self.layers}
             if sum(counts.values()) == keep:  # every active weight is kept: the same masks
                 self.kept.update(counts)
@@ -108,9 +109,9 @@ class MagnitudeFamily(SparseMethod):
             super().update_masks(optimizer)
             return
         with torch.no_grad():
-            densities = self.layer_densities()
+            counts = self.layer_counts()
             for name, module in self.layers.items():
-                keep = keep_count(self.numels[name], densities[name])
+                keep = counts[name]
                 mask = shrink_mask(dense_weight(module), self.masks[name], keep)
                 if mask is not None:
                     self.masks[name].assign(mask, keep)
@@ -137,21 +138,15 @@ class Magnitude(MagnitudeFamily):
     Dense training until ``prune_at`` of the steps, one pruning to ``target_sparsity`` by
     weight magnitude (per layer by default, as Han et al.; ``scope='global'`` for one threshold
     across layers), then fine-tuning with the masks frozen and pruned weights at zero.
-    ``mask_interval``, ``schedule`` and the ramp fields are not used.
     """
 
     config_class = MagnitudeConfig
     config: MagnitudeConfig
 
+    def build_schedule(self) -> Schedule:
+        return one_shot(self.config.target_sparsity, at_step(self.config.prune_at,
+                                                             self.total_steps))
+
     @property
     def prune_step(self) -> int:
-        return int(round(self.config.prune_at * self.total_steps))
-
-    def target_sparsity_now(self) -> float:
-        return self.config.target_sparsity if self.step_count >= self.prune_step else 0.0
-
-    def update_due(self, step: int) -> bool:
-        return step == self.prune_step
-
-    def schedule_done(self, step: int) -> bool:
-        return step >= self.prune_step
+        return self.schedule.at[0]

@@ -20,6 +20,7 @@ from aswl.methods.base import (
 )
 from aswl.sparse import dense_weight, keep_count, topk_mask
 from aswl.sparse.allocation import erk_densities
+from aswl.sparse.schedules import Schedule, at_step, periodic
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,11 @@ class RigLConfig(MethodConfig):
     """Fraction of each layer's active weights dropped (and regrown) at the first update;
     decays with a cosine to 0 at ``end``."""
     end: float | None = None
-    """Fraction of training after which the masks stop changing (RigL's T_end); None: the
-    shared ``ramp_end`` (0.75 by default, as in the paper), so a grid that sets ramp_end for
+    """Fraction of training after which the masks stop changing (RigL's T_end); None:
+    ``ramp_end`` (0.75 by default, as in the paper), so a grid that sets ramp_end for
     every method moves RigL's end too."""
+    ramp_end: float = 0.75
+    """RigL's T_end when ``end`` is None (the field every gradual method shares)."""
     distribution: str = "erk"
     """Layer densities: ``erk`` (Erdős–Rényi-Kernel) or ``uniform`` (every layer at target)."""
 
@@ -46,6 +49,7 @@ class RigLConfig(MethodConfig):
               "a fraction in [0, 1)")
         check(self.end is None or 0.0 <= self.end <= 1.0, "end", self.end,
               "None (use ramp_end) or a fraction in [0, 1]")
+        check(0.0 <= self.ramp_end <= 1.0, "ramp_end", self.ramp_end, "a fraction in [0, 1]")
         check(self.distribution in ("erk", "uniform"), "distribution", self.distribution,
               "'erk' or 'uniform'")
 
@@ -69,8 +73,9 @@ class RigL(SparseMethod):
     it keeps a copy on the steps before an update, then zeroes the gradient of every masked
     weight, so all other optimiser steps use the plain masked gradient. Masked dense weights
     are re-zeroed after every step (no drift from optimiser momentum). The optimiser state
-    of a grown weight is not reset (the method does not own the optimiser). ``mask_interval``,
-    ``schedule`` and ``ramp_begin`` are not used.
+    of a newly grown weight (momentum, Adam moments) is reset to zero when
+    :meth:`update_masks` is given the weight optimiser, as ``training_step`` and
+    ``aswl.sparsify`` do.
     """
 
     config_class = RigLConfig
@@ -92,8 +97,11 @@ class RigL(SparseMethod):
         shapes = {name: tuple(dense_weight(m).shape) for name, m in self.layers.items()}
         return erk_densities(shapes, density)
 
-    def target_sparsity_now(self) -> float:
-        return self.config.target_sparsity
+    def build_schedule(self) -> Schedule:
+        """Drop and grow every ``update_interval`` steps before ``end`` (default ramp_end)."""
+        end = self.config.ramp_end if self.config.end is None else self.config.end
+        return periodic(self.config.target_sparsity, self.config.update_interval,
+                        at_step(end, self.total_steps))
 
     def init_masks(self) -> None:
         """Random masks at the per-layer counts (torch's global RNG)."""
@@ -116,14 +124,7 @@ class RigL(SparseMethod):
     # ------------------------------------------------------------------ drop / grow
     @property
     def end_step(self) -> int:
-        end = self.config.ramp_end if self.config.end is None else self.config.end
-        return int(round(end * self.total_steps))
-
-    def update_due(self, step: int) -> bool:
-        return step > 0 and step % self.config.update_interval == 0 and step < self.end_step
-
-    def schedule_done(self, step: int) -> bool:
-        return step >= self.end_step
+        return self.schedule.end_step
 
     def drop_fraction_at(self, step: int) -> float:
         """Cosine decay of the drop fraction from ``drop_fraction`` to 0 at ``end``."""
@@ -134,7 +135,7 @@ class RigL(SparseMethod):
 
     def after_backward(self) -> None:
         """Keep the dense gradient before an update; mask the gradient of pruned weights."""
-        capture = self.update_due(self.step_count + 1)
+        capture = self.schedule.update_due(self.step_count + 1)
         with torch.no_grad():
             for name, module in self.layers.items():
                 weight = dense_weight(module)

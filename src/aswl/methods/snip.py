@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from aswl.methods.base import MethodConfig, SparseMethod, check, register_method, zero_pruned
 from aswl.methods.magnitude import global_keep
-from aswl.sparse import dense_weight, global_topk_masks
+from aswl.sparse import dense_weight
+from aswl.sparse.schedules import Schedule, one_shot
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,7 @@ class SNIP(SparseMethod):
     Then the sensitivity ``|sum w * g|`` normalised by its total over all layers (the paper's
     ``s_j``; the normalisation does not change the ranking) selects exactly the global top-k,
     every layer keeping at least one weight. The mask is then fixed and the network trained
-    sparse: plain masked gradient, pruned weights held at zero. ``mask_interval``,
-    ``schedule`` and the ramp fields are not used.
+    sparse: plain masked gradient, pruned weights held at zero.
     """
 
     config_class = SNIPConfig
@@ -53,17 +53,12 @@ class SNIP(SparseMethod):
         self.fixed = False
         self.sensitivity: dict[str, Tensor] = {}
 
-    def target_sparsity_now(self) -> float:
-        return self.config.target_sparsity if self.fixed else 0.0
+    def build_schedule(self) -> Schedule:
+        """The mask is fixed after the last scoring step."""
+        return one_shot(self.config.target_sparsity, self.config.snip_batches)
 
     def init_masks(self) -> None:
         """Masks are all ones until :meth:`fix_mask`."""
-
-    def update_due(self, step: int) -> bool:
-        return step == self.config.snip_batches
-
-    def schedule_done(self, step: int) -> bool:
-        return step >= self.config.snip_batches
 
     def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """The one mask update: fix the mask (then frozen)."""
@@ -103,9 +98,7 @@ class SNIP(SparseMethod):
             total = sum(float(s.sum()) for s in scores.values())
             if total > 0:
                 scores = {name: s / total for name, s in scores.items()}
-            masks = global_topk_masks(scores, global_keep(self, self.config.target_sparsity))
-            for name, mask in masks.items():
-                self.masks[name].mask.copy_(mask)
+            self.set_masks(scores, global_keep=global_keep(self, self.config.target_sparsity))
         self.fixed = True
         self.sensitivity = {}
         zero_pruned(self)

@@ -1,6 +1,7 @@
 """The mask engine: masked-weight parametrization, top-k masks (per layer and global),
-sparsity schedules. It knows no algorithm: what a method adds per layer (ASWL's attention and
-output scaling) lives with that method, in :mod:`aswl.methods`."""
+scores to masks (exact or sampled top-k, :mod:`.threshold`), and the schedules that own
+*when*. It knows no algorithm: what a method adds per layer (ASWL's attention and output
+scaling) lives with that method, in :mod:`aswl.methods`."""
 
 from aswl.sparse.discovery import (
     PRUNABLE_TYPES,
@@ -24,7 +25,7 @@ from aswl.sparse.masked import (
     remove_masks,
     topk_mask,
 )
-from aswl.sparse.schedules import ConstantSchedule, CubicSchedule, build_schedule
+from aswl.sparse.schedules import Schedule, build_schedule
 
 __all__ = [
     "PRUNABLE_TYPES", "MaskedWeight", "attach_alias", "attach_masks", "dense_weight",
@@ -32,5 +33,5 @@ __all__ = [
     "strip_layers",
     "find_prunable", "global_topk_masks", "keep_count", "masked_weight", "remove_masks",
     "split_tied", "topk_mask",
-    "ConstantSchedule", "CubicSchedule", "build_schedule",
+    "Schedule", "build_schedule",
 ]

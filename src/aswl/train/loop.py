@@ -1,4 +1,4 @@
-"""The trainer: builds a run from its config and drives :func:`~aswl.methods.training_step`.
+"""The trainer: builds a run from its config and drives :func:`~aswl.train.step.training_step`.
 
 One process, one GPU, or many processes under ``torchrun`` (PyTorch DDP, see
 :mod:`aswl.train.dist`); only rank 0 writes files. Batching and evaluation are in
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
@@ -27,7 +26,7 @@ from aswl.config import RESUMABLE_KEYS, Config
 from aswl.data import Datasets, build_datasets
 from aswl.export import format_table, layer_table, save_compact, save_dense
 from aswl.io import write_text
-from aswl.methods import create_method, training_step
+from aswl.methods import create_method
 from aswl.models import create_model
 from aswl.runs import CHECKPOINT, check_resume, start_fresh
 from aswl.train.callbacks import Callback
@@ -39,6 +38,7 @@ from aswl.train.launch import sigterm_kills
 from aswl.train.loggers import build_loggers
 from aswl.train.optim import build_optimizer, lr_factor
 from aswl.train.provenance import data_fingerprint, warn_if_data_changed
+from aswl.train.step import training_step
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,6 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
-        seen_outputs: dict[str, Tensor] = {}
-
-        def task_loss_fn(outputs: Tensor, targets: Tensor) -> Tensor:
-            loss = F.cross_entropy(outputs.float(), targets)
-            seen_outputs["logits"], seen_outputs["loss"] = outputs, loss
-            return loss
 
         progress = None
         if config.progress and self.dist.main and _is_terminal(sys.stderr):
@@ -172,15 +166,15 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(config, step, self.total_steps,
                                                     self.per_epoch)
-            training_step(model, method, self.optimizer, images, labels, scaler=self.scaler,
-                          grad_clip=config.grad_clip, loss_fn=task_loss_fn, amp_dtype=amp_dtype,
-                          check_loss=functools.partial(self._check_loss, step=step))
-            logits, task_loss = seen_outputs["logits"], seen_outputs["loss"]
-            loss_sum += task_loss.detach() * labels.numel()
-            correct += (logits.argmax(1) == labels).sum()
+            result = training_step(model, method, self.optimizer, images, labels,
+                                   scaler=self.scaler, grad_clip=config.grad_clip,
+                                   amp_dtype=amp_dtype,
+                                   check_loss=functools.partial(self._check_loss, step=step))
+            loss_sum += result.task_loss * labels.numel()
+            correct += (result.outputs.argmax(1) == labels).sum()
             seen += 1
             for callback in self.callbacks:
-                callback.on_step(self, step + 1, task_loss)
+                callback.on_step(self, step + 1, result.task_loss)
             if progress is not None:
                 progress.update(1)
         if progress is not None:
@@ -284,11 +278,11 @@ class Trainer:
 
     def _maybe_keep_best(self, record: dict[str, Any]) -> None:
         """With a validation split: keep the best-validation model once the method's schedule
-        is done (:meth:`~aswl.methods.SparseMethod.schedule_done`), so it is never a model
+        is done (``method.schedule.done``), so it is never a model
         that ``finish()`` would still have to prune."""
         if self.config.select != "best_val":
             return
-        done = self.method.schedule_done(self.epoch * self.per_epoch)
+        done = self.method.schedule.done(self.epoch * self.per_epoch)
         if done and record["val_accuracy"] > self.best_val:
             self.best_val = record["val_accuracy"]
             save_checkpoint(self.state(), self.out_dir / "checkpoints" / "best.pt")

@@ -1,0 +1,338 @@
+"""What both ASWL variants share: one attention per layer, its optimiser, magnitude masks at
+per-layer counts, the optional equation 1 (output scaling) and equation 3 (sparse decay).
+
+A variant says how attentions become densities (:meth:`ASWLBase.density_vector`) and what
+else it does around an attention step; everything else comes from the method contract of
+:mod:`aswl.methods.base`: ``scores`` (dense magnitudes), ``layer_densities`` and
+``layer_counts`` (the split), ``approximate_masks`` (the sampled threshold during the ramp),
+the schedule (when).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aswl.finite import warn_once
+from aswl.methods.aswl.allocation import raw_densities
+from aswl.methods.aswl.config import ATTENTION_MIN, ASWLCommonConfig
+from aswl.methods.aswl.estimator import BandEstimator
+from aswl.methods.base import ConfigError, SparseMethod
+from aswl.sparse import TensorSlot, dense_weight, keep_count, masked_weight
+from aswl.sparse.threshold import LayerMasks
+
+log = logging.getLogger(__name__)
+
+MASK_SAMPLE = 16384
+"""Weights per layer (a fixed random sample) whose order statistic sets a sampled mask."""
+ATTENTION_UPDATES = 512
+"""Attention updates over the ramp when ``attention_interval`` is None."""
+
+
+def attach_attention(mask: nn.Module, init: float) -> None:
+    """Register ASWL's learnable scalar ``attention`` on a layer's mask parametrization."""
+    mask.register_parameter("attention",
+                            nn.Parameter(torch.tensor(float(init), dtype=torch.float32)))
+
+
+def scaled_output_hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
+    """Forward hook for ASWL's equation 1: the layer's output times its attention."""
+    return output * masked_weight(module).attention
+
+
+def remove_output_scaling(module: nn.Module) -> None:
+    for key, hook in list(module._forward_hooks.items()):
+        if hook is scaled_output_hook:
+            del module._forward_hooks[key]
+
+
+class ASWLBase(SparseMethod):
+    """The shared base of :class:`~aswl.methods.aswl.ASWL` and
+    :class:`~aswl.methods.aswl.ASWLPaper` (see the module docstring)."""
+
+    config: ASWLCommonConfig
+    optional_state = ("prior",)  # saved since the LAMP prior; recomputed when absent
+    scales_output_default = False
+    """``scale_output`` when it is None."""
+    min_kept_is_rows = False
+    """``min_kept`` when it is None: the layer's rows (True) or 1."""
+    units_before_batchnorm = False
+    """``keep_every_unit`` when it is None: the layers followed by a BatchNorm (True) or none."""
+    loss_aware = True
+    """The band estimator gives the attentions their gradient."""
+    attention_in_graph = False
+    """The attentions take part in autograd even without equation 1 (the paper variant's
+    regulariser is a function of them); otherwise, without output scaling, they are kept out
+    of it (DDP must not wait for a gradient that autograd never produces)."""
+
+    def __init__(self, model: nn.Module, config: ASWLCommonConfig | None = None,
+                 total_steps: int | None = None, **overrides: Any) -> None:
+        super().__init__(model, config, total_steps, **overrides)
+        cfg = self.config
+        self.frozen = False
+        self.scales_output = (self.scales_output_default if cfg.scale_output is None
+                              else cfg.scale_output)
+        self.attention_floor = max(ATTENTION_MIN, 1.0 - cfg.ratio_cap ** (1.0 / cfg.alpha))
+        """Lowest attention: below it p is capped anyway (the gradient through the cap is 0),
+        or the fixed lower end of the range (0.01)."""
+        self.numel_vector = torch.tensor([float(self.numels[n]) for n in self.layers])
+        self.attention_interval = cfg.attention_interval or self._auto_attention_interval()
+        self.unit_layers = self._unit_layers()
+        """The layers whose every output unit keeps a weight (``keep_every_unit``)."""
+        self.min_counts = self._min_counts()
+        self.floor = [max(1.0 - cfg.ratio_cap, self.min_counts[n] / self.numels[n])
+                      for n in self.layers]
+        """Each layer's lowest kept fraction (the cap, or its minimum count)."""
+        self.estimator = BandEstimator(self.layers, cfg.band) if self.loss_aware else None
+        """The loss-aware band statistic (None: the attentions learn from the loss only)."""
+        self.layer_masks = LayerMasks(self.numels, {n: m.weight.device
+                                                    for n, m in self.layers.items()},
+                                      MASK_SAMPLE, self.unit_layers)
+        self.prior = torch.ones(len(self.layers), dtype=torch.float64)
+        """Per-layer factor on the raw densities (the target variant's LAMP densities)."""
+        self._magnitudes: dict[str, Tensor] = {}
+
+    def _auto_attention_interval(self) -> int:
+        """About ATTENTION_UPDATES attention steps over the ramp, on mask-update steps only
+        (an attention change between two mask updates would not be seen by the masks)."""
+        schedule = self.schedule
+        ramp = (schedule.end_step - schedule.begin_step) if schedule.kind == "cubic" else 0
+        every = self.config.mask_interval
+        return every * max(1, round(ramp / ATTENTION_UPDATES / every))
+
+    def _min_counts(self) -> dict[str, int]:
+        counts = {}
+        for name, module in self.layers.items():
+            wanted = self.config.min_kept
+            if wanted is None:
+                wanted = int(module.weight.shape[0]) if self.min_kept_is_rows else 1
+            if name in self.unit_layers:  # keep_every_unit: at least one weight per row
+                wanted = max(wanted, int(module.weight.shape[0]))
+            counts[name] = max(1, min(self.numels[name], wanted))
+        return counts
+
+    def _unit_layers(self) -> set[str]:
+        choice = self.config.keep_every_unit
+        if choice is not None:
+            return set(self.layers) if choice else set()
+        if not self.units_before_batchnorm:
+            return set()
+        leaves = [(name, module) for name, module in self.model.named_modules()
+                  if name in self.layers or ("parametrizations" not in name.split(".")
+                                             and not any(True for _ in module.children()))]
+        chosen = set()
+        for (name, module), (_, after) in zip(leaves, leaves[1:]):
+            if (name in self.layers and isinstance(after, nn.modules.batchnorm._BatchNorm)
+                    and not isinstance(module, nn.modules.conv._ConvTransposeNd)  # rows = inputs
+                    and after.num_features == module.weight.shape[0]):
+                chosen.add(name)
+        return chosen
+
+    # ------------------------------------------------------------------ contract: state
+    def on_attach(self) -> None:
+        """One attention per layer (on its mask parametrization, so it is in the model's
+        state_dict), the output hook of equation 1 and the attentions' optimiser."""
+        cfg = self.config
+        for name, module in self.layers.items():
+            attach_attention(self.masks[name], cfg.init_attention)
+            if self.scales_output:  # layers that share this weight share its attention
+                if isinstance(module, TensorSlot):
+                    raise ConfigError(f"scale_output cannot scale {name} (a tensor inside "
+                                      f"{type(module.owner).__name__}, not a layer's output): "
+                                      f"exclude it or set scale_output=false")
+                for each in (module, *self.tied_modules(name)):
+                    each.register_forward_hook(scaled_output_hook)
+            elif not self.attention_in_graph:
+                # Not used in the forward pass: its gradient comes from the estimator only
+                self.masks[name].attention.requires_grad_(False)
+        params = self.parameters()
+        if cfg.attention_optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=cfg.attention_lr, momentum=cfg.attention_momentum)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=cfg.attention_lr)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [self.masks[name].attention for name in self.layers]
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
+
+    def decayed_parameters(self) -> list[nn.Parameter]:
+        if self.config.weight_decay is None:
+            return []
+        return [dense_weight(module) for module in self.layers.values()]
+
+    def attentions(self) -> dict[str, float]:
+        return {name: float(self.masks[name].attention.detach()) for name in self.layers}
+
+    # ------------------------------------------------------------------ contract: the split
+    def attention_vector(self) -> Tensor:
+        """The layers' attentions as one tensor (differentiable), in layer order."""
+        return torch.stack([self.masks[name].attention for name in self.layers]).float()
+
+    def raw_density(self, attention: Tensor) -> Tensor:
+        """1 - p(a) per layer, times the prior's factor."""
+        return raw_densities(attention, self.config.alpha, self.config.ratio_cap,
+                             self.prior if self.uses_prior() else None)
+
+    def uses_prior(self) -> bool:
+        return False
+
+    def density_vector(self, attention: Tensor | None = None) -> Tensor:
+        """Per-layer kept fraction now, differentiable in the attentions (default: the raw
+        densities, equation 2)."""
+        return self.raw_density(self.attention_vector() if attention is None else attention)
+
+    def _numel(self, like: Tensor) -> Tensor:
+        if self.numel_vector.device != like.device:
+            self.numel_vector = self.numel_vector.to(like.device)
+        return self.numel_vector
+
+    def layer_densities(self) -> dict[str, float]:
+        with torch.no_grad():
+            densities = self.density_vector().tolist()
+        return dict(zip(self.layers, densities))
+
+    def layer_counts(self) -> dict[str, int]:
+        """The densities' counts, each at least the layer's minimum count."""
+        return {name: max(self.min_counts[name], keep_count(self.numels[name], density))
+                for name, density in self.layer_densities().items()}
+
+    def scores(self, name: str, module: nn.Module) -> Tensor:
+        """``|weight|``, on a CPU written into a buffer kept per layer: there a fresh
+        allocation of a large layer's size on every step costs as much as the comparison."""
+        weight = dense_weight(module).detach()
+        if weight.device.type != "cpu":  # a caching allocator makes the copy cheap there
+            return weight.abs()
+        buffer = self._magnitudes.get(name)
+        if buffer is None or buffer.shape != weight.shape or buffer.dtype != weight.dtype \
+                or buffer.device != weight.device:
+            buffer = self._magnitudes[name] = torch.empty_like(weight)
+        return torch.abs(weight, out=buffer)
+
+    def approximate_masks(self) -> bool:
+        """During the ramp (unless ``exact_masks``): the sampled threshold."""
+        return not (self.config.exact_masks or self.schedule.done(self.step_count))
+
+    def _prior_due(self, exact: bool) -> bool:
+        return False
+
+    def _refresh_prior(self) -> None:
+        """Recompute the prior's factor (the target variant's LAMP densities)."""
+
+    def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """The base's mask update at the split's counts, with three additions: between two
+        counted updates (every ``count_interval`` steps) the moved weights are re-thresholded
+        at each layer's last threshold; the prior is refreshed first when due; the
+        estimator's bands are refreshed after it at the start of each attention interval.
+        Nothing changes once the masks are frozen."""
+        if self.frozen:
+            return
+        exact = not self.approximate_masks()
+        bands = self.estimator is not None and (
+            not self.estimator.bands or self.step_count % self.attention_interval == 0)
+        prior = self._prior_due(exact)
+        if not (exact or bands or prior or not self.layer_masks.ready()
+                or self.step_count % self.config.count_interval == 0):
+            with torch.no_grad():  # the weights moved: the same thresholds, new masks
+                for name, module in self.layers.items():
+                    self.layer_masks.rethreshold(name, self.masks[name].mask,
+                                                 self.scores(name, module))
+            return
+        if prior:
+            self._refresh_prior()
+        super().update_masks(optimizer)
+        if bands:
+            with torch.no_grad():
+                for name, module in self.layers.items():
+                    self.estimator.set_band(name, self.scores(name, module),
+                                            1.0 - self.kept[name] / self.numels[name])
+
+    # ------------------------------------------------------------------ contract: gradients
+    def after_backward(self) -> None:
+        """The estimator's statistic on every mask-update step, turned into an attention
+        gradient every ``attention_interval`` steps; equation 3's decay as a gradient."""
+        if self.estimator is not None and not self.frozen:
+            step_now = (self.step_count + 1) % self.attention_interval == 0
+            if step_now or self.schedule.update_due(self.step_count + 1):
+                self.estimator.accumulate()
+            if step_now:
+                self._attention_gradient(self.estimator.read())
+        if self.config.weight_decay:  # equation 3: lambda * sum(w_hat^2), as a gradient
+            with torch.no_grad():
+                for module in self.layers.values():
+                    weight = dense_weight(module)
+                    if weight.grad is not None:
+                        weight.grad.add_(module.weight, alpha=2 * self.config.weight_decay)
+
+    def _attention_gradient(self, mean: Tensor) -> None:
+        """dL/d(density) per layer (``mean`` times the layer size), carried to a_l through
+        the densities: the gradient of sum_l density_l * marginal_l."""
+        if not bool(torch.isfinite(mean).all()):
+            warn_once(self, "non-finite gradient: attention update skipped", self.step_count)
+            return
+        attention = self.attention_vector().detach().requires_grad_(True)
+        with torch.enable_grad():
+            density = self.density_vector(attention)
+            marginal = mean.to(density.device, density.dtype) * self._numel(density)
+            surrogate = (density * marginal).sum()
+            if not surrogate.requires_grad:  # every layer clamped: nothing to learn now
+                return
+            (grad,) = torch.autograd.grad(surrogate, attention)
+        for name, value in zip(self.layers, grad):
+            param = self.masks[name].attention
+            param.grad = value.detach() if param.grad is None else param.grad + value.detach()
+
+    def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Attention step, clip to [floor, 1], then the base's step (masks when due; once
+        frozen, the step count only)."""
+        if not self.frozen and any(p.grad is not None for p in self.parameters()):
+            self.optimizer.step()
+            with torch.no_grad():
+                for param in self.parameters():
+                    param.clamp_(self.attention_floor, 1.0)
+                self._after_attention_step()
+            self.zero_grad()
+        super().step(optimizer)
+
+    def _after_attention_step(self) -> None:
+        """The variant's adjustment of the attentions after their step (none here)."""
+
+    # ------------------------------------------------------------------ export and state
+    def fold_into_weights(self, model: nn.Module) -> None:
+        """a * (W x + b) = (a W) x + a b: fold the attention into weight and bias."""
+        if not self.scales_output:
+            return
+        with torch.no_grad():
+            for name in self.layers:
+                module = model.get_submodule(name)
+                attention = masked_weight(module).attention.detach()
+                dense_weight(module).mul_(attention)  # once: tied layers share this weight
+                for each in (module, *(model.get_submodule(a) for a in self.tied.get(name, ()))):
+                    if getattr(each, "bias", None) is not None:
+                        each.bias.mul_(attention)
+                    remove_output_scaling(each)
+
+    def state_dict(self) -> dict[str, Any]:
+        estimator = self.estimator.state_dict() if self.estimator is not None else {
+            "bands": {}, "statistic": [[0.0] * len(self.layers), [0.0] * len(self.layers)]}
+        return {**super().state_dict(), "attention_optimizer": self.optimizer.state_dict(),
+                **estimator, "frozen": self.frozen, "prior": self.prior.tolist(),
+                **self.layer_masks.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["attention_optimizer"])
+        if self.estimator is not None:
+            self.estimator.load_state_dict(state)
+        self.frozen = bool(state.get("frozen", False))
+        self._load_prior(state.get("prior"))
+        self.layer_masks.load_state_dict(
+            state, {name: dense_weight(m).device for name, m in self.layers.items()})
+
+    def _load_prior(self, prior: list[float] | None) -> None:
+        """The saved prior (the target variant keeps it; here it stays at one)."""
