@@ -22,10 +22,9 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from aswl.export.deploy import Source
+from aswl.cli_export import add_export_commands
 
 log = logging.getLogger("aswl")
 
@@ -253,99 +252,6 @@ def cmd_configs(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ aswl export, aswl bench
-
-def _parse_shape(text: str | None) -> tuple[int, ...] | None:
-    from aswl.export import ExportError
-
-    if not text:
-        return None
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError as err:
-        raise ExportError(f"--input-shape {text!r}: give integers like 1,28,28") from err
-
-
-def _source_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path,
-                        help="an `aswl train` output folder, or a model file with --model")
-    parser.add_argument("--model", help="architecture of a model file (see `aswl models`)")
-    parser.add_argument("--num-classes", type=int, default=10,
-                        help="classes of a model file's model (default 10)")
-    parser.add_argument("--input-shape", help="C,H,W of a model file's input (default: the "
-                        "model's own)")
-
-
-def _load_source(args: argparse.Namespace, with_data: bool) -> Source:
-    from aswl.export.deploy import load_source
-
-    return load_source(args.source, args.model, args.num_classes,
-                       _parse_shape(args.input_shape), with_data=with_data)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """``aswl export``: write one file and print its size and test accuracy."""
-    from aswl.export.deploy import export_model, format_exports
-
-    source = _load_source(args, with_data=not args.no_eval)
-    row = export_model(source, args.format, args.quantize, args.out, evaluate=not args.no_eval)
-    print(format_exports([row]))
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``aswl bench``: latency and file sizes as tables."""
-    from aswl.export import ExportError
-    from aswl.export.deploy import bench, format_bench
-
-    try:
-        batches = [int(b) for b in args.batch.split(",")]
-    except ValueError as err:
-        raise ExportError(f"--batch {args.batch!r}: give sizes like 1,64") from err
-    if args.threads < 1 or any(b < 1 for b in batches) or args.repeats < 1:
-        raise ExportError("--batch, --threads and --repeats must be positive")
-    result = bench(_load_source(args, with_data=True), batches, args.threads, args.repeats,
-                   args.clock)
-    print(format_bench(result))
-    if args.json:
-        from aswl.io import write_text
-
-        write_text(args.json, json.dumps(result, indent=2))
-    return 0
-
-
-EXPORT_FORMATS = ("compact", "safetensors", "onnx")
-"""``aswl.export.deploy.FORMATS``, spelled here so that ``--help`` and ``--version`` import no
-torch (a test checks that both agree)."""
-
-
-def _add_export_commands(sub: Any) -> None:
-    """``export`` and ``bench`` on the ``aswl`` sub-command parser."""
-    export = sub.add_parser("export", help="write a run's model as a compact, safetensors or "
-                            "ONNX file (optionally quantized) and report size and accuracy")
-    _source_args(export)
-    export.add_argument("--format", choices=EXPORT_FORMATS, default="compact")
-    export.add_argument("--quantize", default="none",
-                        help="none (lossless), fp16, bf16, int8 (per-layer linear) or kmeans4 "
-                             "to kmeans8 (k-means codebook); int8/kmeans need --format compact")
-    export.add_argument("--out", type=Path, help="output file (default: next to the model)")
-    export.add_argument("--no-eval", action="store_true",
-                        help="do not score the exported file on the test set")
-    export.set_defaults(func=cmd_export)
-    bench_parser = sub.add_parser("bench", help="inference latency of dense vs sparse model "
-                                  "and file sizes, as tables")
-    _source_args(bench_parser)
-    bench_parser.add_argument("--batch", default="1,64", help="comma list (default 1,64)")
-    bench_parser.add_argument("--threads", type=int, default=1)
-    bench_parser.add_argument("--repeats", type=int, default=100,
-                              help="timed calls per variant (interleaved; median)")
-    bench_parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
-                              help="cpu: process CPU time (default with 1 thread; robust on a "
-                                   "shared machine), wall: elapsed time (default with more)")
-    bench_parser.add_argument("--json", type=Path, help="also write the result as JSON")
-    bench_parser.set_defaults(func=cmd_bench)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aswl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -397,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--report-only", action="store_true",
                          help="train nothing: tables and plots of the runs finished so far")
     compare.set_defaults(func=cmd_compare)
-    _add_export_commands(sub)
+    add_export_commands(sub)
     sub.add_parser("configs", help="list the shipped configs with their reference points"
                    ).set_defaults(func=cmd_configs)
     show = sub.add_parser("config", help="print the resolved config, one comment per key")

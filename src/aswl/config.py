@@ -188,6 +188,7 @@ class Config:
 
         cls = method_for(self.method_name(), self.method_structure())
         options = {k: v for k, v in self.method.items() if k not in ("name", "structure")}
+        cls.check_options(options)  # an option this method ignores: named with the method
         return build_config(cls.config_class, options)
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def test_version_and_help_import_no_torch(flag) -> None:
 
 
 def test_export_formats_agree() -> None:
-    from aswl.cli import EXPORT_FORMATS
+    from aswl.cli_export import EXPORT_FORMATS
     from aswl.export.deploy import FORMATS
 
     assert EXPORT_FORMATS == FORMATS
