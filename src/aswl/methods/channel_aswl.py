@@ -23,18 +23,17 @@ optimum of a budgeted split the marginal values per unit cost are equal.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from aswl.methods.aswl.config import ATTENTION_MIN, check_attention_fields
 from aswl.methods.base import check, register_method
 from aswl.methods.channel import ChannelConfig, ChannelMethod
 from aswl.methods.registry import CHANNEL_VARIANTS
 
-ATTENTION_MIN = 0.01
 ATTENTION_UPDATES = 128
 """Attention updates over the ramp when ``attention_interval`` is None."""
 OBSERVATIONS = 8
@@ -57,12 +56,7 @@ class ASWLChannelConfig(ChannelConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(math.isfinite(self.alpha) and self.alpha > 0, "alpha", self.alpha,
-              "a finite number > 0")
-        check(ATTENTION_MIN <= self.init_attention <= 1.0, "init_attention",
-              self.init_attention, "a number in [0.01, 1]")
-        check(math.isfinite(self.attention_lr) and self.attention_lr >= 0, "attention_lr",
-              self.attention_lr, "a finite number >= 0")
+        check_attention_fields(self)
         check(self.attention_interval is None or self.attention_interval >= 1,
               "attention_interval", self.attention_interval, "null or an integer >= 1")
         check(0.0 < self.band <= 1.0, "band", self.band, "a fraction in (0, 1]")

@@ -73,14 +73,9 @@ class ASWLCommonConfig(GradualConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(math.isfinite(self.alpha) and self.alpha > 0, "alpha", self.alpha,
-              "a finite number > 0")
-        check(ATTENTION_MIN <= self.init_attention <= 1.0, "init_attention",
-              self.init_attention, "a number in [0.01, 1]")
+        check_attention_fields(self)
         check(self.attention_optimizer in ("sgd", "adam"), "attention_optimizer",
               self.attention_optimizer, "'sgd' or 'adam'")
-        check(math.isfinite(self.attention_lr) and self.attention_lr >= 0, "attention_lr",
-              self.attention_lr, "a finite number >= 0")
         check(self.attention_interval is None or self.attention_interval >= 1,
               "attention_interval", self.attention_interval, "null or an integer >= 1")
         check(self.count_interval >= 1, "count_interval", self.count_interval,
@@ -147,3 +142,12 @@ class ASWLPaperConfig(ASWLCommonConfig):
               "a fraction in [0, 1]")
         check(self.estimator in ("paper", "loss_aware"), "estimator", self.estimator,
               "'paper' or 'loss_aware'")
+
+
+def check_attention_fields(config: object) -> None:
+    """The fields every attention-based config shares (weight and channel ASWL): alpha,
+    init_attention and attention_lr."""
+    alpha, init, lr = config.alpha, config.init_attention, config.attention_lr  # type: ignore[attr-defined]
+    check(math.isfinite(alpha) and alpha > 0, "alpha", alpha, "a finite number > 0")
+    check(ATTENTION_MIN <= init <= 1.0, "init_attention", init, "a number in [0.01, 1]")
+    check(math.isfinite(lr) and lr >= 0, "attention_lr", lr, "a finite number >= 0")
