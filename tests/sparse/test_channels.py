@@ -89,7 +89,11 @@ def test_residual_block_channels_share_one_group() -> None:
     assert {"block.conv1", "pointwise"} <= set(group.consumers)
     assert "head" not in {p for g in groups for p in g.producers}  # the classifier's outputs
     # the masks multiply the BatchNorm outputs, never a conv that feeds a BatchNorm
-    assert "stem" not in group.mask_points and "stem_bn" in group.mask_points
+    points = {p.module: p.straight_through for p in group.mask_points}
+    assert "stem" not in points and "stem_bn" in points
+    # straight-through at each producer's own BatchNorm; the depthwise conv reads channels
+    # masked already, so its BatchNorm's mask passes no gradient to masked channels
+    assert points["stem_bn"] and points["block.bn2"] and not points["dw_bn"]
 
 
 @pytest.mark.parametrize("name", CHANNEL_METHODS)

@@ -34,15 +34,18 @@ from aswl.sparse import topk_mask
 from aswl.sparse.channels import (
     LAYER_TYPES,
     ChannelMaskHook,
-    channel_dim,
+    add_channel_hook,
+    check_slim,
     cost_model,
     find_groups,
     fit_budget,
+    has_channel_hooks,
     layer_costs,
     remove_channel_hooks,
     slim,
     slim_record,
     threshold_budget,
+    zero_probe,
 )
 
 log = logging.getLogger(__name__)
@@ -85,10 +88,22 @@ class ChannelMethod(SparseMethod):
         self.layers = {n: m for n, m in self.layers.items() if isinstance(m, LAYER_TYPES)}
         self.numels = {n: self.numels[n] for n in self.layers}
         self.total_numel = sum(self.numels.values())
-        self.groups = find_groups(model, example_inputs, self.layers, self.config.exclude)
+        self.refused: dict[str, str] = {}
+        """Channel groups kept whole, and why (:func:`aswl.sparse.channel_graph.find_groups`)."""
+        groups = find_groups(model, example_inputs, self.layers, self.refused)
+        unsafe = zero_probe(model, example_inputs, groups)
+        if unsafe:
+            log.info("channel mode keeps %d more group(s) whole: %s", len(unsafe),
+                     "; ".join(f"{g}: {why}" for g, why in unsafe.items()))
+            self.refused.update(unsafe)
+            groups = [g for g in groups if g.name not in unsafe]
+            if not groups:
+                raise ConfigError(f"{self.name}: no channel group can be pruned safely: "
+                                  f"{'; '.join(f'{g}: {w}' for g, w in unsafe.items())[:400]}")
+        self.groups = groups
         self.sizes = torch.tensor([float(g.size) for g in self.groups], dtype=torch.float64)
         costs = layer_costs(model, list(self.layers), example_inputs, self.config.budget)
-        self.cost = cost_model(self.groups, costs)
+        self.cost = cost_model(self.groups, costs, model)
         self.channel_masks: dict[str, Tensor] = {}
         self.hooks: dict[str, list[ChannelMaskHook]] = {}
         self.frozen = False
@@ -97,21 +112,15 @@ class ChannelMethod(SparseMethod):
     def prepare(self) -> ChannelMethod:
         if self.channel_masks:
             raise RuntimeError(f"method {self.name!r} is prepared already")
-        if any(isinstance(h, ChannelMaskHook) for m in self.model.modules()
-               for h in m._forward_hooks.values()):
+        if has_channel_hooks(self.model):
             raise ConfigError("the model already carries channel masks: attach one method per "
                               "model")
         for group in self.groups:
             device = self.model.get_submodule(group.producers[0]).weight.device
             mask = torch.ones(group.size, dtype=torch.bool, device=device)
             self.channel_masks[group.name] = mask
-            self.hooks[group.name] = []
-            for point in group.mask_points:
-                module = self.model.get_submodule(point)
-                producer = self.model.get_submodule(group.producers[group.mask_points.index(point)])
-                hook = ChannelMaskHook(mask, channel_dim(producer))
-                module.register_forward_hook(hook)
-                self.hooks[group.name].append(hook)
+            self.hooks[group.name] = [add_channel_hook(self.model, mask, point)
+                                      for point in group.mask_points]
         self.on_attach()
         self.update_masks()
         return self
@@ -162,6 +171,8 @@ class ChannelMethod(SparseMethod):
                     continue
                 module = self.model.get_submodule(name)
                 weight = module.weight.detach()
+                if isinstance(module, nn.modules.conv._ConvTransposeNd):
+                    weight = weight.transpose(0, 1)  # (in, out/groups, ...) -> (out, in, ...)
                 if side == "out":
                     values = weight.abs().pow(power).reshape(weight.shape[0], -1).sum(1)
                     bias = getattr(module, "bias", None)
@@ -208,13 +219,10 @@ class ChannelMethod(SparseMethod):
         return 1.0 - float(self.cost.kept(self.densities())) / self.cost.total
 
     def layer_report(self) -> list[dict[str, Any]]:
-        density = torch.cat([self.densities(), torch.ones(1, dtype=torch.float64)])
+        fractions = self.cost.fractions(self.densities())
         rows = []
         for i, name in enumerate(self.layers):
-            out = density[self.cost.out_group[i]]
-            inp = 1.0 if self.cost.in_group[i] == self.cost.out_group[i] \
-                else density[self.cost.in_group[i]]
-            kept = float(out * inp)
+            kept = float(fractions[i])
             numel = self.numels[name]
             rows.append({"name": name, "numel": numel, "nonzero": int(round(kept * numel)),
                          "sparsity": 1.0 - kept, "attention": self.attentions().get(name)})
@@ -228,9 +236,15 @@ class ChannelMethod(SparseMethod):
         return slim_record(self.example_inputs, self.removed_channels())
 
     def export(self) -> nn.Module:
-        """A thinner plain copy: the masked channels removed from every coupled layer."""
-        example = self.example_inputs
-        return slim(self.model, example, self.removed_channels())
+        """A thinner plain copy: the masked channels removed from every coupled layer.
+
+        The base's export (a copy; NaN or infinite weights refused), slimmed, then checked:
+        on the example inputs the slimmed model must compute what the masked one does
+        (:func:`aswl.sparse.channels.check_slim`), or nothing is returned."""
+        plain = slim(super().export(), self.example_inputs, self.removed_channels(),
+                     in_place=True)
+        check_slim(self.model, plain, self.example_inputs)
+        return plain
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "frozen": self.frozen,

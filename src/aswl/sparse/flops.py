@@ -23,6 +23,9 @@ def layer_flops(model: nn.Module, layer_names: list[str],
             weight = module.weight
             if isinstance(module, nn.Linear):
                 positions = output[0].numel() // module.out_features
+            elif isinstance(module, nn.modules.conv._ConvTransposeNd):
+                # every input position scatters through out/groups * kernel weights
+                positions = math.prod(inputs[0].shape[2:])
             else:  # convolution: every output position uses in/groups * kernel weights
                 positions = math.prod(output.shape[2:])
             flops[name] = 2 * int(weight.numel() * positions)  # 2 FLOPs per MAC

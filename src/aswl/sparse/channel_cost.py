@@ -1,0 +1,143 @@
+"""What channel mode's budget counts: the kept cost of the Conv/Linear layers as a function
+of each channel group's kept fraction, and the two ways to meet a budget with it.
+
+A layer's cost (its parameters or FLOPs) scales with the kept fraction of its output group
+times the kept fraction of its input channels. The input side is a mix: a layer that reads a
+concatenation reads several groups (and maybe channels no group owns, which are never
+pruned), so its kept input fraction is ``sum_g share_g * density_g + share_fixed``. A
+depthwise conv reads and writes the same channels: its cost scales once with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aswl.sparse.channel_graph import ChannelGroup
+
+
+@dataclass
+class CostModel:
+    """Kept cost of the Conv/Linear layers at per-group kept fractions (module docstring)."""
+
+    costs: Tensor
+    """Dense cost of each layer."""
+    out_group: Tensor
+    """Index of each layer's output group; -1: its outputs are never pruned."""
+    in_share: Tensor
+    """[layers, groups + 1]: the fraction of each layer's input channels that each group
+    carries; the last column is the never-pruned rest (all of it for a depthwise conv)."""
+
+    @property
+    def total(self) -> float:
+        return float(self.costs.sum())
+
+    def _sides(self, density: Tensor) -> tuple[Tensor, Tensor]:
+        padded = torch.cat([density, density.new_ones(*density.shape[:-1], 1)], -1)
+        return padded[..., self.out_group], padded @ self.in_share.T.to(padded.dtype)
+
+    def fractions(self, density: Tensor) -> Tensor:
+        """Each layer's kept fraction of its cost."""
+        out, inp = self._sides(density)
+        return out * inp
+
+    def kept(self, density: Tensor) -> Tensor:
+        """Kept cost at these per-group kept fractions; broadcasts over leading dims."""
+        return (self.costs * self.fractions(density)).sum(-1)
+
+    def per_channel(self, density: Tensor, sizes: Tensor) -> Tensor:
+        """Cost of one more channel in each group at these kept fractions."""
+        out, inp = self._sides(density)
+        slots = len(sizes) + 1  # the last slot collects the never-pruned sides
+        grads = torch.zeros(slots, dtype=self.costs.dtype)
+        grads.index_add_(0, self.out_group % slots, self.costs * inp)
+        grads += (self.costs * out) @ self.in_share.to(grads.dtype)
+        return grads[:-1] / sizes.to(grads.dtype)
+
+
+def in_channels(module: nn.Module) -> int:
+    """How many input channels (or features) a Conv/Linear layer reads."""
+    return module.in_features if isinstance(module, nn.Linear) else module.in_channels
+
+
+def cost_model(groups: list[ChannelGroup], costs: dict[str, float],
+               model: nn.Module | None = None) -> CostModel:
+    """``costs``: each Conv/Linear layer's dense cost by name (``model``: where to read the
+    layers' input widths; without it, a layer's input is taken as wholly its group's)."""
+    names = list(costs)
+    row = {n: i for i, n in enumerate(names)}
+    out_group = torch.full((len(names),), -1, dtype=torch.long)
+    share = torch.zeros(len(names), len(groups) + 1, dtype=torch.float64)
+    for g, group in enumerate(groups):
+        for name in group.producers:
+            if name in row:
+                out_group[row[name]] = g
+        for name, count in group.inputs.items():
+            if name in row:
+                width = in_channels(model.get_submodule(name)) if model is not None else count
+                share[row[name], g] += count / max(width, 1)
+    share[:, -1] = (1.0 - share[:, :-1].sum(1)).clamp_min(0.0)
+    return CostModel(torch.tensor([float(costs[n]) for n in names], dtype=torch.float64),
+                     out_group, share)
+
+
+def layer_costs(model: nn.Module, names: list[str], example_inputs: Tensor,
+                budget: str) -> dict[str, float]:
+    """Each layer's dense parameter count or FLOPs per sample (2 per multiply-accumulate)."""
+    if budget == "params":
+        return {n: float(model.get_submodule(n).weight.numel()) for n in names}
+    from aswl.sparse.flops import layer_flops
+
+    flops = layer_flops(model, names, tuple(example_inputs.shape[1:]))
+    return {n: float(flops.get(n, 0)) for n in names}
+
+
+def fit_budget(raw: Tensor, lower: Tensor, model: Any, kept: float) -> Tensor:
+    """Kept fractions clip(c * raw, lower, 1) whose kept cost is ``kept``, c found by
+    bisection (the cost is nondecreasing in c)."""
+    raw = raw.double().clamp_min(1e-12)
+    lower = lower.double()
+    if model.kept(torch.ones_like(raw)) <= kept:
+        return torch.ones_like(raw)
+    lo, hi = 0.0, float((1.0 / raw).max())
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if float(model.kept(_clip(mid * raw, lower))) < kept:
+            lo = mid
+        else:
+            hi = mid
+    return _clip(hi * raw, lower)
+
+
+def _clip(density: Tensor, lower: Tensor) -> Tensor:
+    return torch.minimum(torch.maximum(density, lower), torch.ones_like(density))
+
+
+def threshold_budget(scores: list[Tensor], lower: list[int], model: Any,
+                     kept: float) -> list[int]:
+    """Channels each group keeps under ONE score threshold across groups, the threshold
+    chosen (bisection over the sorted scores) so the kept cost is at most ``kept``; every
+    group keeps at least ``lower`` of its channels."""
+    sizes = torch.tensor([s.numel() for s in scores], dtype=torch.float64)
+    every = torch.cat([s.detach().double().cpu().reshape(-1) for s in scores]).sort().values
+    ranked = [s.detach().double().cpu().reshape(-1).sort(descending=True).values for s in scores]
+
+    def counts(threshold: float) -> list[int]:
+        return [max(low, int((r >= threshold).sum())) for r, low in zip(ranked, lower)]
+
+    lo, hi = 0, len(every) - 1  # a threshold at every[i] keeps the scores >= every[i]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        density = torch.tensor(counts(float(every[mid])), dtype=torch.float64) / sizes
+        if float(model.kept(density)) > kept:
+            lo = mid + 1
+        else:
+            hi = mid
+    return counts(float(every[lo]))
+
+
+__all__ = ["CostModel", "cost_model", "fit_budget", "in_channels", "layer_costs",
+           "threshold_budget"]
