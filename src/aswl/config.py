@@ -166,6 +166,10 @@ class Config:
              "log", "a list of 'jsonl', 'csv', 'tensorboard', e.g. [jsonl, csv]")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              "device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        taken = sorted({"num_classes", "input_shape"} & set(self.model_args), key=str)
+        if taken:
+            raise ConfigError(f"model_args.{taken[0]} is set by aswl from the dataset; remove "
+                              f"it from model_args (choose the data with dataset=...)")
         self.method_config()  # validates the method section
         _check_names(self)
 
@@ -297,6 +301,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         _merge(values, copy.deepcopy(base))
     if path is not None:
         loaded = read_yaml_mapping(path, "config file")
+        known = {item.name for item in dataclasses.fields(Config)}
+        if loaded and not known & set(loaded):
+            raise ConfigError(f"config file {str(path)!r} holds none of the config keys (its "
+                              f"{len(loaded)} top-level key(s) are not aswl settings); is it "
+                              "a config? `aswl config` lists every key")
         if isinstance(loaded.get("method"), str):
             loaded["method"] = {"name": loaded["method"]}
         _merge(values, loaded)
