@@ -60,3 +60,11 @@ def test_an_option_dense_does_not_use_is_an_error():
 def test_model_args_may_not_set_what_aswl_sets(tmp_path, key):
     with pytest.raises(ConfigError, match=f"model_args.{key} is set by aswl"):
         load_config(config_file(tmp_path, f"model_args: {{{key}: 3}}\n"))
+
+
+@pytest.mark.parametrize("setting", ["lr=1e300", "weight_decay=1e300", "lr_gamma=1e300",
+                                     "warmup_epochs=1e300", "lr=.inf"])
+def test_numbers_that_would_overflow_the_optimiser_are_bounded(setting):
+    key = setting.split("=")[0]
+    with pytest.raises(ConfigError, match=f"^{key} = .* is invalid: expected a"):
+        load_config(None, [setting])
