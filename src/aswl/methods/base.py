@@ -65,6 +65,7 @@ from aswl.checks import ConfigError, build_config, check, coerce_value, key_list
 from aswl.finite import check_finite as check_finite_weights
 from aswl.methods.guards import (
     MethodStateError,
+    check_model,
     checked_load,
     untrained_hint,
     warn_untrained,
@@ -128,6 +129,7 @@ class SparseMethod:
         ``total_steps``: optimiser steps of the whole training (epochs * batches per epoch);
         the sparsity schedule is spread over them.
         """
+        check_model(model)
         self.check_options(overrides)
         if config is None:
             config = build_config(self.config_class, overrides)
