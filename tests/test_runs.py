@@ -156,3 +156,12 @@ def test_a_start_interrupted_while_loading_data_resumes_with_the_printed_command
     assert (out / "config.yaml").is_file()
     assert main(["train", "--out", str(out), "--resume"]) == 0
     assert (out / "model.safetensors").is_file()
+
+
+def test_an_interrupt_before_the_config_is_written_says_to_start_again(tmp_path, caplog):
+    from aswl.cli import Terminated, _stopped
+
+    assert _stopped(tmp_path, Terminated()) == 143
+    err = caplog.text
+    assert "config.yaml was not written yet" in err and "Start it again" in err
+    assert "--resume" not in err
