@@ -14,3 +14,22 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(argv)``: run ``aswl argv``, check that it fails with exit status 2 and one
+    ``error:`` line (no traceback), and return that line."""
+
+    def run(argv: list[str]) -> str:
+        from aswl.cli import main
+
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        lines = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(lines) == 1, err
+        return lines[0]
+
+    return run

@@ -82,3 +82,86 @@ def test_load_run_rebuilds_model_and_data_and_limits_overrides(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == 266_610
     with pytest.raises(ConfigError, match="only dataset, data"):
         load_run(tmp_path, ["model=lenet5"])
+
+
+# ------------------------------------------------------------ a run is never replaced
+TRAIN = ["progress=false", "data.limit_train=64", "data.limit_test=32", "batch_size=32",
+         "method.target_sparsity=0.5"]
+
+
+def train_cli(out: Path, *extra: str, flags: tuple[str, ...] = ()) -> list[str]:
+    return ["train", "--out", str(out), *flags, "--set", *TRAIN, *extra]
+
+
+def test_a_finished_run_without_metric_logs_is_not_replaced(tmp_path, cli_error):
+    from aswl.cli import main
+
+    out = tmp_path / "r"
+    assert main(train_cli(out, "epochs=1", "log=[]")) == 0
+    assert not (out / "metrics.jsonl").exists()
+    model = (out / "model.safetensors").read_bytes()
+    line = cli_error(train_cli(out, "epochs=1", "log=[]", "seed=3"))
+    assert "already holds a run" in line and "--overwrite" in line
+    assert (out / "model.safetensors").read_bytes() == model
+
+
+def test_a_folder_holding_only_the_config_of_other_settings_is_a_run(tmp_path):
+    config = load_config(None, TINY)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    assert prepare_run(tmp_path, resume=False, config=config) is False  # same: started again
+    with pytest.raises(RunDirError, match=r"already holds a run \(config.yaml .*: seed\)"):
+        prepare_run(tmp_path, resume=False, config=load_config(None, [*TINY, "seed=2"]))
+
+
+def test_a_resume_never_asks_for_fewer_epochs_than_trained(tmp_path, cli_error):
+    from aswl.cli import main
+
+    out = tmp_path / "r"
+    assert main(train_cli(out, "epochs=2")) == 0
+    saved = (out / "config.yaml").read_text()
+    line = cli_error(train_cli(out, "epochs=1", flags=("--resume",)))
+    assert "epochs = 1" in line and "trained 2 epochs" in line and "epochs >= 2" in line
+    assert (out / "config.yaml").read_text() == saved
+    with pytest.raises(RunDirError, match="trained 2 epochs"):
+        check_resume(yaml.safe_load(saved), load_config(None, ["epochs=1"]), out, trained=2)
+
+
+def test_an_empty_out_is_refused(tmp_path, cli_error, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "--out is empty" in cli_error(["train", "--out", "", "--set", *TRAIN])
+    assert "--out is empty" in cli_error(["compare", "--methods", "dense", "--out", " "])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_file_that_is_a_folder_is_named(tmp_path, cli_error):
+    (tmp_path / "r" / ".aswl.lock").mkdir(parents=True)
+    line = cli_error(train_cli(tmp_path / "r"))
+    assert ".aswl.lock" in line and "lock file" in line and "remove it" in line
+
+
+def test_a_start_interrupted_while_loading_data_resumes_with_the_printed_command(
+        tmp_path, monkeypatch, capsys):
+    import aswl.train.loop as loop
+    from aswl.cli import main
+
+    out = tmp_path / "r"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "build_datasets", interrupted)
+        assert main(train_cli(out, "epochs=1")) == 130
+    assert f"Continue with: aswl train --out {out} --resume" in capsys.readouterr().err
+    assert (out / "config.yaml").is_file()
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    assert (out / "model.safetensors").is_file()
+
+
+def test_an_interrupt_before_the_config_is_written_says_to_start_again(tmp_path, caplog):
+    from aswl.cli import Terminated, _stopped
+
+    assert _stopped(tmp_path, Terminated()) == 143
+    err = caplog.text
+    assert "config.yaml was not written yet" in err and "Start it again" in err
+    assert "--resume" not in err

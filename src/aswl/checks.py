@@ -16,7 +16,7 @@ import types
 import typing
 from typing import Any, TypeVar
 
-from aswl.safe_yaml import short_repr
+from aswl.safe_yaml import key_name, short_repr
 
 T = TypeVar("T")
 
@@ -80,6 +80,13 @@ def check_finite(config: Any, prefix: str = "method.") -> None:
             check(False, item.name, value, "a finite number", prefix)
 
 
+def key_list(keys: list[Any], prefix: str = "") -> str:
+    """Keys as a message lists them (at most five): ``'lr', null, ...``
+    (:func:`aswl.safe_yaml.key_name`: text that is not a name is never echoed)."""
+    shown = [key_name(f"{prefix}{key}" if isinstance(key, str) else key) for key in keys[:5]]
+    return ", ".join(shown + (["..."] if len(keys) > 5 else []))
+
+
 def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "method.") -> T:
     """The one filler: a typed dataclass from a dict, validated.
 
@@ -93,13 +100,11 @@ def build_config(config_class: type[T], values: dict[str, Any], prefix: str = "m
         close = [f"`{prefix}{match[0]}`" for key in unknown[:5] if isinstance(key, str)
                  and (match := difflib.get_close_matches(key, names, n=1))]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        unknown = [short_repr(k, 40)[1:-1] if isinstance(k, str) else short_repr(k, 40)
-                   for k in unknown[:5]] + (["..."] if len(unknown) > 5 else [])
         if prefix == "method.":
-            raise ConfigError(f"unknown method option(s) {unknown}{hint} for "
+            raise ConfigError(f"unknown method option(s) {key_list(unknown)}{hint} for "
                               f"{config_class.__name__}; valid: {sorted(names)}")
         where = f"in section {prefix.rstrip('.')!r} " if prefix else ""
-        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}{hint} "
+        raise ConfigError(f"unknown config key(s) {key_list(unknown, prefix)}{hint} "
                           f"{where}".rstrip() + f"; valid keys: {[prefix + n for n in names]}")
     hints = typing.get_type_hints(config_class)
     kwargs = {}

@@ -65,21 +65,26 @@ def _stopped(out: Path, stop: KeyboardInterrupt) -> int:
     from aswl.train.checkpoint import read_checkpoint_header
 
     header = read_checkpoint_header(out / "checkpoints" / "last.pt") or {}
+    how = f"Continue with: aswl train --out {out} --resume"
     if isinstance(header.get("epoch"), int):
         kept = f"the checkpoint of epoch {header['epoch']} is kept"
-    else:
+    elif (out / "config.yaml").is_file():
         kept = "no epoch had finished, so there is no checkpoint yet"
+    else:
+        kept = "its config.yaml was not written yet"
+        how = "Start it again with the same command"
     what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-    log.error("%s; %s. Continue with: aswl train --out %s --resume", what, kept, out)
+    log.error("%s; %s. %s", what, kept, how)
     return 143 if isinstance(stop, Terminated) else 130
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from aswl.configs import resolve_config
-    from aswl.runs import default_out, prepare_run, run_directory
+    from aswl.runs import default_out, out_folder, prepare_run, run_directory, write_config
     from aswl.train import load_config, train
     from aswl.train.launch import read_launch
 
+    args.out = None if args.out is None else out_folder(args.out)
     args.config = resolve_config(args.config)  # a shipped config by name, or a file
     if args.resume:  # the run's own config, --config and --set on top, checked
         from aswl.config import RESUMABLE_KEYS
@@ -87,10 +92,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         from aswl.train import load_checkpoint
         from aswl.train.provenance import check_belongs
 
-        def checkpoint_config(path: Path) -> dict[str, Any]:
-            saved = json.loads(load_checkpoint(path)["config"])
+        def checkpoint_config(path: Path) -> tuple[dict[str, Any], int]:
+            state = load_checkpoint(path)
+            saved = json.loads(state["config"])
             check_belongs(args.out, saved, RESUMABLE_KEYS)  # not a checkpoint of another run
-            return saved
+            return saved, int(state["epoch"])
 
         config = resume_config(args.out, args.config, args.set or [], checkpoint_config)
     else:
@@ -102,11 +108,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         _setup_logging(out, args.verbose)
         # resume, refuse, or clear an earlier run's files
         args.resume = prepare_run(out, resume=args.resume, overwrite=args.overwrite,
-                                  main=main_rank)
+                                  main=main_rank, config=config)
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
+            if main_rank:  # before the data and the model: an early stop can be resumed
+                write_config(out, config)
             report = train(config, out, resume=args.resume)
         except KeyboardInterrupt as stop:
             return _stopped(out, stop)
@@ -176,7 +184,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from aswl.compare import describe, format_summary, load_grid, run_grid, write_outputs
     from aswl.train import load_config
 
+    from aswl.runs import out_folder
+
     _setup_logging(None, args.verbose)
+    args.out = out_folder(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(args.out / "compare.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
@@ -266,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "YAML file")
     train.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                        help="override config keys, e.g. --set epochs=5 method.alpha=2")
-    train.add_argument("--out", type=Path, help="output folder (default runs/<name>)")
+    train.add_argument("--out", help="output folder (default runs/<name>)")
     train.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     train.add_argument("--overwrite", action="store_true",
                        help="replace a previous run in --out instead of refusing")
@@ -297,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "own")
     compare.add_argument("--sparsities", help="comma list of targets, e.g. 0.9,0.95,0.98")
     compare.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a comma list (default 3)")
-    compare.add_argument("--out", type=Path, required=True, help="output folder")
+    compare.add_argument("--out", required=True, help="output folder")
     compare.add_argument("--layer-plot-sparsity", type=float,
                          help="target of layer_sparsity.png (default: the middle one)")
     compare.add_argument("--report-only", action="store_true",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,15 +17,47 @@ if TYPE_CHECKING:
 __all__ = ["EXPORT_FORMATS", "add_export_commands", "cmd_bench", "cmd_export"]
 
 
+MAX_BATCH = 1 << 16
+"""Largest ``aswl bench --batch`` size."""
+MAX_BATCH_VALUES = 1 << 28
+"""Most input values of one benchmark batch (batch * C*H*W: 1 GiB in fp32)."""
+MAX_THREADS = 1024
+MAX_REPEATS = 1_000_000
+
+
+def _integers(option: str, text: str, example: str) -> list[int]:
+    from aswl.export import ExportError
+    from aswl.safe_yaml import short_repr
+
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ExportError(f"{option} {short_repr(text)}: give integers like {example}") from None
+
+
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     from aswl.export import ExportError
+    from aswl.models import ModelError, check_input_shape
 
     if not text:
         return None
     try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError as err:
-        raise ExportError(f"--input-shape {text!r}: give integers like 1,28,28") from err
+        return check_input_shape(_integers("--input-shape", text, "1,28,28"))
+    except ModelError as err:
+        raise ExportError(f"--input-shape: {err}") from None
+
+
+def _check_bench_options(args: argparse.Namespace) -> list[int]:
+    """``--batch`` sizes, each in [1, MAX_BATCH]; ``--threads`` and ``--repeats`` bounded."""
+    from aswl.export import ExportError
+
+    batches = _integers("--batch", args.batch, "1,64")
+    for option, values, top in (("--batch", batches, MAX_BATCH),
+                                ("--threads", [args.threads], MAX_THREADS),
+                                ("--repeats", [args.repeats], MAX_REPEATS)):
+        if not all(1 <= value <= top for value in values):
+            raise ExportError(f"{option} must be in [1, {top:,}]")
+    return batches
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
@@ -59,14 +92,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from aswl.export import ExportError
     from aswl.export.deploy import bench, format_bench
 
-    try:
-        batches = [int(b) for b in args.batch.split(",")]
-    except ValueError as err:
-        raise ExportError(f"--batch {args.batch!r}: give sizes like 1,64") from err
-    if args.threads < 1 or any(b < 1 for b in batches) or args.repeats < 1:
-        raise ExportError("--batch, --threads and --repeats must be positive")
-    result = bench(_load_source(args, with_data=True), batches, args.threads, args.repeats,
-                   args.clock)
+    batches = _check_bench_options(args)
+    source = _load_source(args, with_data=True)
+    values = max(batches) * math.prod(source.input_shape)
+    if values > MAX_BATCH_VALUES:
+        raise ExportError(f"--batch {max(batches):,} of inputs {source.input_shape} is "
+                          f"{values:,} input values, more than {MAX_BATCH_VALUES:,}; use a "
+                          "smaller --batch")
+    result = bench(source, batches, args.threads, args.repeats, args.clock)
     print(format_bench(result))
     if args.json:
         from aswl.io import write_text

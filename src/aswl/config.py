@@ -28,6 +28,8 @@ __all__ = ["RESUMABLE_KEYS", "NEUTRAL_KEYS", "Config", "ConfigError", "DataConfi
            "config_diff", "load_config", "parse_override", "read_yaml_mapping", "yaml_load"]
 
 
+MAX_FACTOR = 1000.0
+"""Largest lr, weight_decay and lr_gamma (larger ones overflow the optimiser's arithmetic)."""
 NEUTRAL_KEYS: frozenset[str] = frozenset({"progress", "device", "checkpoint_every", "log"})
 """Settings that never change a run's result (a finished run with other values is reused)."""
 RESUMABLE_KEYS: frozenset[str] = NEUTRAL_KEYS | {
@@ -141,16 +143,17 @@ class Config:
         need(1 <= self.epochs <= 10**6, "epochs", "an integer in [1, 10**6]")
         need(0 <= self.data.workers <= 512, "data.workers",
              "an integer in [0, 512] (0: load in the main process)")
-        need(self.lr > 0, "lr", "a number > 0")
+        need(0 < self.lr <= MAX_FACTOR, "lr", f"a number in (0, {MAX_FACTOR:g}]")
         need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
-        need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        need(0 <= self.weight_decay <= MAX_FACTOR, "weight_decay",
+             f"a number in [0, {MAX_FACTOR:g}]")
         need(self.optimizer in ("sgd", "adam", "adamw"), "optimizer", "'sgd', 'adam' or 'adamw'")
         need(self.lr_schedule in ("cosine", "step", "constant"), "lr_schedule",
              "'cosine', 'step' or 'constant'")
         need(all(0 < m < 1 for m in self.lr_milestones), "lr_milestones",
              "fractions of training in (0, 1)")
-        need(self.lr_gamma > 0, "lr_gamma", "a number > 0")
-        need(self.warmup_epochs >= 0, "warmup_epochs", "a number >= 0")
+        need(0 < self.lr_gamma <= MAX_FACTOR, "lr_gamma", f"a number in (0, {MAX_FACTOR:g}]")
+        need(0 <= self.warmup_epochs <= 10**6, "warmup_epochs", "a number in [0, 10**6]")
         need(0 <= self.seed < 2**32, "seed", "an integer in [0, 2**32)")
         need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "null or a number > 0")
         need(self.amp in ("none", "bf16", "fp16"), "amp", "'none', 'bf16' or 'fp16'")
@@ -158,7 +161,7 @@ class Config:
         need(self.select == "last" or self.data.val_fraction > 0, "select",
              "'last' unless data.val_fraction > 0")
         need(0 <= self.data.val_fraction < 1, "data.val_fraction", "a fraction in [0, 1)")
-        need(self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1")
+        need(1 <= self.checkpoint_every <= 10**6, "checkpoint_every", "an integer in [1, 10**6]")
         need(self.data.epoch_samples is None or self.data.epoch_samples >= 1,
              "data.epoch_samples", "null or an integer >= 1")
         need(isinstance(self.log, list) and all(name in ("jsonl", "csv", "tensorboard")
@@ -166,6 +169,10 @@ class Config:
              "log", "a list of 'jsonl', 'csv', 'tensorboard', e.g. [jsonl, csv]")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              "device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        taken = sorted({"num_classes", "input_shape"} & set(self.model_args), key=str)
+        if taken:
+            raise ConfigError(f"model_args.{taken[0]} is set by aswl from the dataset; remove "
+                              f"it from model_args (choose the data with dataset=...)")
         self.method_config()  # validates the method section
         _check_names(self)
 
@@ -297,6 +304,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         _merge(values, copy.deepcopy(base))
     if path is not None:
         loaded = read_yaml_mapping(path, "config file")
+        known = {item.name for item in dataclasses.fields(Config)}
+        if loaded and not known & set(loaded):
+            raise ConfigError(f"config file {str(path)!r} holds none of the config keys (its "
+                              f"{len(loaded)} top-level key(s) are not aswl settings); is it "
+                              "a config? `aswl config` lists every key")
         if isinstance(loaded.get("method"), str):
             loaded["method"] = {"name": loaded["method"]}
         _merge(values, loaded)

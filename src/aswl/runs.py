@@ -124,11 +124,15 @@ def run_directory(out: str | Path, *, main: bool = True) -> Iterator[Path]:
         yield out
         return
     _make_folder(out)
+    lock = out / LOCK_NAME
+    if lock.is_dir() or lock.is_symlink():
+        raise RunDirError(f"{str(lock)!r}, aswl's lock file, is a folder or a link; remove it "
+                          "(no run holds it) or choose another --out")
     try:
-        fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as err:
-        raise RunDirError(f"cannot write in {str(out)!r} ({err.strerror or err}); make it "
-                          "writable or choose another --out") from err
+        raise RunDirError(f"cannot write the lock file {str(lock)!r} ({err.strerror or err}); "
+                          "make the folder writable or choose another --out") from err
     try:
         if fcntl is not None:
             try:
@@ -179,14 +183,40 @@ def start_fresh(out: str | Path, main: bool = True) -> None:
         (Path(out) / name).unlink(missing_ok=True)
 
 
+def out_folder(text: str | Path) -> Path:
+    """``--out`` as a folder; an empty one (which would write into the current folder) is a
+    :class:`RunDirError`."""
+    if not str(text).strip():
+        raise RunDirError("--out is empty; give the run's folder (e.g. --out runs/mine), or "
+                          "leave --out out for runs/<method>-<model>-<dataset>-s<seed>")
+    return Path(text)
+
+
+def earlier_run(out: str | Path, config: Config | None = None) -> str | None:
+    """What in ``out`` shows an earlier run (None: nothing): a result or checkpoint file
+    (:data:`RUN_FILES`, whatever the logging options), or a ``config.yaml`` whose settings
+    differ from ``config`` (one that stopped before any result; the same settings start it
+    again with nothing lost)."""
+    out = Path(out)
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found:
+        return ", ".join(found[:3])
+    changed = changed_settings(out, config) if config is not None else \
+        (["config.yaml"] if (out / "config.yaml").exists() else [])
+    if changed:
+        return f"config.yaml (of other settings: {', '.join(changed[:3])})"
+    return None
+
+
 def prepare_run(out: str | Path, *, resume: bool, overwrite: bool = False,
-                main: bool = True) -> bool:
+                main: bool = True, config: Config | None = None) -> bool:
     """Decide how a run starts in ``out``; returns whether it resumes from a checkpoint.
 
     ``resume`` with a checkpoint: resume. ``resume`` without one: start from scratch (with a
     warning) after removing what an attempt that stopped before its first checkpoint wrote.
-    Otherwise an earlier run's files are a :class:`RunDirError`, unless ``overwrite`` removes
-    them. Every rank decides alike; only the main one (``main``) removes files.
+    Otherwise an earlier run (:func:`earlier_run`, compared with ``config``) is a
+    :class:`RunDirError`, unless ``overwrite`` removes its files. Every rank decides alike;
+    only the main one (``main``) removes files.
     """
     out = Path(out)
     if resume:
@@ -196,19 +226,36 @@ def prepare_run(out: str | Path, *, resume: bool, overwrite: bool = False,
             log.warning("--resume: no checkpoint in %s yet, starting from scratch", out)
         start_fresh(out, main)  # e.g. an epoch-1 metrics line without its checkpoint
         return False
-    if (out / "metrics.jsonl").exists():
+    found = earlier_run(out, config)
+    if found:
         if not overwrite:
-            raise RunDirError(f"{out} already holds a run; use --resume to continue it, "
-                              "--overwrite to replace it, or another --out")
+            raise RunDirError(f"{out} already holds a run ({found}); use --resume to continue "
+                              "it, --overwrite to replace it, or another --out")
         start_fresh(out, main)
     return False
 
 
-def check_resume(saved: dict[str, Any], config: Config, source: str | Path) -> None:
+def write_config(out: str | Path, config: Config) -> None:
+    """``out/config.yaml``: the settings of the run in ``out`` (what ``--resume`` reads)."""
+    import yaml
+
+    from aswl.io import write_text
+
+    write_text(Path(out) / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def check_resume(saved: dict[str, Any], config: Config, source: str | Path,
+                 trained: int | None = None) -> None:
     """Raise :class:`RunDirError` unless ``config`` differs from the run's ``saved`` config
-    only in the settings a resume may change (:data:`aswl.config.RESUMABLE_KEYS`)."""
+    only in the settings a resume may change (:data:`aswl.config.RESUMABLE_KEYS`), and asks
+    for at least the ``trained`` epochs (a resume never rewrites what was trained)."""
     from aswl.config import RESUMABLE_KEYS, config_diff
 
+    if trained is not None and config.epochs < trained:
+        raise RunDirError(
+            f"--resume with epochs = {config.epochs}: the run in {source} has trained "
+            f"{trained} epochs, and a resume never rewrites what was trained; set epochs >= "
+            f"{trained}, or start a new run (another --out) for fewer")
     changed = config_diff(saved, config.to_dict())
     if changed:
         raise RunDirError(
@@ -235,18 +282,21 @@ def changed_settings(out: str | Path, config: Config) -> list[str]:
 
 
 def resume_config(out: Path | None, config_file: str | Path | None, overrides: list[str],
-                  checkpoint_config: Callable[[Path], dict[str, Any]]) -> Config:
+                  checkpoint_config: Callable[[Path], tuple[dict[str, Any], int]]) -> Config:
     """``--resume``: the run's own config (from its checkpoint, read by
-    ``checkpoint_config``, else its config.yaml) with ``config_file`` and ``overrides`` on
-    top; only the settings a resume may change may differ (:func:`check_resume`)."""
+    ``checkpoint_config`` with the epochs it has trained, else its config.yaml) with
+    ``config_file`` and ``overrides`` on top; only the settings a resume may change may
+    differ, and no fewer epochs than trained (:func:`check_resume`)."""
     from aswl.checks import ConfigError
     from aswl.config import load_config, read_yaml_mapping
 
     if out is None:
         raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
     checkpoint, saved_yaml = Path(out) / CHECKPOINT, Path(out) / "config.yaml"
+    trained = None
     if checkpoint.is_file():
-        source, saved = checkpoint, checkpoint_config(checkpoint)
+        source = checkpoint
+        saved, trained = checkpoint_config(checkpoint)
     elif saved_yaml.is_file():
         source, saved = saved_yaml, read_yaml_mapping(saved_yaml, "config file")
     elif config_file is not None:
@@ -257,7 +307,7 @@ def resume_config(out: Path | None, config_file: str | Path | None, overrides: l
             "run started there are unknown; start it again without --resume, with its "
             "--config and --set (add --overwrite if the folder holds files)")
     config = load_config(config_file, overrides, base=saved)
-    check_resume(saved, config, source)
+    check_resume(saved, config, source, trained)
     return config
 
 

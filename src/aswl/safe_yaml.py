@@ -26,7 +26,44 @@ MAX_DEPTH = 64
 
 
 class YamlLimitError(ValueError):
-    """The YAML text is over a limit (size, aliases, values, nesting); the message says which."""
+    """The YAML text is over a limit (size, aliases, values, nesting) or holds a key twice;
+    the message says which."""
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}")
+
+
+def key_name(key: Any) -> str:
+    """A mapping key as a message names it: ``null`` for a YAML null key (``~``), the repr of
+    a name or a number, and for any other text only its length (a file that is not a config,
+    such as a password file, is never echoed)."""
+    if key is None:
+        return "null"
+    if isinstance(key, str) and not _NAME.fullmatch(key):
+        return f"<a key of {len(key)} characters that is not a name>"
+    return short_repr(key, 40)
+
+
+class _UniqueKeys:
+    """A mapping that holds a key twice is refused, naming both lines (YAML keeps the last
+    value without a word)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)  # type: ignore[attr-defined]
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the constructor says so
+                continue
+            if first is not None:
+                raise YamlLimitError(f"the key {key_name(key)} is given twice (lines {first} "
+                                     f"and {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)  # type: ignore[misc]
 
 
 def short_repr(value: Any, limit: int = 60) -> str:
@@ -53,7 +90,7 @@ def _loader() -> type:
     import yaml
     from yaml.events import AliasEvent
 
-    class Loader(yaml.SafeLoader):
+    class Loader(_UniqueKeys, yaml.SafeLoader):
         def __init__(self, stream: str) -> None:
             super().__init__(stream)
             self._depth = 0
@@ -79,7 +116,7 @@ def _loader() -> type:
                 self._depth -= 1
 
     if hasattr(yaml, "CSafeLoader"):  # libyaml: fast; _prescan has applied the limits
-        class Loader(yaml.CSafeLoader):  # type: ignore[no-redef]
+        class Loader(_UniqueKeys, yaml.CSafeLoader):  # type: ignore[no-redef]
             pass
 
     Loader.yaml_implicit_resolvers = {
@@ -148,6 +185,13 @@ def yaml_load(text: str) -> Any:
 
 
 def one_line(err: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line, at most ``limit`` characters."""
-    text = " ".join(str(err).split())
+    """An exception's message on one line, at most ``limit`` characters. A YAML error is said
+    by its problem and line, never with the snippet of text PyYAML quotes."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if problem is not None:
+        context = getattr(err, "context", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        text = " ".join(f"{context + ': ' if context else ''}{problem}{where}".split())
+    else:
+        text = " ".join(str(err).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -184,3 +184,29 @@ def test_unknown_quantization_and_version_are_refused(pruned, tmp_path):
         save_compact(pruned, LAYERS, tmp_path / "x.safetensors", quantize="int4")
     with pytest.raises(ExportError, match="version"):
         save_compact(pruned, LAYERS, tmp_path / "x.safetensors", version=3)
+
+
+@pytest.mark.parametrize("kind", ["plain without checksum", "compact with checksum"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_nonfinite_weight_in_a_model_file_is_refused_naming_the_tensor(pruned, tmp_path,
+                                                                         kind, bad):
+    from aswl.export.compact import load_weights
+    from aswl.finite import NonFiniteError
+
+    with torch.no_grad():
+        pruned.fc.weight[1, 3] = bad
+    path = tmp_path / "m.safetensors"
+    if kind.startswith("plain"):
+        save_file({k: v.contiguous() for k, v in pruned.state_dict().items()}, str(path))
+    else:
+        save_compact(pruned, ["conv", "fc"], path)
+    with pytest.raises(NonFiniteError, match=r"'.*m.safetensors' has non-finite weights .* "
+                       r"in fc\.weight;"):
+        load_weights(fresh(), path)
+
+
+def test_load_compact_with_swapped_arguments_names_the_argument(pruned, tmp_path):
+    save_compact(pruned, ["conv", "fc"], tmp_path / "m.safetensors")
+    with pytest.raises(TypeError, match=r"model \(the first argument\) must be a "
+                       r"torch.nn.Module, got PosixPath; the arguments are swapped"):
+        load_compact(tmp_path / "m.safetensors", fresh())

@@ -116,3 +116,20 @@ def test_onnx_export_sparse_initializers_load_and_match(model_file, tmp_path, ca
 
     with pytest.raises(ExportError, match="corrupt or truncated"):
         session(bad)
+
+
+def test_bench_and_export_sizes_are_bounded_before_anything_is_allocated(model_file,
+                                                                        cli_error, monkeypatch):
+    _, path = model_file
+    source = [str(path), "--model", "lenet300"]
+    assert "--batch must be in [1, 65,536]" in cli_error(["bench", *source, "--batch",
+                                                          "1,100000000"])
+    assert "--threads must be in" in cli_error(["bench", *source, "--threads", "100000"])
+    line = cli_error(["export", *source, "--input-shape", "1,30000,30000"])
+    assert "--input-shape" in line and "too large" in line and "67,108,864" in line
+    assert "give integers" in cli_error(["export", *source, "--input-shape", "1,2x,3"])
+    monkeypatch.setattr("aswl.cli_export.MAX_BATCH_VALUES", 1000)
+    line = cli_error(["bench", *source, "--batch", "1,64"])  # 64 x 784 input values
+    assert "--batch 64 of inputs (1, 28, 28) is 50,176 input values, more than 1,000" in line
+    assert "num_classes must be an int in [1, 1,000,000]" in cli_error(
+        ["export", *source, "--num-classes", "10000000000"])

@@ -85,3 +85,24 @@ def test_hooks_can_be_removed_and_bad_optimizers_are_refused() -> None:
     with pytest.raises(ConfigError, match="does not hold the weights"):
         aswl.sparsify(other, partial, total_steps=10)
     assert not hasattr(other.conv, "parametrizations")
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("model, error, match", [
+    (lambda: torch.jit.script(_model()), TypeError, "model is a TorchScript module"),
+    (lambda: _model().to("meta"), ValueError, r"model has weights on the meta device \(0\."),
+    (lambda: "model.pt", TypeError, r"model must be a torch.nn.Module, got str \(a path\?"),
+])
+def test_models_that_cannot_be_masked_are_refused_at_attach(model, error, match) -> None:
+    from aswl.methods import create_method
+
+    optimizer = torch.optim.SGD(_model().parameters(), lr=0.1)
+    with pytest.raises(error, match=match):
+        aswl.sparsify(model(), optimizer, total_steps=10)
+    with pytest.raises(error, match=match):
+        create_method("gmp", model(), total_steps=10)

@@ -35,7 +35,8 @@ def data() -> tuple[Tensor, Tensor]:
 
 def attach(name: str, seed: int) -> tuple[nn.Module, SparseMethod, torch.optim.Optimizer]:
     model = build(seed)
-    method = create_method(name, model, total_steps=STEPS, target_sparsity=TARGET)
+    target = {} if OWN_TARGET.get(name) == 0.0 else {"target_sparsity": TARGET}  # dense: none
+    method = create_method(name, model, total_steps=STEPS, **target)
     optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.05, momentum=0.9,
                                 weight_decay=1e-4)
     return model, method, optimizer

@@ -129,6 +129,10 @@ def make_synthetic(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return train_x, train_y, test_x, test_y
 
 
+MAX_IMAGE_SIZE = 4096
+"""Largest crop side of ImageNet-style images (data.image_size)."""
+
+
 def _check_args(
     val_fraction: float, limit_train: int | None, limit_test: int | None, image_size: int
 ) -> None:
@@ -137,8 +141,9 @@ def _check_args(
     for label, value in (("limit_train", limit_train), ("limit_test", limit_test)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise DatasetError(f"{label} must be a positive integer or None, got {value!r}.")
-    if int(image_size) < 1:
-        raise DatasetError(f"image_size must be a positive integer, got {image_size}.")
+    if not 1 <= int(image_size) <= MAX_IMAGE_SIZE:
+        raise DatasetError(f"image_size must be an integer in [1, {MAX_IMAGE_SIZE}], got "
+                           f"{image_size}.")
 
 
 def _in_memory(

@@ -21,6 +21,7 @@ import math
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -75,22 +76,13 @@ _TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _FIX = "delete it and re-download (data.download=true) or point data.root at a good copy"
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Read a file, transparently gunzipping it (detected by the gzip magic bytes)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-            fh.seek(0)
-            if head == b"\x1f\x8b":
-                with gzip.GzipFile(fileobj=fh) as gz:
-                    return gz.read()
-            return fh.read()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetError(f"Cannot read IDX file {path}: {exc}; {_FIX}.") from exc
+MAX_IDX_BYTES = 1 << 30
+"""Most data bytes an IDX file may declare (1 GiB; MNIST's training images are 47 MB)."""
+_CHUNK = 1 << 20
 
 
-def read_idx_header(data: bytes, path: Path | str = "<bytes>") -> tuple[np.dtype, tuple[int, ...]]:
-    """Parse an IDX header; return (dtype, dims). Raises DatasetError on a bad magic."""
+def _magic(data: bytes, path: Path | str) -> tuple[np.dtype, int]:
+    """The dtype and number of dimensions of an IDX file's first 4 bytes."""
     if len(data) < 4:
         raise DatasetError(f"IDX file {path} is truncated ({len(data)} bytes, no header); {_FIX}.")
     magic = struct.unpack(">I", data[:4])[0]
@@ -100,41 +92,87 @@ def read_idx_header(data: bytes, path: Path | str = "<bytes>") -> tuple[np.dtype
             f"Bad magic number 0x{magic:08x} in {path}: not an IDX file (expected e.g. "
             f"0x00000803 for images, 0x00000801 for labels); {_FIX}."
         )
+    return _IDX_DTYPES[dtype_code], ndim
+
+
+def read_idx_header(data: bytes, path: Path | str = "<bytes>") -> tuple[np.dtype, tuple[int, ...]]:
+    """Parse an IDX header; return (dtype, dims). Raises DatasetError on a bad magic."""
+    dtype, ndim = _magic(data, path)
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
         raise DatasetError(f"IDX file {path} is truncated inside its header; {_FIX}.")
     dims = struct.unpack(f">{ndim}I", data[4:header_len])
-    return _IDX_DTYPES[dtype_code], tuple(int(d) for d in dims)
+    return dtype, tuple(int(d) for d in dims)
 
 
-def read_idx(path: Path | str, expected_ndim: int | None = None) -> np.ndarray:
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """At most ``size`` bytes of ``stream``, read in chunks (fewer only at its end)."""
+    parts, left = [], size
+    while left > 0:
+        part = stream.read(min(left, _CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def read_idx(path: Path | str, expected_ndim: int | None = None,
+             kinds: str | None = None) -> np.ndarray:
     """Read a whole IDX file (plain or gzipped) into a native-endian numpy array.
+
+    The header is read and checked first (magic, dimensions, the dtype's kind among ``kinds``
+    such as ``"u"`` or ``"ui"``, a declared size of at most :data:`MAX_IDX_BYTES`); then the
+    data is read in chunks and stops at the declared size: a compressed stream is never
+    decompressed beyond it, and more data than declared is an error.
 
     Raises:
         DatasetError: naming the file, for a bad magic number, wrong number of dimensions or
-            truncated data.
+            dtype, a declared size over the limit, truncated data or trailing data.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    dtype, dims = read_idx_header(data, path)
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            stream: BinaryIO = gzip.GzipFile(fileobj=raw) if gzipped else raw  # type: ignore
+            with stream:
+                head = _read_up_to(stream, 4)
+                head += _read_up_to(stream, 4 * _magic(head, path)[1])
+                dtype, dims = read_idx_header(head, path)
+                need = _check_declared(path, head, dtype, dims, expected_ndim, kinds)
+                data = _read_up_to(stream, need)
+                if len(data) < need:
+                    raise DatasetError(
+                        f"IDX file {path} is truncated: header announces {dims} ({need} data "
+                        f"bytes) but only {len(data)} bytes follow; {_FIX}.")
+                if stream.read(1):
+                    raise DatasetError(
+                        f"IDX file {path} holds more data than its header announces ({dims}, "
+                        f"{need} data bytes); it is not a clean IDX file; {_FIX}.")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"Cannot read IDX file {path}: {exc}; {_FIX}.") from exc
+    arr = np.frombuffer(data, dtype=dtype, count=math.prod(dims)).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _check_declared(path: Path, head: bytes, dtype: np.dtype, dims: tuple[int, ...],
+                    expected_ndim: int | None, kinds: str | None) -> int:
+    """The data bytes the header declares, after checking its dimensions, dtype and size."""
     if expected_ndim is not None and len(dims) != expected_ndim:
         raise DatasetError(
             f"IDX file {path} has {len(dims)} dimensions {dims}, expected {expected_ndim} "
-            f"(magic 0x{struct.unpack('>I', data[:4])[0]:08x}); {_FIX}."
+            f"(magic 0x{struct.unpack('>I', head[:4])[0]:08x}); {_FIX}."
         )
-    header_len = 4 + 4 * len(dims)
-    count = math.prod(dims)
-    need = count * dtype.itemsize
-    have = len(data) - header_len
-    if have < need:
-        raise DatasetError(
-            f"IDX file {path} is truncated: header announces {dims} ({need} data bytes) but only "
-            f"{have} bytes follow; {_FIX}."
-        )
-    if have > need:
-        logger.warning("IDX file %s has %d unexpected trailing bytes", path, have - need)
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header_len).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+    if kinds is not None and dtype.kind not in kinds:
+        wanted = {"u": "unsigned bytes", "ui": "integers"}.get(kinds, kinds)
+        raise DatasetError(f"IDX file {path} holds {dtype.newbyteorder('=')} values, expected "
+                           f"{wanted} (dtype code 0x08); {_FIX}.")
+    need = math.prod(dims) * dtype.itemsize
+    if need > MAX_IDX_BYTES:
+        raise DatasetError(f"IDX file {path} declares {dims} ({need:,} data bytes), more than "
+                           f"the {MAX_IDX_BYTES:,} an IDX file may hold here; {_FIX}.")
+    return need
 
 
 def _find_file(folder: Path, name: str) -> Path | None:
@@ -173,8 +211,8 @@ def _download_idx(root: Path, name: str, missing: list[str]) -> None:
 
 
 def _load_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[Tensor, Tensor]:
-    images = read_idx(images_path, expected_ndim=3)
-    labels = read_idx(labels_path, expected_ndim=1)
+    images = read_idx(images_path, expected_ndim=3, kinds="u")
+    labels = read_idx(labels_path, expected_ndim=1, kinds="ui")
     if images.shape[0] != labels.shape[0]:
         raise DatasetError(
             f"Count mismatch: {images_path} holds {images.shape[0]} images but {labels_path} "
@@ -182,7 +220,8 @@ def _load_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[
             f"corrupt; {_FIX}."
         )
     if images.dtype != np.uint8:
-        raise DatasetError(f"IDX image file {images_path} is {images.dtype}, expected uint8.")
+        raise DatasetError(f"IDX image file {images_path} is {images.dtype}, expected uint8; "
+                           f"{_FIX}.")
     if images.shape[0] == 0:
         raise DatasetError(f"IDX file {images_path} holds 0 images; {_FIX}.")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):

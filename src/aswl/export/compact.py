@@ -55,6 +55,7 @@ from aswl.export.verify import (
     json_field,
     read_header,
 )
+from aswl.finite import check_finite
 from aswl.io import write_atomic
 from aswl.sparse.channels import SLIM_KEY, apply_slim_record
 
@@ -305,7 +306,8 @@ def load_state_file(path: str | Path, compact_only: bool = False,
     zeros) or, unless ``compact_only``, a plain safetensors file.
 
     ``expected`` (key -> shape, the model's) is checked against what the file declares before
-    anything is decoded; without it the weights a file may declare are bounded by its size."""
+    anything is decoded; without it the weights a file may declare are bounded by its size.
+    A NaN or infinite weight is a :class:`~aswl.finite.NonFiniteError` naming the tensor."""
     what = "compact model file" if compact_only else "model file"
     header = read_header(path, what)
     version = compact_version(header.metadata)
@@ -322,14 +324,17 @@ def load_state_file(path: str | Path, compact_only: bool = False,
         log.info("%s has no SHA-256 (written by an older aswl or another tool): loaded "
                  "unverified", path)
     if version is None:
-        return tensors
-    try:
-        return (_decode_v1 if version == 1 else _decode_v2)(tensors, metadata)
-    except (CodecError, KeyError, TypeError, ValueError, IndexError, RuntimeError,
-            MemoryError) as err:
-        detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
-        raise ExportError(f"{str(path)!r} is a corrupt aswl compact file ({detail}); export "
-                          "it again") from err
+        state = tensors
+    else:
+        try:
+            state = (_decode_v1 if version == 1 else _decode_v2)(tensors, metadata)
+        except (CodecError, KeyError, TypeError, ValueError, IndexError, RuntimeError,
+                MemoryError) as err:
+            detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
+            raise ExportError(f"{str(path)!r} is a corrupt aswl compact file ({detail}); "
+                              "export it again") from err
+    check_finite(state, f"{what} {str(path)!r}")  # with or without a checksum
+    return state
 
 
 def load_compact_state(path: str | Path) -> dict[str, Tensor]:
@@ -357,6 +362,11 @@ def load_weights(model: nn.Module, path: str | Path, compact_only: bool = False)
     the file declares is checked against the model's shapes before it is decoded. A file of a
     channel-slimmed model carries its channel record: the full-width ``model`` is slimmed in
     place to match first."""
+    if not isinstance(model, nn.Module):
+        swapped = "; the arguments are swapped: pass (model, path)" if isinstance(
+            path, nn.Module) else ""
+        raise TypeError(f"model (the first argument) must be a torch.nn.Module, got "
+                        f"{type(model).__name__}{swapped}")
     metadata = file_metadata(path)
     if SLIM_KEY in metadata:
         try:

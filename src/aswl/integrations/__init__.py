@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from aswl.methods import ConfigError, SparseMethod, create_method
+from aswl.methods.guards import check_model
 from aswl.sparse import find_prunable
 from aswl.train.step import after_update, before_update
 
@@ -176,6 +177,7 @@ def sparsify(model: nn.Module, optimizer: Any, total_steps: int | None = None,
     Raises:
         ConfigError: a bad option, or an optimiser that does not hold the model's weights.
     """
+    check_model(model)
     if target_sparsity is not None:
         options["target_sparsity"] = target_sparsity
     inner = innermost_optimizer(optimizer)

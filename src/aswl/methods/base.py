@@ -61,10 +61,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.checks import ConfigError, build_config, check, coerce_value
+from aswl.checks import ConfigError, build_config, check, coerce_value, key_list
 from aswl.finite import check_finite as check_finite_weights
 from aswl.methods.guards import (
     MethodStateError,
+    check_model,
     checked_load,
     untrained_hint,
     warn_untrained,
@@ -128,6 +129,7 @@ class SparseMethod:
         ``total_steps``: optimiser steps of the whole training (epochs * batches per epoch);
         the sparsity schedule is spread over them.
         """
+        check_model(model)
         self.check_options(overrides)
         if config is None:
             config = build_config(self.config_class, overrides)
@@ -175,7 +177,8 @@ class SparseMethod:
         names = {f.name for f in dataclasses.fields(cls.config_class)}
         unused = sorted(set(options) - names, key=str)
         if unused:
-            raise ConfigError(f"method {cls.name!r} does not use option(s) {unused}; its "
+            raise ConfigError(f"method {cls.name!r} does not use option(s) "
+                              f"{key_list(unused)}; its "
                               f"options are {sorted(names)} (remove the others, or choose "
                               "a method that uses them)")
 

@@ -60,3 +60,26 @@ def warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
         finalize(self)
 
     return warned
+
+
+def check_model(model: Any) -> None:
+    """What a method attaches to: an ``nn.Module`` in Python (not TorchScript) with real
+    weights (not on the meta device); a :class:`TypeError` or :class:`ValueError` naming the
+    ``model`` argument otherwise."""
+    import torch
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        hint = " (a path? build the model and load its weights first)" if isinstance(
+            model, (str, bytes)) or hasattr(model, "__fspath__") else ""
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}{hint}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError("model is a TorchScript module (torch.jit.script or trace), whose layers "
+                        "cannot be masked: attach to the Python nn.Module, and script the "
+                        "plain model of method.export() after training")
+    meta = next((name for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+                 if tensor.is_meta), None)
+    if meta is not None:
+        raise ValueError(f"model has weights on the meta device ({meta}), which hold no values: "
+                         "materialise them first (model.to_empty(device=...), then initialise "
+                         "or load the weights)")

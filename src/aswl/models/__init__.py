@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from . import lenet, resnet_cifar, resnet_imagenet, vgg  # noqa: F401  (register models)
 from .registry import (
+    MAX_INPUT_VALUES,
     ModelError,
+    check_input_shape,
     create_model,
     default_input_shape,
     list_models,
@@ -18,7 +20,9 @@ from .registry import (
 )
 
 __all__ = [
+    "MAX_INPUT_VALUES",
     "ModelError",
+    "check_input_shape",
     "create_model",
     "default_input_shape",
     "list_models",

@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
+
+from aswl.safe_yaml import short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +79,37 @@ def default_input_shape(name: str) -> InputShape:
     return _REGISTRY[key].input_shape
 
 
-def _check_args(num_classes: int, input_shape: Any) -> InputShape:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ModelError(f"num_classes must be a positive int, got {num_classes!r}")
+MAX_CLASSES = 1_000_000
+"""Most classes a model may be built for."""
+MAX_INPUT_SIDE = 1 << 16
+"""Largest channel count, height or width of an input shape."""
+MAX_INPUT_VALUES = 1 << 26
+"""Most values (C*H*W) of one input sample: 64 Mi, 256 MiB in fp32 (ImageNet's 3x224x224 is
+150,528)."""
+
+
+def check_input_shape(input_shape: Any) -> InputShape:
+    """``input_shape`` as (C, H, W) of positive ints within :data:`MAX_INPUT_SIDE` and
+    :data:`MAX_INPUT_VALUES`, or a :class:`ModelError` saying the bounds."""
     try:
         shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError) as e:
-        raise ModelError(f"input_shape must be (C, H, W), got {input_shape!r}") from e
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ModelError(f"input_shape must be (C, H, W), got {short_repr(input_shape)}") from e
     if len(shape) != 3 or min(shape) < 1:
-        raise ModelError(f"input_shape must be (C, H, W) of positive ints, got {input_shape!r}")
+        raise ModelError(f"input_shape must be (C, H, W) of positive ints, got "
+                         f"{short_repr(input_shape)}")
+    if max(shape) > MAX_INPUT_SIDE or math.prod(shape) > MAX_INPUT_VALUES:
+        raise ModelError(f"input_shape {shape} is too large: each of C, H, W at most "
+                         f"{MAX_INPUT_SIDE:,} and C*H*W at most {MAX_INPUT_VALUES:,} values")
     return shape  # type: ignore[return-value]
+
+
+def _check_args(num_classes: int, input_shape: Any) -> InputShape:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or \
+            not 1 <= num_classes <= MAX_CLASSES:
+        raise ModelError(f"num_classes must be an int in [1, {MAX_CLASSES:,}], got "
+                         f"{short_repr(num_classes)}")
+    return check_input_shape(input_shape)
 
 
 def _check_kwargs(name: str, fn: Builder, kwargs: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from aswl.checks import ConfigError
+from aswl.finite import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def read_initial_weights(path: str | Path) -> dict[str, Tensor]:
     state = _state_of(loaded, path)
     if state and all(key.startswith("module.") for key in state):  # saved from DDP
         state = {key.removeprefix("module."): value for key, value in state.items()}
+    check_finite(state, f"init = {str(path)!r}")
     return state
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 
 from aswl.config import RESUMABLE_KEYS, Config
@@ -28,7 +27,7 @@ from aswl.export import format_table, layer_table, save_compact, save_dense
 from aswl.io import write_text
 from aswl.methods import create_method
 from aswl.models import create_model
-from aswl.runs import CHECKPOINT, check_resume, start_fresh
+from aswl.runs import CHECKPOINT, check_resume, start_fresh, write_config
 from aswl.train.callbacks import Callback
 from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
@@ -126,7 +125,8 @@ class Trainer:
     def resume(self, path: str | Path | None = None) -> None:
         """Build -> attach -> load: continue a run from its last checkpoint."""
         state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
-        check_resume(json.loads(state["config"]), self.config, path or self.checkpoint_path)
+        check_resume(json.loads(state["config"]), self.config, path or self.checkpoint_path,
+                     int(state["epoch"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
@@ -219,8 +219,7 @@ class Trainer:
         config = self.config
         if self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.out_dir / "config.yaml", yaml.safe_dump(config.to_dict(),
-                                                                    sort_keys=False))
+            write_config(self.out_dir, config)
             if self.epoch == 0:  # a fresh start: no metric lines of an earlier attempt
                 start_fresh(self.out_dir)
         # epochs after the checkpoint (of an interrupted run) are dropped from every log
