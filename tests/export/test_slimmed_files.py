@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from aswl.config import load_config
 from aswl.export.compact import ExportError, file_metadata, load_weights
-from aswl.export.deploy import bench, export_model, load_source
+from aswl.export.deploy import bench, export_model, format_bench, load_source
 from aswl.models import create_model
 from aswl.sparse.channels import SLIM_KEY
 from aswl.train.loop import train
@@ -54,6 +54,36 @@ def test_files_rebuild_the_slimmed_model(run: Path) -> None:
 def test_bench_times_the_full_width_model_too(run: Path) -> None:
     result = bench(load_source(run, with_data=False), [2], repeats=2)
     assert result["rows"][0]["full_width_speedup"] > 0
+
+
+def test_bench_compares_like_with_like(run: Path) -> None:
+    """BatchNorm folded on both sides, and the file sizes against the full width."""
+    source = load_source(run, with_data=False)
+    result = bench(source, [2], repeats=2)
+    text = format_bench(result)
+    assert "BatchNorm folded into the convolutions on both sides" in text
+    assert result["reference"] == "full-width fp32"
+    full = sum(t.numel() * t.element_size() for t in source.full_width.state_dict().values())
+    assert result["reference_bytes"] == full > result["dense_fp32_bytes"]
+    assert "vs full-width fp32 tensors" in text and "(the reference)" not in text
+
+
+@pytest.mark.parametrize("record", [
+    {"input_shape": [1, 28, 28], "removed": [1, 2]},
+    {"input_shape": [1, 30000, 30000], "removed": {}},
+    {"input_shape": [1, 28, 28.5], "removed": {}},
+    {"input_shape": [1, 28, 28], "removed": {"conv1": [0, 0]}},
+    {"input_shape": [1, 28, 28], "removed": {"conv1": [10 ** 9]}},
+    {"input_shape": [1, 28, 28]},
+])
+def test_every_channel_record_field_is_checked_before_use(run: Path, tmp_path: Path,
+                                                          record: dict) -> None:
+    source = load_source(run, with_data=False)
+    state = {k: v.contiguous() for k, v in source.model.state_dict().items()}
+    path = tmp_path / "crafted.safetensors"
+    save_file(state, str(path), metadata={SLIM_KEY: json.dumps(record)})
+    with pytest.raises(ExportError, match="damaged"):
+        load_weights(create_model("lenet5", num_classes=10, input_shape=(1, 28, 28)), path)
 
 
 def test_a_damaged_channel_record_is_a_clear_error(run: Path, tmp_path: Path) -> None:

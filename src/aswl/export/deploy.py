@@ -28,7 +28,12 @@ from aswl.export.compact import (
     save_dense,
     tensor_bytes,
 )
-from aswl.export.sparse_modules import default_clock, interleaved_ms, to_sparse_inference
+from aswl.export.sparse_modules import (
+    default_clock,
+    fold_batchnorm,
+    interleaved_ms,
+    to_sparse_inference,
+)
 from aswl.sparse.channels import SLIM_KEY
 
 log = logging.getLogger(__name__)
@@ -259,12 +264,15 @@ def bench(source: Source, batches: list[int], threads: int = 1, repeats: int = 1
         except ExportError as err:
             log.info("no onnxruntime column: %s", err)
         file_sizes = {name: path.stat().st_size for name, path in sizes.items()}
+        # like with like: the slimmed model's BatchNorms are folded (auto), so are these
+        full_width = fold_batchnorm(source.full_width) if source.full_width is not None \
+            else None
         for batch in batches:
             x = _example(source, batch)
             auto = to_sparse_inference(dense, example=x)
             models = {"dense": dense, "csr": csr_all, "auto": auto}
-            if source.full_width is not None:  # a slimmed model: time the full width too
-                models["full_width"] = source.full_width
+            if full_width is not None:  # a slimmed model: time the full width too
+                models["full_width"] = full_width
             fns = _variants(models, ort_session, x)
             with torch.no_grad():
                 ms = interleaved_ms(fns, repeats, timer)
@@ -279,7 +287,9 @@ def bench(source: Source, batches: list[int], threads: int = 1, repeats: int = 1
     return {"model": source.model_name, "source": str(source.path), "threads": threads,
             "clock": "cpu" if timer is time.process_time else "wall",
             "torch": torch.__version__, "rows": rows, "sizes": file_sizes,
-            "dense_fp32_bytes": tensor_bytes(dense.state_dict().values())}
+            "dense_fp32_bytes": tensor_bytes(dense.state_dict().values()),
+            "reference": "full-width fp32" if full_width is not None else "dense fp32",
+            "reference_bytes": tensor_bytes((source.full_width or dense).state_dict().values())}
 
 
 def format_bench(result: dict[str, Any]) -> str:
@@ -297,11 +307,15 @@ def format_bench(result: dict[str, Any]) -> str:
                      f"{row['auto_ms']:.3f} |{ort} {row['speedup']:.2f}x | "
                      f"{row['sparse_layers']} | {row['max_abs_diff']:.1e} |")
     if any("full_width_ms" in row for row in result["rows"]):
-        lines += ["", "Channel-slimmed model against the same architecture at full width:", "",
+        lines += ["", "Channel-slimmed model against the same architecture at full width "
+                  "(BatchNorm folded into the convolutions on both sides):", "",
                   "| batch | full width | slimmed (auto) | speedup |", "|---:|---:|---:|---:|"]
         lines += [f"| {row['batch']} | {row['full_width_ms']:.3f} | {row['auto_ms']:.3f} | "
                   f"{row['full_width_speedup']:.2f}x |" for row in result["rows"]]
-    lines += ["", "| file | bytes | vs dense fp32 |", "|---|---:|---:|"]
+    reference = result.get("reference", "dense fp32")
+    lines += ["", f"| file | bytes | vs {reference} tensors |", "|---|---:|---:|"]
     for name, size in result["sizes"].items():
-        lines.append(f"| {name} | {size:,} | {result['dense_fp32_bytes'] / size:.1f}x |")
+        ratio = "(the reference)" if name.startswith(reference) else \
+            f"{result.get('reference_bytes', result['dense_fp32_bytes']) / size:.1f}x"
+        lines.append(f"| {name} | {size:,} | {ratio} |")
     return "\n".join(lines)

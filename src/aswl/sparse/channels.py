@@ -279,14 +279,16 @@ def slim_record(example_inputs: Tensor, removed: dict[str, Tensor]) -> dict[str,
         "removed": {name: [int(i) for i in index] for name, index in removed.items()}})}
 
 
-MAX_RECORD_ELEMENTS = 1 << 24
-"""Largest example input a channel record may ask for (elements of one sample)."""
+MAX_RECORD_CHANNELS = 1 << 20
+"""Most channel indices one group of a channel record may list."""
 
 
 def parse_slim_record(text: str) -> tuple[list[int], dict[str, list[int]]]:
     """The input shape and removed channels of a :data:`SLIM_KEY` record, every field checked
-    (types, lengths, an input shape of at most :data:`MAX_RECORD_ELEMENTS` elements) before
-    anything is built."""
+    (types, lengths, an input shape within the bounds of ``--input-shape``) before anything
+    is built."""
+    from aswl.models.registry import MAX_INPUT_SIDE, MAX_INPUT_VALUES
+
     def damaged(why: str) -> ConfigError:
         return ConfigError(f"the file's {SLIM_KEY} record is damaged ({why}); export it again")
 
@@ -298,13 +300,13 @@ def parse_slim_record(text: str) -> tuple[list[int], dict[str, list[int]]]:
         raise damaged("expected the keys input_shape and removed")
     shape, removed = record["input_shape"], record["removed"]
     if not isinstance(shape, list) or not 1 <= len(shape) <= 4 or not all(
-            type(v) is int and 1 <= v <= MAX_RECORD_ELEMENTS for v in shape):
-        raise damaged("input_shape must be 1 to 4 positive integers")
-    if math.prod(shape) > MAX_RECORD_ELEMENTS:
-        raise damaged(f"input_shape {shape} has more than {MAX_RECORD_ELEMENTS} elements")
+            type(v) is int and 1 <= v <= MAX_INPUT_SIDE for v in shape) \
+            or math.prod(shape) > MAX_INPUT_VALUES:
+        raise damaged(f"input_shape must be 1 to 4 positive integers, each at most "
+                      f"{MAX_INPUT_SIDE:,} and {MAX_INPUT_VALUES:,} values in all")
     if not isinstance(removed, dict) or not all(
-            isinstance(k, str) and isinstance(v, list) and len(v) <= MAX_RECORD_ELEMENTS
-            and all(type(i) is int and 0 <= i < MAX_RECORD_ELEMENTS for i in v)
+            isinstance(k, str) and isinstance(v, list) and len(v) <= MAX_RECORD_CHANNELS
+            and all(type(i) is int and 0 <= i < MAX_RECORD_CHANNELS for i in v)
             for k, v in removed.items()):
         raise damaged("removed must map layer names to lists of channel indices")
     return shape, removed
