@@ -166,10 +166,10 @@ class ChannelMethod(SparseMethod):
         """Sum over the group's slices (``sides``: 'out', 'in') of |w|^power per channel."""
         total = torch.zeros(group.size, dtype=torch.float64)
         with torch.no_grad():
-            for name, side, root in group.slices:
-                if side not in sides:
-                    continue
+            for name, side, index, root in group.slices:
                 module = self.model.get_submodule(name)
+                if side not in sides or getattr(module, "weight", None) is None:
+                    continue
                 weight = module.weight.detach()
                 if isinstance(module, nn.modules.conv._ConvTransposeNd):
                     weight = weight.transpose(0, 1)  # (in, out/groups, ...) -> (out, in, ...)
@@ -183,8 +183,7 @@ class ChannelMethod(SparseMethod):
                         continue
                     values = weight.abs().pow(power).transpose(0, 1).reshape(
                         weight.shape[1], -1).sum(1)
-                total.index_add_(0, root.to(values.device).cpu(),
-                                 values.double().cpu()[: len(root)])
+                total.index_add_(0, root, values.double().cpu()[index])
         return total.pow(1.0 / power)
 
     def _kept_target(self) -> float:
@@ -315,10 +314,10 @@ class NetworkSlimming(ChannelMethod):
         for group in self.groups:
             if group.norms:
                 total = torch.zeros(group.size, dtype=torch.float64)
-                for name, _side, root in group.slices:
-                    if name in group.norms:
-                        gamma = self.model.get_submodule(name).weight.detach().abs()
-                        total.index_add_(0, root, gamma.double().cpu())
+                for name, _side, index, root in group.slices:
+                    gamma = getattr(self.model.get_submodule(name), "weight", None)
+                    if name in group.norms and gamma is not None:
+                        total.index_add_(0, root, gamma.detach().abs().double().cpu()[index])
                 scores.append(total)
             else:
                 scores.append(self._norms(group, sides=("out",), power=2))

@@ -77,8 +77,10 @@ class ChannelGroup:
     consumers: list[str] = field(default_factory=list)
     """Conv/Linear layers that read these channels as inputs."""
     mask_points: list[MaskPoint] = field(default_factory=list, repr=False)
-    slices: list[tuple[str, str, Tensor]] = field(default_factory=list, repr=False)
-    """(module name, 'out' or 'in', root channel of each index along that dimension)."""
+    slices: list[tuple[str, str, Tensor, Tensor]] = field(default_factory=list, repr=False)
+    """(module name, 'out' or 'in', positions along that dimension, the group channel at
+    each position): a BatchNorm or a reader of a concatenation holds the group at an
+    offset."""
     reads: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
     """Consumer name -> (positions along its input channels, root channel of each)."""
 
@@ -243,18 +245,18 @@ def find_groups(model: nn.Module, example_inputs: Any, layers: dict[str, nn.Modu
             if isinstance(module, NORM_TYPES):
                 if name not in found.norms:
                     found.norms.append(name)
-                    found.slices.append((name, "out", root))
+                    found.slices.append((name, "out", index, root))
                     points.append((name, index, root))
             elif out or depthwise:
                 if name not in found.producers:
                     found.producers.append(name)
                     if depthwise:
                         found.depthwise.append(name)
-                    found.slices.append((name, "out", root))
+                    found.slices.append((name, "out", index, root))
                     points.append((name, index, root))
             elif name not in found.consumers:
                 found.consumers.append(name)
-                found.slices.append((name, "in", root))
+                found.slices.append((name, "in", index, root))
                 found.reads[name] = (index, root)
         if reason is None and not found.producers:
             continue

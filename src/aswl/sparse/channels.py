@@ -165,6 +165,16 @@ def remove_channel_hooks(model: nn.Module) -> None:
                 del module._forward_hooks[key]
 
 
+def probe_inputs(example_inputs: Any) -> list[Any]:
+    """The example inputs, and where they are floats a random batch of their shape too: a
+    batch of zeros can hide a wrong model (through bias-free layers everything stays 0)."""
+    if isinstance(example_inputs, Tensor) and example_inputs.is_floating_point():
+        generator = torch.Generator().manual_seed(0)
+        noise = torch.randn(example_inputs.shape, generator=generator)
+        return [example_inputs, noise.to(example_inputs.device, example_inputs.dtype)]
+    return [example_inputs]
+
+
 def zero_probe(model: nn.Module, example_inputs: Any, groups: list[ChannelGroup]) -> dict[str, str]:
     """Groups whose masked channels do not reach their readers as zeros, with the reader.
 
@@ -195,13 +205,14 @@ def zero_probe(model: nn.Module, example_inputs: Any, groups: list[ChannelGroup]
                 if bool((seen != 0).any()):
                     bad[group.name] = (f"a masked channel reaches {name} as a nonzero value (an "
                                        "operation between them does not map 0 to 0, e.g. a "
-                                       "sigmoid)")
+                                       "sigmoid, or moves channels, e.g. a channel shuffle)")
             pre.append(module.register_forward_pre_hook(check))
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(example_inputs)
+            for inputs in probe_inputs(example_inputs):
+                model(inputs)
     finally:
         model.train(was_training)
         remove_channel_hooks(model)
@@ -250,10 +261,12 @@ def _outputs(model: nn.Module, example_inputs: Any) -> list[Tensor]:
 def check_slim(masked: nn.Module, slimmed: nn.Module, example_inputs: Any,
                tolerance: float = 1e-4) -> None:
     """Refuse a slimmed model whose weights are not finite or whose eval-mode outputs on
-    ``example_inputs`` differ from the masked model's (beyond float rounding)."""
+    ``example_inputs`` (and on a random batch of their shape, :func:`probe_inputs`) differ
+    from the masked model's (beyond float rounding)."""
     check_finite(slimmed.state_dict(), "the slimmed model")
-    want, got = _outputs(masked, example_inputs), _outputs(slimmed, example_inputs)
-    for a, b in zip(want, got):
+    pairs = [(a, b) for inputs in probe_inputs(example_inputs)
+             for a, b in zip(_outputs(masked, inputs), _outputs(slimmed, inputs))]
+    for a, b in pairs:
         if a.shape != b.shape:
             raise RuntimeError(f"channel mode built a wrong model: its output has shape "
                                f"{tuple(b.shape)} instead of {tuple(a.shape)}; nothing was "
