@@ -104,39 +104,59 @@ class _MaskedChannels(torch.autograd.Function):
         return grad, None, None, None
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward ``x * scale``; backward hands the gradient on unchanged."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor) -> Tensor:  # type: ignore[override]
+        return x * scale
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad, None
+
+
 class ModuleMasks:
     """The forward hook of one module: multiplies its output by every group mask placed
     there (a BatchNorm over a concatenation carries several groups)."""
 
     def __init__(self) -> None:
         self.parts: list[ChannelMaskHook] = []
+        self._cache: tuple[Any, Tensor, Tensor | None] | None = None
 
-    def _shaped(self, values: Tensor, output: Tensor, dim: int) -> Tensor:
+    def _scales(self, output: Tensor, dim: int) -> tuple[Tensor, Tensor | None]:
+        """The forward and backward multipliers, shaped for ``output``; rebuilt only when a
+        mask changed (their in-place version counters) or the output's layout did."""
+        key = (tuple(p.mask._version for p in self.parts), output.dtype, output.device,
+               output.dim(), dim, output.shape[dim])
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1], self._cache[2]
         shape = [1] * output.dim()
         shape[dim] = -1
-        return values.view(shape)
+        forward = torch.ones(output.shape[dim], dtype=output.dtype, device=output.device)
+        for part in self.parts:
+            part.scale(forward)
+        backward = None
+        plain = [p for p in self.parts if not p.straight_through]
+        if plain:
+            backward = torch.ones_like(forward)
+            for part in plain:
+                part.scale(backward)
+            backward = backward.view(shape)
+        self._cache = (key, forward.view(shape), backward)
+        return forward.view(shape), backward
 
     def __call__(self, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
         observers = [(p, p.observe) for p in self.parts
                      if p.observe is not None and p.straight_through and torch.is_grad_enabled()]
         if not observers and all(p.dense for p in self.parts):
             return output
-        dim = self.parts[0].channel_dim % output.dim()
-        width = output.shape[dim]
-        forward = torch.ones(width, dtype=output.dtype, device=output.device)
-        for part in self.parts:
-            part.scale(forward)
+        forward, backward = self._scales(output, self.parts[0].channel_dim % output.dim())
         if not torch.is_grad_enabled():
-            return output * self._shaped(forward, output, dim)
-        plain = [p for p in self.parts if not p.straight_through]
-        backward = None
-        if plain:
-            backward = torch.ones_like(forward)
-            for part in plain:
-                part.scale(backward)
-            backward = self._shaped(backward, output, dim)
-        return _MaskedChannels.apply(output, self._shaped(forward, output, dim), backward,
-                                     observers)
+            return output * forward
+        if backward is None and not observers:  # straight-through only: grad passes as is
+            return _StraightThrough.apply(output, forward)
+        return _MaskedChannels.apply(output, forward, backward, observers)
 
 
 def add_channel_hook(model: nn.Module, mask: Tensor, point: MaskPoint) -> ChannelMaskHook:
