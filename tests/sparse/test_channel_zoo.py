@@ -264,8 +264,7 @@ def test_pattern_exports_the_masked_model(pattern: str, name: str,
 CLASSIFIED = {
     "se": (None, ["head.fc"], ["stem.0", "conv.0", "squeeze", "excite"]),
     "dense": (None, ["head.fc"], ["stem", "block.0.conv", "block.1.conv", "trans"]),
-    "grouped": ("grouped convolution grouped (groups=2)", ["stem.0", "grouped", "head.fc"],
-                ["mid.0"]),
+    "grouped": (None, ["head.fc"], ["stem.0", "grouped", "mid.0"]),
     "squeeze": ("the model's output", ["classifier.0"], ["features.0.0", "features.1.0"]),
     "convnext": ("LayerNorm block.norm", ["stem", "block.dw", "block.pw2", "head.fc"],
                  ["block.pw1"]),
@@ -289,11 +288,26 @@ def test_groups_kept_whole_say_why(pattern: str, name: str) -> None:
     assert set(cut) <= producers(method)
     if words is not None:
         assert any(words in why for why in method.refused.values()), method.refused
-    if pattern == "grouped":  # both sides of the grouped conv: its input and its output
-        assert sum("grouped" in why for why in method.refused.values()) == 2
+    if pattern == "grouped":  # both sides of the grouped conv, under its block structure
+        reads = next(g for g in method.groups if "stem.0" in g.producers)
+        writes = next(g for g in method.groups if "grouped" in g.producers)
+        assert (reads.period, reads.unit, writes.blocks, writes.unit) == (4, 2, 2, 2)
     if pattern == "se":  # the gate's channels are the features' channels it multiplies
         (group,) = [g for g in method.groups if "excite" in g.producers]
         assert group.producers == ["conv.0", "excite"]
+
+
+@pytest.mark.parametrize("name", CHANNEL_METHODS)
+def test_grouped_conv_masks_keep_its_block_structure(name: str) -> None:
+    """Its input channels go at the same positions of every block, its outputs in equal
+    numbers from each block, so the slimmed conv keeps groups=2."""
+    model, method = train("grouped", name)
+    reads = method.channel_masks["stem.0"].reshape(2, 4)
+    writes = method.channel_masks["grouped"].reshape(2, 4)
+    assert torch.equal(reads[0], reads[1])
+    assert int(writes[0].sum()) == int(writes[1].sum())
+    plain = assert_exact_export("grouped", model, method)
+    assert plain.grouped.groups == 2
 
 
 @pytest.mark.parametrize("name", ["aswl", "l1_filter"])

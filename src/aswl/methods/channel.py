@@ -30,7 +30,6 @@ from torch import Tensor, nn
 
 from aswl.methods.base import ConfigError, GradualConfig, SparseMethod, check, register_method
 from aswl.methods.registry import CHANNEL_VARIANTS
-from aswl.sparse import topk_mask
 from aswl.sparse.channels import (
     LAYER_TYPES,
     ChannelMaskHook,
@@ -181,8 +180,10 @@ class ChannelMethod(SparseMethod):
                 else:
                     if weight.dim() < 2:
                         continue
-                    values = weight.abs().pow(power).transpose(0, 1).reshape(
-                        weight.shape[1], -1).sum(1)
+                    blocks = getattr(module, "groups", 1)  # a grouped conv: block by block
+                    values = weight.abs().pow(power).reshape(
+                        blocks, weight.shape[0] // blocks, weight.shape[1], -1).sum((1, 3))
+                    values = values.reshape(-1)
                 total.index_add_(0, root, values.double().cpu()[index])
         return total.pow(1.0 / power)
 
@@ -190,20 +191,23 @@ class ChannelMethod(SparseMethod):
         return (1.0 - self.sparsity_now()) * self.cost.total
 
     def channel_counts(self, scores: list[Tensor]) -> list[int]:
-        lower = [1] * len(self.groups)
+        units = [g.unit for g in self.groups]
         if self.global_threshold():
-            return threshold_budget(scores, lower, self.cost, self._kept_target())
-        density = fit_budget(self.group_densities(), 1.0 / self.sizes, self.cost,
-                             self._kept_target())
-        return [max(1, min(g.size, int(round(float(d) * g.size))))
-                for g, d in zip(self.groups, density)]
+            counts = threshold_budget(scores, units, self.cost, self._kept_target())
+        else:
+            lower = torch.tensor(units, dtype=torch.float64) / self.sizes
+            density = fit_budget(self.group_densities(), lower, self.cost, self._kept_target())
+            counts = [float(d) * g.size for g, d in zip(self.groups, density)]
+        # a multiple of each group's unit (1, or a grouped conv's block count), at least one
+        return [min(g.size, max(u, u * int(round(c / u)))) for g, u, c in
+                zip(self.groups, units, counts)]
 
     def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         scores = self.channel_scores()
         counts = self.channel_counts(scores)
         for group, score, keep in zip(self.groups, scores, counts):
             mask = self.channel_masks[group.name]
-            mask.copy_(topk_mask(score, keep).to(mask.device))
+            mask.copy_(group.mask(score, keep).to(mask.device))
             for hook in self.hooks[group.name]:
                 hook.dense = keep == group.size
 

@@ -14,7 +14,10 @@ the log says which groups and why (:func:`find_groups`):
 * channels that reach the model's output (found on the autograd graph: the layers whose
   output reaches the model's output without passing another Conv/Linear layer);
 * a layer the user excluded (``method.exclude``/``include``, the same globs as weight mode);
-* a grouped convolution (``groups`` > 1 and not depthwise);
+* a grouped convolution (``groups`` > 1 and not depthwise) that reads the channels among
+  others (a concatenation), or grouped convolutions whose blocks do not line up; otherwise
+  a grouped conv's output channels go in equal numbers from each of its blocks and its input
+  channels at the same positions of every block (:attr:`ChannelGroup.unit`);
 * a normalisation across channels (LayerNorm, GroupNorm, ...), an attention block, a bare
   ``nn.Parameter`` used in ``forward`` (layer scale, position embedding, class token), or any
   other module whose channels Torch-Pruning would cut but whose maths over the channels is
@@ -81,13 +84,63 @@ class ChannelGroup:
     """(module name, 'out' or 'in', positions along that dimension, the group channel at
     each position): a BatchNorm or a reader of a concatenation holds the group at an
     offset."""
+    blocks: int = 1
+    """A grouped conv produces these channels: each of its ``blocks`` equal blocks keeps
+    the same number of them."""
+    period: int = 0
+    """A grouped conv reads these channels (0: none): channels ``i``, ``i + period``, ...
+    (one per block of its input) are kept or removed together, since a slimmed grouped conv
+    drops the same input positions from every block."""
     reads: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
     """Consumer name -> (positions along its input channels, root channel of each)."""
+
+    @property
+    def unit(self) -> int:
+        """Kept counts are multiples of this (1 unless a grouped conv is involved)."""
+        return self.size // self.period if self.period else self.blocks
+
+    def mask(self, score: Tensor, keep: int) -> Tensor:
+        """The ``keep`` best channels by ``score`` under the grouped-conv constraints
+        (``keep`` a multiple of :attr:`unit`)."""
+        if self.period:
+            units = score.reshape(self.size // self.period, self.period).sum(0)
+            return _top(units, keep // self.unit).repeat(self.size // self.period)
+        rows = score.reshape(self.blocks, -1)
+        return torch.stack([_top(row, keep // self.blocks) for row in rows]).reshape(-1)
 
     @property
     def inputs(self) -> dict[str, int]:
         """Consumer name -> how many of its input channels (or features) are this group's."""
         return {name: len(index) for name, (index, _root) in self.reads.items()}
+
+
+def _top(score: Tensor, keep: int) -> Tensor:
+    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
+    mask[score.reshape(-1).topk(keep).indices] = True
+    return mask
+
+
+def _grouped(module: nn.Module, name: str, group: ChannelGroup, out: bool, index: Tensor,
+             root: Tensor) -> str | None:
+    """Record a grouped conv's constraint on ``group``; why it cannot be kept, or None."""
+    blocks = module.groups
+    if module.transposed:
+        return f"grouped transposed convolution {name}"
+    if out:
+        if group.blocks not in (1, blocks):
+            return "grouped convolutions with different group counts share these channels"
+        group.blocks = blocks
+    else:
+        whole = len(index) == module.in_channels == group.size
+        if not whole or not torch.equal(index, root):
+            return f"grouped convolution {name} reads these channels among others"
+        period = module.in_channels // blocks
+        if group.period not in (0, period):
+            return "grouped convolutions with different group counts read these channels"
+        group.period = period
+    if group.period and group.blocks > 1 and group.size // group.period != group.blocks:
+        return f"grouped convolution {name}: its blocks do not line up with the others'"
+    return None
 
 
 def _torch_pruning() -> Any:
@@ -191,9 +244,6 @@ def _refusal(module: Any, name: str | None, layers: dict[str, nn.Module],
             return "these channels are the model's output"
         return None  # Torch-Pruning's own nodes: add, cat, split, reshape, ...
     if isinstance(module, LAYER_TYPES):
-        groups = getattr(module, "groups", 1)
-        if groups > 1 and not (module.in_channels == module.out_channels == groups):
-            return f"grouped convolution {name} (groups={groups})"
         if out and name in fixed:
             return f"{name} is {fixed[name]}"
         if out and name not in layers:
@@ -239,9 +289,14 @@ def find_groups(model: nn.Module, example_inputs: Any, layers: dict[str, nn.Modu
                 break
             if name is None:
                 continue
-            depthwise = isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1
             root = torch.as_tensor(item.root_idxs, dtype=torch.long)
             index = torch.as_tensor(item.idxs, dtype=torch.long)
+            blocks = getattr(module, "groups", 1)
+            depthwise = blocks > 1 and module.in_channels == module.out_channels == blocks
+            if blocks > 1 and not depthwise:
+                reason = _grouped(module, name, found, out, index, root)
+                if reason is not None:
+                    break
             if isinstance(module, NORM_TYPES):
                 if name not in found.norms:
                     found.norms.append(name)
