@@ -11,7 +11,6 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from aswl.methods import SparseMethod, create_method, list_methods
-from aswl.methods.registry import CHANNEL_VARIANTS
 from aswl.train.step import training_step
 
 TARGET = 0.8
@@ -71,7 +70,7 @@ def test_every_baseline_is_registered() -> None:
             "snip", "rigl", "lamp"} <= set(list_methods())
 
 
-WEIGHT_METHODS = [n for n in list_methods() if n not in set(CHANNEL_VARIANTS.values())]
+WEIGHT_METHODS = list_methods("weight")
 """Channel-granularity methods keep their own contract (tests/methods/test_contract_channels.py)."""
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from aswl.methods import ConfigError, create_method, list_methods
-from aswl.methods.registry import CHANNEL_VARIANTS
+from aswl.methods.registry import structure_of
 from aswl.sparse.schedules import at_step, build_schedule, gradual, one_shot, periodic, rounds
 from aswl.train.step import training_step
 
@@ -76,7 +76,7 @@ def test_an_option_the_method_does_not_use_is_an_error_naming_both(method, optio
 
 def test_every_method_builds_a_schedule_that_answers_the_three_questions():
     for name in list_methods():
-        channel = CHANNEL_VARIANTS.get(name) == name  # channel-only methods trace the model
+        channel = structure_of(name) == "channel"  # channel-only methods trace the model
         if channel and importlib.util.find_spec("torch_pruning") is None:
             continue
         options = {"structure": "channel", "example_inputs": torch.zeros(1, 20)} if channel else {}

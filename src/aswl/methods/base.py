@@ -112,6 +112,10 @@ class SparseMethod:
             cls.finalize = warn_untrained(cls.__dict__["finalize"])
 
     name: ClassVar[str] = "base"
+    structure: ClassVar[str] = "weight"
+    """``weight`` or ``channel``: the granularity it is registered at (``@register_method``)."""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    """Other names it is registered by (a state saved under one of them loads)."""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     optional_state: ClassVar[tuple[str, ...]] = ()
     """Keys of ``state_dict()`` that checkpoints of older versions may lack."""
@@ -311,7 +315,7 @@ class SparseMethod:
             raise MethodStateError(f"method state must be the dict of {self.name}.state_dict(), "
                                    f"not a {type(state).__name__}")
         owner = state.get("method")
-        if owner is not None and owner != self.name:
+        if owner is not None and owner not in (self.name, *self.aliases):
             raise MethodStateError(f"this is the state of method {owner!r}; it cannot be loaded "
                                    f"into {self.name!r}: build the same method, then load")
         missing = sorted(set(self.state_dict()) - set(state) - {"method"}

@@ -29,7 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from aswl.methods.base import ConfigError, GradualConfig, SparseMethod, check, register_method
-from aswl.methods.registry import CHANNEL_VARIANTS
 from aswl.sparse import topk_mask
 from aswl.sparse.channels import (
     LAYER_TYPES,
@@ -251,7 +250,7 @@ class ChannelMethod(SparseMethod):
         remove_channel_hooks(self.model)
 
 
-@register_method("l1_filter")
+@register_method("l1_filter", structure="channel")
 class UniformChannels(ChannelMethod):
     """Uniform L1-norm filter pruning (Li et al. 2017): the same kept fraction in every
     group, filters ranked by the L1 norm of their weights."""
@@ -272,7 +271,7 @@ class SlimmingConfig(ChannelConfig):
               "a number >= 0")
 
 
-@register_method("slimming")
+@register_method("slimming", structure="channel")
 class NetworkSlimming(ChannelMethod):
     """Network Slimming (Liu et al. 2017): L1 on the BatchNorm scales while training, one
     global threshold on |gamma| (summed over a group's BatchNorms). Groups without a
@@ -311,7 +310,7 @@ class NetworkSlimming(ChannelMethod):
         return scores
 
 
-@register_method("group_norm")
+@register_method("group_norm", structure="channel")
 class GroupNormChannels(ChannelMethod):
     """Global group-norm channel pruning (the group importance of DepGraph, Fang et al.
     2023): a channel's score is the L2 norm of every weight coupled to it (producers,
@@ -328,5 +327,3 @@ class GroupNormChannels(ChannelMethod):
             scores.append(score / score.mean().clamp_min(1e-12))
         return scores
 
-
-CHANNEL_VARIANTS.update({name: name for name in ("l1_filter", "slimming", "group_norm")})

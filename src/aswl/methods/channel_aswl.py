@@ -32,7 +32,6 @@ from torch import Tensor, nn
 from aswl.methods.aswl.config import ATTENTION_MIN, check_attention_fields
 from aswl.methods.base import check, register_method
 from aswl.methods.channel import ChannelConfig, ChannelMethod
-from aswl.methods.registry import CHANNEL_VARIANTS
 
 ATTENTION_UPDATES = 128
 """Attention updates over the ramp when ``attention_interval`` is None."""
@@ -62,7 +61,7 @@ class ASWLChannelConfig(ChannelConfig):
         check(0.0 < self.band <= 1.0, "band", self.band, "a fraction in (0, 1]")
 
 
-@register_method("aswl_channel")
+@register_method("aswl", structure="channel", aliases=("aswl_channel",))
 class ASWLChannel(ChannelMethod):
     """ASWL with channels as the unit (He, Shi & Dong 2021, arXiv 2111.02399); see the
     module docstring."""
@@ -177,5 +176,3 @@ class ASWLChannel(ChannelMethod):
         self.observed_steps = int(state["observed_steps"])
         self._arm()
 
-
-CHANNEL_VARIANTS.update({"aswl": "aswl_channel", "aswl_channel": "aswl_channel"})
