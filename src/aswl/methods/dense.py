@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aswl.methods.base import MethodConfig, SparseMethod, register_method
-from aswl.sparse.schedules import Schedule, never
+from aswl.sparse.schedules import Never
 
 
 @dataclass
@@ -19,8 +19,8 @@ class Dense(SparseMethod):
 
     config_class = DenseConfig
 
-    def build_schedule(self) -> Schedule:
-        return never()
+    def build_schedule(self) -> Never:
+        return Never()
 
     def layer_densities(self) -> dict[str, float]:
         return {name: 1.0 for name in self.layers}

@@ -18,18 +18,17 @@ from torch import Tensor, nn
 
 from aswl.finite import warn_once
 from aswl.methods.aswl.allocation import raw_densities
-from aswl.methods.aswl.config import ATTENTION_MIN, ASWLCommonConfig
+from aswl.methods.aswl.config import ATTENTION_MIN, ATTENTION_UPDATES, ASWLCommonConfig
 from aswl.methods.aswl.estimator import BandEstimator
 from aswl.methods.base import ConfigError, SparseMethod
 from aswl.sparse import TensorSlot, dense_weight, keep_count, masked_weight
+from aswl.sparse.schedules import Every
 from aswl.sparse.threshold import LayerMasks
 
 log = logging.getLogger(__name__)
 
 MASK_SAMPLE = 16384
 """Weights per layer (a fixed random sample) whose order statistic sets a sampled mask."""
-ATTENTION_UPDATES = 512
-"""Attention updates over the ramp when ``attention_interval`` is None."""
 
 
 def attach_attention(mask: nn.Module, init: float) -> None:
@@ -79,7 +78,13 @@ class ASWLBase(SparseMethod):
         """Lowest attention: below it p is capped anyway (the gradient through the cap is 0),
         or the fixed lower end of the range (0.01)."""
         self.numel_vector = torch.tensor([float(self.numels[n]) for n in self.layers])
-        self.attention_interval = cfg.attention_interval or self._auto_attention_interval()
+        self.attention_timing = (Every(cfg.attention_interval) if cfg.attention_interval else
+                                 Every.spread(self.schedule.ramp_steps(), cfg.mask_interval,
+                                              ATTENTION_UPDATES))
+        """When the attentions step (about ATTENTION_UPDATES over the ramp, on mask-update
+        steps only, unless ``attention_interval`` is set)."""
+        self.count_timing = Every(cfg.count_interval)
+        """When a mask update during the ramp recounts the kept weights (``count_interval``)."""
         self.unit_layers = self._unit_layers()
         """The layers whose every output unit keeps a weight (``keep_every_unit``)."""
         self.min_counts = self._min_counts()
@@ -94,14 +99,6 @@ class ASWLBase(SparseMethod):
         self.prior = torch.ones(len(self.layers), dtype=torch.float64)
         """Per-layer factor on the raw densities (the target variant's LAMP densities)."""
         self._magnitudes: dict[str, Tensor] = {}
-
-    def _auto_attention_interval(self) -> int:
-        """About ATTENTION_UPDATES attention steps over the ramp, on mask-update steps only
-        (an attention change between two mask updates would not be seen by the masks)."""
-        schedule = self.schedule
-        ramp = (schedule.end_step - schedule.begin_step) if schedule.kind == "cubic" else 0
-        every = self.config.mask_interval
-        return every * max(1, round(ramp / ATTENTION_UPDATES / every))
 
     def _min_counts(self) -> dict[str, int]:
         counts = {}
@@ -234,10 +231,10 @@ class ASWLBase(SparseMethod):
             return
         exact = not self.approximate_masks()
         bands = self.estimator is not None and (
-            not self.estimator.bands or self.step_count % self.attention_interval == 0)
+            not self.estimator.bands or self.attention_timing.due(self.step_count))
         prior = self._prior_due(exact)
         if not (exact or bands or prior or not self.layer_masks.ready()
-                or self.step_count % self.config.count_interval == 0):
+                or self.count_timing.due(self.step_count)):
             with torch.no_grad():  # the weights moved: the same thresholds, new masks
                 for name, module in self.layers.items():
                     self.layer_masks.rethreshold(name, self.masks[name].mask,
@@ -257,7 +254,7 @@ class ASWLBase(SparseMethod):
         """The estimator's statistic on every mask-update step, turned into an attention
         gradient every ``attention_interval`` steps; equation 3's decay as a gradient."""
         if self.estimator is not None and not self.frozen:
-            step_now = (self.step_count + 1) % self.attention_interval == 0
+            step_now = self.attention_timing.due(self.step_count + 1)
             if step_now or self.schedule.update_due(self.step_count + 1):
                 self.estimator.accumulate()
             if step_now:

@@ -22,6 +22,7 @@ from aswl.methods.aswl.config import ASWLConfig
 from aswl.methods.base import ConfigError, register_method
 from aswl.methods.lamp import lamp_densities
 from aswl.sparse import dense_weight
+from aswl.sparse.schedules import Every, Freeze
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,10 @@ class ASWL(ASWLBase):
         super().__init__(model, config, total_steps, **overrides)
         self._check_budget()
         self._prior_ready = False
-        self._prior_interval = min(self.attention_interval, PRIOR_INTERVAL_MAX)
-        """The prior is refreshed every this many steps (and at every exact mask update)."""
+        self.prior_timing = Every(min(self.attention_timing.interval, PRIOR_INTERVAL_MAX))
+        """When the prior is refreshed (and at every exact mask update)."""
+        self.freeze = Freeze(self.schedule, self.config.freeze_after_ramp)
+        """Masks and attentions fixed from the end of the ramp (``freeze_after_ramp``)."""
 
     def _check_budget(self) -> None:
         cfg = self.config
@@ -71,7 +74,7 @@ class ASWL(ASWLBase):
 
     def _prior_due(self, exact: bool) -> bool:
         return self.uses_prior() and (
-            exact or not self._prior_ready or self.step_count % self._prior_interval == 0)
+            exact or not self._prior_ready or self.prior_timing.due(self.step_count))
 
     def _refresh_prior(self) -> None:
         """LAMP's per-layer densities at the current budget, from the estimator's fixed
@@ -102,8 +105,7 @@ class ASWL(ASWLBase):
         """The shared step; when the schedule is done (``freeze_after_ramp``), exact masks at
         the target, then masks and attentions stay fixed."""
         super().step(optimizer)
-        if self.config.freeze_after_ramp and not self.frozen \
-                and self.schedule.done(self.step_count):
+        if not self.frozen and self.freeze.due(self.step_count):
             self.update_masks()  # exact: the schedule is done
             self.frozen = True
             self.zero_grad()
