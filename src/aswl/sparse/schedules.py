@@ -9,11 +9,12 @@ of training is the step ``int(fraction * total_steps)``):
   mask update of the schedule's own changes it; ASWL freezes there, the trainer's
   best-validation selection starts there).
 
-They are :class:`Cubic` and :class:`Constant` (:class:`Gradual`: the ramp, every ``interval`` steps),
-:class:`OneShot` and :class:`Rounds` (magnitude, SNIP, IMP), :class:`Periodic` (RigL) and
-:class:`Never` (dense). The other timing rules of the methods: :class:`Every` (a periodic
-event: ASWL's attention, count and prior intervals), :class:`Freeze` (masks fixed from the
-step a sparsity schedule is done) and :class:`CosineDecay` (RigL's drop fraction).
+They are :class:`Cubic` and :class:`Constant` (:class:`Gradual`: the ramp, every
+``interval`` steps), :class:`OneShot` and :class:`Rounds` (magnitude, SNIP, IMP),
+:class:`Periodic` (RigL) and :class:`Never` (dense). The methods' other timing rules:
+:class:`Every` (a periodic event: ASWL's attention, count and prior intervals),
+:class:`Freeze` (masks fixed from the step a sparsity schedule is done) and
+:class:`CosineDecay` (RigL's drop fraction).
 
 All are frozen dataclasses whose answers depend on the step only, so a resumed run needs no
 schedule state. A new schedule is one more class here: no method dispatches on its type.
