@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.methods import SparseMethod, create_method, list_methods
+from aswl.methods import SparseMethod, create_method, list_methods, method_for
 from aswl.train.step import training_step
 
 TARGET = 0.8
@@ -126,3 +126,16 @@ def test_contract(name: str) -> None:
     assert nonzero <= kept
     # the trained model itself still works after export
     assert parametrize.is_parametrized(model[0])
+
+
+@pytest.mark.parametrize("name", WEIGHT_METHODS)
+def test_state_and_finalize_go_through_the_one_base_entry(name: str) -> None:
+    """load_state_dict and finalize are the base's (methods extend _load and _finalize), and
+    the attributes the machinery reads are declared at construction."""
+    cls = method_for(name, "weight")
+    for klass in cls.__mro__[:-2]:  # up to SparseMethod
+        if klass is SparseMethod:
+            break
+        assert "load_state_dict" not in vars(klass) and "finalize" not in vars(klass), klass
+    _, method, _ = attach(name, 0)
+    assert (method.nonfinite_steps, method.warned_untrained, method.step_hooks) == (0, False, ())

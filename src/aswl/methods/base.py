@@ -55,7 +55,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
@@ -63,13 +63,8 @@ from torch.nn.utils import parametrize
 
 from aswl.checks import ConfigError, build_config, check, coerce_value
 from aswl.finite import check_finite as check_finite_weights
-from aswl.methods.guards import (
-    MethodStateError,
-    checked_load,
-    untrained_hint,
-    warn_untrained,
-    warn_user,
-)
+from aswl.finite import warn_once
+from aswl.methods.guards import MethodStateError, untrained_hint, warn_user
 from aswl.methods.method_config import GradualConfig, MethodConfig
 from aswl.methods.registry import (
     METHODS,
@@ -104,13 +99,6 @@ __all__ = ["METHODS", "ConfigError", "GradualConfig", "MethodConfig", "MethodSta
 class SparseMethod:
     """Base of all methods: masks, schedule, top-k masks, export (see the module docstring)."""
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "load_state_dict" in cls.__dict__:
-            cls.load_state_dict = checked_load(cls.__dict__["load_state_dict"])
-        if "finalize" in cls.__dict__:
-            cls.finalize = warn_untrained(cls.__dict__["finalize"])
-
     name: ClassVar[str] = "base"
     structure: ClassVar[str] = "weight"
     """``weight`` or ``channel``: the granularity it is registered at (``@register_method``)."""
@@ -124,6 +112,10 @@ class SparseMethod:
     pin_pruned: ClassVar[bool] = False
     """Hold pruned dense weights at exactly zero (after every optimiser step and mask update),
     so momentum or Adam state left from before the pruning cannot move them."""
+    magnitude_scores: ClassVar[bool] = False
+    """:meth:`scores` are the weights' magnitudes (a method may then take a faster way to
+    the same top-k masks: the magnitude family's per-layer shrink). A subclass that
+    overrides :meth:`scores` with anything else declares False."""
 
     def __init__(self, model: nn.Module, config: MethodConfig | None = None,
                  total_steps: int | None = None, **overrides: Any) -> None:
@@ -152,6 +144,12 @@ class SparseMethod:
                               "of optimiser steps of the whole training, an integer >= 1")
         self.total_steps = total_steps
         self.step_count = 0
+        self.nonfinite_steps = 0
+        """Steps whose numbers were not finite (counted by :meth:`note_nonfinite`)."""
+        self.warned_untrained = False
+        """The untrained-method warning was given (once per method)."""
+        self.step_hooks: tuple[Any, ...] = ()
+        """The optimiser hook handles of :func:`aswl.sparsify` (empty: the loop steps it)."""
         self.kept: dict[str, int] = {}
         """Weights each layer kept at the last :meth:`update_masks`."""
         self.layers, self.tied = split_tied(find_prunable(model, config.include, config.exclude,
@@ -304,8 +302,23 @@ class SparseMethod:
         """Method state beside ``model.state_dict()`` (which holds masks and attentions)."""
         return {"method": self.name, "step": self.step_count}
 
-    @checked_load
+    @final
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Check that ``state`` is this method's (:meth:`check_state`), then load it with
+        :meth:`_load`; any error names the method. Not overridden: extend :meth:`_load`."""
+        self.check_state(state)
+        try:
+            self._load(state)
+        except MethodStateError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise MethodStateError(f"cannot load this state into method {self.name!r} "
+                                   f"({type(err).__name__}: {err}); pass the state_dict() of "
+                                   "the same method on the same model") from err
+
+    def _load(self, state: dict[str, Any]) -> None:
+        """Load a checked ``state_dict()`` (a method with more state extends it and calls
+        the base's)."""
         self.step_count = int(state["step"])
 
     def check_state(self, state: Any) -> None:
@@ -369,11 +382,28 @@ class SparseMethod:
                 self.layer_masks.set(name, self.masks[name].mask, score, counts[name], exact)
                 self.kept[name] = counts[name]
 
-    @warn_untrained
+    @final
     def finalize(self) -> None:
-        """Jump to the end of the schedule and set the final masks."""
+        """Jump to the end of the schedule and set the final masks (:meth:`_finalize`); warns
+        when no training step came before it. Not overridden: extend :meth:`_finalize`."""
+        self.warn_untrained("finalize() before any step(): the final masks come from the "
+                            "untrained weights (one-shot pruning at initialisation). ")
+        self._finalize()
+
+    def _finalize(self) -> None:
+        """The final masks. Default: the end of the schedule's :meth:`update_masks`."""
         self.step_count = max(self.step_count, self.total_steps)
         self.update_masks()
+
+    def warn_untrained(self, what: str) -> None:
+        """Warn (once per method) that ``what`` happens before any training step."""
+        if self.step_count == 0 and not self.warned_untrained:
+            self.warned_untrained = True
+            warn_user(f"{self.name}: {what}" + untrained_hint(self))
+
+    def note_nonfinite(self, what: str) -> None:
+        """Count a step that met non-finite numbers (``what`` is logged the first time)."""
+        self.nonfinite_steps = warn_once(self.nonfinite_steps, what, self.step_count)
 
     def zero_grad(self) -> None:
         for param in self.parameters():
@@ -413,16 +443,14 @@ class SparseMethod:
         """A plain copy of the model: masks applied, parametrizations removed, pruned = 0.
         Layers that shared one weight share one (masked) weight in the copy too. A model with
         NaN or infinite weights is refused (:class:`aswl.finite.NonFiniteError`, naming them)."""
-        if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
-            self._warned_untrained = True
-            warn_user(f"{self.name}: export() before any step(): the model is untrained "
-                      "(its masks come from the initial weights). " + untrained_hint(self))
+        self.warn_untrained("export() before any step(): the model is untrained (its masks "
+                            "come from the initial weights). ")
         plain = copy.deepcopy(self.model)
         self.fold_into_weights(plain)
         names = [*self.layers, *(alias for aliases in self.tied.values() for alias in aliases)]
         strip_layers(plain, names)
         plain.eval()
-        skipped = getattr(self, "nonfinite_steps", 0)
+        skipped = self.nonfinite_steps
         check_finite_weights(plain.state_dict(), f"{self.name}: the exported model",
                              f" ({skipped} step(s) met non-finite numbers)" if skipped else "")
         return plain

@@ -87,6 +87,7 @@ class MagnitudeFamily(SparseMethod):
 
     straight_through = False
     pin_pruned = True
+    magnitude_scores = True  # a subclass whose scores are not |w| sets it False
     config: ScopedConfig
 
     def global_scope(self) -> bool:
@@ -105,7 +106,7 @@ class MagnitudeFamily(SparseMethod):
                 self.kept.update(counts)
                 zero_pruned(self)
                 return
-        if self.global_scope() or type(self).scores is not MagnitudeFamily.scores:
+        if self.global_scope() or not self.magnitude_scores:
             super().update_masks(optimizer)
             return
         with torch.no_grad():

@@ -173,7 +173,7 @@ class RigL(SparseMethod):
         self._grads = {}
         zero_pruned(self)
 
-    def finalize(self) -> None:
+    def _finalize(self) -> None:
         """The per-layer counts are constant: nothing to prune, only pin the zeros."""
         self.step_count = max(self.step_count, self.total_steps)
         zero_pruned(self)

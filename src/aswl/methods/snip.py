@@ -105,7 +105,7 @@ class SNIP(SparseMethod):
         log.info("snip: mask fixed at step %d, global sparsity %.4f", self.step_count,
                  self.global_sparsity())
 
-    def finalize(self) -> None:
+    def _finalize(self) -> None:
         self.step_count = max(self.step_count, self.total_steps)
         if not self.fixed:
             self.fix_mask()
@@ -115,7 +115,7 @@ class SNIP(SparseMethod):
         return {**super().state_dict(), "fixed": self.fixed,
                 "sensitivity": {k: v.clone() for k, v in self.sensitivity.items()}}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+    def _load(self, state: dict[str, Any]) -> None:
+        super()._load(state)
         self.fixed = bool(state["fixed"])
         self.sensitivity = {k: v.clone() for k, v in state.get("sensitivity", {}).items()}

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aswl.finite import warn_once
 from aswl.methods.aswl.allocation import raw_densities
 from aswl.methods.aswl.allocators import Allocator
 from aswl.methods.aswl.config import ATTENTION_MIN, ATTENTION_UPDATES, ASWLCommonConfig
@@ -275,7 +274,7 @@ class ASWLBase(SparseMethod):
         """dL/d(density) per layer (``mean`` times the layer size), carried to a_l through
         the densities: the gradient of sum_l density_l * marginal_l."""
         if not bool(torch.isfinite(mean).all()):
-            warn_once(self, "non-finite gradient: attention update skipped", self.step_count)
+            self.note_nonfinite("non-finite gradient: attention update skipped")
             return
         attention = self.attention_vector().detach().requires_grad_(True)
         with torch.enable_grad():
@@ -330,8 +329,8 @@ class ASWLBase(SparseMethod):
                 **estimator, "frozen": self.frozen, "prior": self.prior.tolist(),
                 **self.layer_masks.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+    def _load(self, state: dict[str, Any]) -> None:
+        super()._load(state)
         self.optimizer.load_state_dict(state["attention_optimizer"])
         if self.estimator is not None:
             self.estimator.load_state_dict(state)
