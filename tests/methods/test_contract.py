@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
 import pytest
 import torch
+from helpers import roundtrip
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
@@ -46,11 +44,6 @@ def train(model: nn.Module, method: SparseMethod, optimizer: torch.optim.Optimiz
         training_step(model, method, optimizer, xs[i], ys[i])
 
 
-def roundtrip(state: dict[str, Any]) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def masks_of(method: SparseMethod) -> dict[str, Tensor]:
