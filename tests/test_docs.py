@@ -43,3 +43,18 @@ def test_links_point_to_shipped_files(doc: Path) -> None:
 def test_licence_file_is_apache() -> None:
     assert "Apache License" in (ROOT / "LICENSE").read_text()
     assert "Version 2.0" in (ROOT / "LICENSE").read_text()
+
+
+def test_the_readme_layout_names_every_src_folder_and_top_level_module() -> None:
+    """The Layout section keeps step with the tree: every folder under src/aswl (as
+    ``src/aswl/NAME/``) and every top-level module (as ``NAME.py``) is named there."""
+    root = Path(__file__).parents[1]
+    text = (root / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[:layout.index("\n## ", 1)]
+    package = root / "src" / "aswl"
+    folders = sorted(str(p.relative_to(root)) + "/" for p in package.rglob("*")
+                     if p.is_dir() and (p / "__init__.py").exists())
+    modules = sorted(p.name for p in package.glob("*.py"))
+    missing = [f for f in folders if f not in layout] + [m for m in modules if m not in layout]
+    assert not missing, f"README Layout does not name {missing}: add a line for each"

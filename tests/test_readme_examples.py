@@ -79,7 +79,16 @@ def test_readme_python_block_runs(index: int, tmp_path: Path, monkeypatch) -> No
     names = prelude(code, tmp_path)
     if 'structure="channel"' in code:
         pytest.importorskip("torch_pruning")
+    from aswl.methods import registry  # a block that registers methods leaves no trace
+
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
+    monkeypatch.setattr(registry, "ALIASES", set(registry.ALIASES))
     exec(compile(code, f"README.md block {index + 1}", "exec"), names)
+    if "register_method(" in code:  # the "add a method" example: one of each granularity
+        weights, channels = names["weights"], names["channels"]
+        assert (weights.structure, channels.structure) == ("weight", "channel")
+        assert registry.method_for(channels.name, "channel") is type(channels)
+        return
     if "thin" in names:  # the channel-mode example: a thinner model, the masked one's outputs
         thin, model = names["thin"], names["model"].eval()
         assert thin.fc1.out_features < 64

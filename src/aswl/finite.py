@@ -22,16 +22,15 @@ class NonFiniteError(ValueError):
     """A model holds NaN or infinite weights; the message names the tensors."""
 
 
-def warn_once(owner: object, what: str, step: int) -> None:
-    """Log ``what`` at ``step`` the first time ``owner`` meets it; count later ones.
-
-    The count is in ``owner.nonfinite_steps`` (0 when nothing was met)."""
-    count = getattr(owner, "nonfinite_steps", 0) + 1
-    owner.nonfinite_steps = count  # type: ignore[attr-defined]
+def warn_once(count: int, what: str, step: int) -> int:
+    """One more occurrence after ``count``: log ``what`` at ``step`` the first time; return
+    the new count (its owner keeps it, e.g. ``SparseMethod.nonfinite_steps``)."""
+    count += 1
     if count == 1:
         log.warning("%s at step %d (later ones are counted, not logged; the weights may "
                     "already be NaN: lower the learning rate, add gradient clipping, or check "
                     "the data)", what, step)
+    return count
 
 
 def nonfinite_tensors(state: Mapping[str, Tensor]) -> list[str]:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
 import pytest
 import torch
+from helpers import roundtrip
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.methods import SparseMethod, create_method, list_methods
-from aswl.methods.registry import CHANNEL_VARIANTS
+from aswl.methods import SparseMethod, create_method, list_methods, method_for
 from aswl.train.step import training_step
 
 TARGET = 0.8
@@ -48,11 +45,6 @@ def train(model: nn.Module, method: SparseMethod, optimizer: torch.optim.Optimiz
         training_step(model, method, optimizer, xs[i], ys[i])
 
 
-def roundtrip(state: dict[str, Any]) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def masks_of(method: SparseMethod) -> dict[str, Tensor]:
@@ -72,7 +64,7 @@ def test_every_baseline_is_registered() -> None:
             "snip", "rigl", "lamp"} <= set(list_methods())
 
 
-WEIGHT_METHODS = [n for n in list_methods() if n not in set(CHANNEL_VARIANTS.values())]
+WEIGHT_METHODS = list_methods("weight")
 """Channel-granularity methods keep their own contract (tests/methods/test_contract_channels.py)."""
 
 
@@ -128,3 +120,16 @@ def test_contract(name: str) -> None:
     assert nonzero <= kept
     # the trained model itself still works after export
     assert parametrize.is_parametrized(model[0])
+
+
+@pytest.mark.parametrize("name", WEIGHT_METHODS)
+def test_state_and_finalize_go_through_the_one_base_entry(name: str) -> None:
+    """load_state_dict and finalize are the base's (methods extend _load and _finalize), and
+    the attributes the machinery reads are declared at construction."""
+    cls = method_for(name, "weight")
+    for klass in cls.__mro__[:-2]:  # up to SparseMethod
+        if klass is SparseMethod:
+            break
+        assert "load_state_dict" not in vars(klass) and "finalize" not in vars(klass), klass
+    _, method, _ = attach(name, 0)
+    assert (method.nonfinite_steps, method.warned_untrained, method.step_hooks) == (0, False, ())

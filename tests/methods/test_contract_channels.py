@@ -11,13 +11,13 @@ import torch
 from torch import Tensor, nn
 
 import aswl
+from aswl.methods import list_methods
 from aswl.methods.channel import ChannelMethod
-from aswl.methods.registry import CHANNEL_VARIANTS
 
 pytest.importorskip("torch_pruning")
 
 STEPS, HALF, TARGET = 20, 10, 0.5
-NAMES = sorted({v for v in CHANNEL_VARIANTS.values()})
+NAMES = list_methods("channel")
 
 
 def build(seed: int) -> nn.Module:

@@ -8,8 +8,20 @@ import torch
 from torch import nn
 
 from aswl.methods import ConfigError, create_method, list_methods
-from aswl.methods.registry import CHANNEL_VARIANTS
-from aswl.sparse.schedules import at_step, build_schedule, gradual, one_shot, periodic, rounds
+from aswl.methods.registry import structure_of
+from aswl.sparse.schedules import (
+    CosineDecay,
+    Every,
+    Freeze,
+    Gradual,
+    Never,
+    OneShot,
+    Periodic,
+    Rounds,
+    at_step,
+    build_schedule,
+    gradual,
+)
 from aswl.train.step import training_step
 
 
@@ -47,19 +59,19 @@ def test_ten_steps_done_and_freeze_fire_where_the_sparsity_stops_changing():
 
 @pytest.mark.parametrize("schedule", [
     gradual(0.8, 2, 7, interval=1), gradual(0.8, 0, 7, interval=1, shape="constant"),
-    one_shot(0.8, 5), rounds(0.8, (3, 5, 7)), periodic(0.8, 2, 7)])
+    OneShot(0.8, 5), Rounds(0.8, (3, 5, 7)), Periodic(0.8, 2, 7), Never()])
 def test_done_is_absorbing_and_no_sparsity_change_after_it(schedule):
     done = [t for t in range(12) if schedule.done(t)]
     assert done == list(range(done[0], 12))
     assert len({schedule.sparsity(t) for t in range(done[0], 12)}) == 1
     assert first_final_step(schedule, 11) <= done[0]
     assert not any(schedule.update_due(t) for t in range(done[0] + 1, 12)) or \
-        schedule.kind in ("cubic", "constant")  # gradual masks may still follow the weights
+        isinstance(schedule, Gradual)  # gradual masks may still follow the weights
 
 
 def test_one_shot_and_rounds_update_exactly_at_their_steps():
-    assert [t for t in range(10) if one_shot(0.5, 4).update_due(t)] == [4]
-    three = rounds(0.875, (2, 4, 6))
+    assert [t for t in range(10) if OneShot(0.5, 4).update_due(t)] == [4]
+    three = Rounds(0.875, (2, 4, 6))
     assert [t for t in range(10) if three.update_due(t)] == [2, 4, 6]
     assert [round(three.sparsity(t), 3) for t in (1, 2, 4, 6)] == [0.0, 0.5, 0.75, 0.875]
 
@@ -76,7 +88,7 @@ def test_an_option_the_method_does_not_use_is_an_error_naming_both(method, optio
 
 def test_every_method_builds_a_schedule_that_answers_the_three_questions():
     for name in list_methods():
-        channel = CHANNEL_VARIANTS.get(name) == name  # channel-only methods trace the model
+        channel = structure_of(name) == "channel"  # channel-only methods trace the model
         if channel and importlib.util.find_spec("torch_pruning") is None:
             continue
         options = {"structure": "channel", "example_inputs": torch.zeros(1, 20)} if channel else {}
@@ -84,3 +96,19 @@ def test_every_method_builds_a_schedule_that_answers_the_three_questions():
         schedule = method.schedule
         assert 0.0 <= schedule.sparsity(10) < 1.0
         assert isinstance(schedule.update_due(10), bool) and schedule.done(20), name
+
+
+def test_the_other_timing_rules_are_pure_functions_of_the_step():
+    ramp = gradual(0.9, 100, 612, interval=2)
+    attention = Every.spread(ramp.ramp_steps(), multiple=2, updates=512)
+    assert attention.interval == 2 and attention.due(4) and not attention.due(5)
+    assert Every.spread(gradual(0.9, 0, 7000, shape="constant").ramp_steps(), 4, 512).interval == 4
+    assert Every.spread(7000, 4, 512).interval == 12
+    freeze = Freeze(ramp)
+    assert [t for t in (611, 612, 700) if freeze.due(t)] == [612, 700]
+    assert not Freeze(ramp, enabled=False).due(700)
+    decay = CosineDecay(0.3, 80)
+    assert decay.value(0) == pytest.approx(0.3) and decay.value(80) == pytest.approx(0.0)
+    assert CosineDecay(0.3, 0).value(5) == 0.0
+    with pytest.raises(ValueError, match="unknown sparsity schedule 'linear'"):
+        gradual(0.5, 0, 10, shape="linear")

@@ -29,6 +29,7 @@ explicit :func:`aswl.training_step` instead: its attention gradients would stay 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,6 +43,10 @@ from aswl.sparse import find_prunable
 from aswl.train.step import after_update, before_update
 
 log = logging.getLogger(__name__)
+
+HOOKED: weakref.WeakKeyDictionary[torch.optim.Optimizer, tuple[Any, ...]] = \
+    weakref.WeakKeyDictionary()
+"""Each hooked optimiser's hook handles (a second attach on one optimiser is refused)."""
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
@@ -146,13 +151,13 @@ def attach(method: SparseMethod, optimizer: Any) -> SparseMethod:
     _check_optimizer(method, optimizer)
     method.step_hooks = (optimizer.register_step_pre_hook(_pre_hook(method)),
                          optimizer.register_step_post_hook(_post_hook(method)))
-    optimizer._aswl_hooks = method.step_hooks  # type: ignore[attr-defined]
+    HOOKED[optimizer] = method.step_hooks
     return method
 
 
 def _check_not_hooked(optimizer: torch.optim.Optimizer) -> None:
     """Refuse a second attach on one optimizer: its method would step twice per step."""
-    handles = getattr(optimizer, "_aswl_hooks", ())
+    handles = HOOKED.get(optimizer, ())
     if any(h.id in optimizer._optimizer_step_pre_hooks for h in handles[:1]):
         raise ConfigError("this optimizer already carries a sparse method's hooks (attach() or "
                           "sparsify() was called on it before); the schedule would run twice as "

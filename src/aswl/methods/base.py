@@ -37,13 +37,18 @@ attached.
   ``update_masks`` and calls the base's otherwise;
 * *gradients and state*: ``after_backward()``, ``regularizer()``, ``parameters()``,
   ``optimizers()``, ``decayed_parameters()``, ``on_attach()``, ``state_dict()`` /
-  ``load_state_dict()``, ``fold_into_weights(model)``; ``step(optimizer)`` may be extended
+  ``_load()`` (the base's ``load_state_dict`` checks the state, then calls ``_load``; it is
+  not overridden), ``fold_into_weights(model)``; ``step(optimizer)`` may be extended
   (ASWL's attention step) and must call the base's;
 * a method whose masks are not a top-k of scores replaces ``init_masks()`` /
-  ``update_masks(optimizer)`` / ``finalize()`` (SNIP, RigL).
+  ``update_masks(optimizer)`` / ``_finalize()`` (SNIP, RigL; the base's ``finalize`` warns
+  when untrained, then calls ``_finalize``).
 
-Class attributes: ``straight_through`` (gradient reaches pruned weights) and ``pin_pruned``
-(pruned dense weights are held at exactly zero after every optimiser step and mask update).
+Class attributes (declared capabilities): ``straight_through`` (gradient reaches pruned
+weights), ``pin_pruned`` (pruned dense weights are held at exactly zero after every optimiser
+step and mask update), ``magnitude_scores`` (the scores are |w|) and ``structure`` (the
+granularity ``@register_method`` registered it at). The state, the report and the export
+are :class:`aswl.methods.lifecycle.MethodRecord`'s.
 A config declares only the fields its method uses: an option the method does not use is a
 :class:`ConfigError` naming the method and the option. :func:`aswl.train.step.training_step`
 is the one step order (AMP scaler, overflow skip, clipping) used by the trainer, the tests,
@@ -52,25 +57,17 @@ the benchmarks and :func:`aswl.sparsify`'s optimiser hooks.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from aswl.checks import ConfigError, build_config, check, coerce_value, key_list
-from aswl.finite import check_finite as check_finite_weights
-from aswl.methods.guards import (
-    MethodStateError,
-    check_model,
-    checked_load,
-    untrained_hint,
-    warn_untrained,
-    warn_user,
-)
+from aswl.methods.guards import MethodStateError, check_model, warn_user
+from aswl.methods.lifecycle import MethodRecord
 from aswl.methods.method_config import GradualConfig, MethodConfig
 from aswl.methods.registry import (
     METHODS,
@@ -89,7 +86,6 @@ from aswl.sparse import (
     global_topk_masks,
     keep_count,
     split_tied,
-    strip_layers,
 )
 from aswl.sparse.schedules import Schedule, build_schedule
 from aswl.sparse.threshold import LayerMasks
@@ -102,17 +98,14 @@ __all__ = ["METHODS", "ConfigError", "GradualConfig", "MethodConfig", "MethodSta
            "list_methods", "register_method", "reset_optimizer_state", "zero_pruned"]
 
 
-class SparseMethod:
+class SparseMethod(MethodRecord):
     """Base of all methods: masks, schedule, top-k masks, export (see the module docstring)."""
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "load_state_dict" in cls.__dict__:
-            cls.load_state_dict = checked_load(cls.__dict__["load_state_dict"])
-        if "finalize" in cls.__dict__:
-            cls.finalize = warn_untrained(cls.__dict__["finalize"])
-
     name: ClassVar[str] = "base"
+    structure: ClassVar[str] = "weight"
+    """``weight`` or ``channel``: the granularity it is registered at (``@register_method``)."""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    """Other names it is registered by (a state saved under one of them loads)."""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     optional_state: ClassVar[tuple[str, ...]] = ()
     """Keys of ``state_dict()`` that checkpoints of older versions may lack."""
@@ -121,6 +114,10 @@ class SparseMethod:
     pin_pruned: ClassVar[bool] = False
     """Hold pruned dense weights at exactly zero (after every optimiser step and mask update),
     so momentum or Adam state left from before the pruning cannot move them."""
+    magnitude_scores: ClassVar[bool] = False
+    """:meth:`scores` are the weights' magnitudes (a method may then take a faster way to
+    the same top-k masks: the magnitude family's per-layer shrink). A subclass that
+    overrides :meth:`scores` with anything else declares False."""
 
     def __init__(self, model: nn.Module, config: MethodConfig | None = None,
                  total_steps: int | None = None, **overrides: Any) -> None:
@@ -150,6 +147,12 @@ class SparseMethod:
                               "of optimiser steps of the whole training, an integer >= 1")
         self.total_steps = total_steps
         self.step_count = 0
+        self.nonfinite_steps = 0
+        """Steps whose numbers were not finite (counted by :meth:`note_nonfinite`)."""
+        self.warned_untrained = False
+        """The untrained-method warning was given (once per method)."""
+        self.step_hooks: tuple[Any, ...] = ()
+        """The optimiser hook handles of :func:`aswl.sparsify` (empty: the loop steps it)."""
         self.kept: dict[str, int] = {}
         """Weights each layer kept at the last :meth:`update_masks`."""
         self.layers, self.tied = split_tied(find_prunable(model, config.include, config.exclude,
@@ -163,7 +166,7 @@ class SparseMethod:
         """Each layer's :class:`~aswl.sparse.MaskedWeight`, filled by :meth:`prepare`."""
         self.numels = {name: m.weight.numel() for name, m in self.layers.items()}
         self.total_numel = sum(self.numels.values())
-        self._warn_unreachable()
+        self.warn_unreachable()
         self.layer_masks = LayerMasks(self.numels, {name: m.weight.device
                                                     for name, m in self.layers.items()})
         """Scores and counts to masks (exact top-k; a method may replace it with one that
@@ -191,16 +194,6 @@ class SparseMethod:
                             "needs its own build_schedule()")
         return build_schedule(cfg.schedule, cfg.target_sparsity, self.total_steps,
                               cfg.ramp_begin, cfg.ramp_end, cfg.mask_interval)
-
-    def _warn_unreachable(self) -> None:
-        """Every layer keeps at least one weight: say so when that caps the sparsity."""
-        target = self.config.target_sparsity
-        reachable = 1.0 - len(self.layers) / self.total_numel
-        if target > reachable + 1e-9:
-            warn_user(f"{self.name}: target_sparsity {target:.0%} cannot be reached: every layer "
-                  f"keeps at least one weight, so {len(self.layers)} of the {self.total_numel} "
-                  f"prunable weights stay and the model ends at most {reachable:.1%} sparse "
-                  f"(layers {list(self.layers)[:8]})")
 
     def prepare(self) -> SparseMethod:
         """Phase 2: attach the masks, the method's own state, then the first masks.
@@ -299,31 +292,6 @@ class SparseMethod:
     def fold_into_weights(self, model: nn.Module) -> None:
         """Fold anything the method applies on top of ``w * mask`` into ``model`` (a copy)."""
 
-    def state_dict(self) -> dict[str, Any]:
-        """Method state beside ``model.state_dict()`` (which holds masks and attentions)."""
-        return {"method": self.name, "step": self.step_count}
-
-    @checked_load
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step_count = int(state["step"])
-
-    def check_state(self, state: Any) -> None:
-        """Raise :class:`MethodStateError` unless ``state`` is a ``state_dict()`` of this
-        method (its name and every key)."""
-        if not isinstance(state, dict):
-            raise MethodStateError(f"method state must be the dict of {self.name}.state_dict(), "
-                                   f"not a {type(state).__name__}")
-        owner = state.get("method")
-        if owner is not None and owner != self.name:
-            raise MethodStateError(f"this is the state of method {owner!r}; it cannot be loaded "
-                                   f"into {self.name!r}: build the same method, then load")
-        missing = sorted(set(self.state_dict()) - set(state) - {"method"}
-                         - set(self.optional_state))
-        if missing:
-            raise MethodStateError(f"method state lacks {missing}: it is not a "
-                                   f"{self.name}.state_dict() (an empty or another method's "
-                                   "state?)")
-
     # ----------------------------------------------------------------- shared machinery
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Called after ``optimizer.step()``: advance the step, recompute masks when due."""
@@ -368,63 +336,18 @@ class SparseMethod:
                 self.layer_masks.set(name, self.masks[name].mask, score, counts[name], exact)
                 self.kept[name] = counts[name]
 
-    @warn_untrained
+    @final
     def finalize(self) -> None:
-        """Jump to the end of the schedule and set the final masks."""
+        """Jump to the end of the schedule and set the final masks (:meth:`_finalize`); warns
+        when no training step came before it. Not overridden: extend :meth:`_finalize`."""
+        self.warn_untrained("finalize() before any step(): the final masks come from the "
+                            "untrained weights (one-shot pruning at initialisation). ")
+        self._finalize()
+
+    def _finalize(self) -> None:
+        """The final masks. Default: the end of the schedule's :meth:`update_masks`."""
         self.step_count = max(self.step_count, self.total_steps)
         self.update_masks()
-
-    def zero_grad(self) -> None:
-        for param in self.parameters():
-            param.grad = None
-
-    def export_metadata(self) -> dict[str, str]:
-        """Metadata the exported model's files carry (a slimmed model's channel record)."""
-        return {}
-
-    def dense_weights(self) -> dict[str, nn.Parameter]:
-        """Each prunable layer's trained (dense) weight Parameter, by layer name."""
-        return {name: dense_weight(module) for name, module in self.layers.items()}
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every model parameter except the method's own (for the weight optimiser)."""
-        own = {id(p) for p in self.parameters()}
-        return [p for p in self.model.parameters() if id(p) not in own]
-
-    def global_sparsity(self) -> float:
-        """Fraction of prunable weights masked out now."""
-        if not self.total_numel:
-            return 0.0
-        kept = sum(int(p.mask.sum()) for p in self.masks.values())
-        return 1.0 - kept / self.total_numel
-
-    def layer_report(self) -> list[dict[str, Any]]:
-        rows = []
-        attentions = self.attentions()
-        for name in self.layers:
-            nonzero = int(self.masks[name].mask.sum())
-            numel = self.numels[name]
-            rows.append({"name": name, "numel": numel, "nonzero": nonzero,
-                         "sparsity": 1.0 - nonzero / numel, "attention": attentions.get(name)})
-        return rows
-
-    def export(self) -> nn.Module:
-        """A plain copy of the model: masks applied, parametrizations removed, pruned = 0.
-        Layers that shared one weight share one (masked) weight in the copy too. A model with
-        NaN or infinite weights is refused (:class:`aswl.finite.NonFiniteError`, naming them)."""
-        if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
-            self._warned_untrained = True
-            warn_user(f"{self.name}: export() before any step(): the model is untrained "
-                      "(its masks come from the initial weights). " + untrained_hint(self))
-        plain = copy.deepcopy(self.model)
-        self.fold_into_weights(plain)
-        names = [*self.layers, *(alias for aliases in self.tied.values() for alias in aliases)]
-        strip_layers(plain, names)
-        plain.eval()
-        skipped = getattr(self, "nonfinite_steps", 0)
-        check_finite_weights(plain.state_dict(), f"{self.name}: the exported model",
-                             f" ({skipped} step(s) met non-finite numbers)" if skipped else "")
-        return plain
 
 
 def zero_pruned(method: SparseMethod) -> None:

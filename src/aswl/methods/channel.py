@@ -29,7 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from aswl.methods.base import ConfigError, GradualConfig, SparseMethod, check, register_method
-from aswl.methods.registry import CHANNEL_VARIANTS
 from aswl.sparse.channels import (
     LAYER_TYPES,
     ChannelMaskHook,
@@ -133,7 +132,7 @@ class ChannelMethod(SparseMethod):
         elif self.schedule.update_due(self.step_count):
             self.update_masks()
 
-    def finalize(self) -> None:
+    def _finalize(self) -> None:
         self.step_count = max(self.step_count, self.total_steps)
         if not self.frozen:
             self._freeze()
@@ -253,8 +252,8 @@ class ChannelMethod(SparseMethod):
         return {**super().state_dict(), "frozen": self.frozen,
                 "channel_masks": {k: v.cpu().tolist() for k, v in self.channel_masks.items()}}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+    def _load(self, state: dict[str, Any]) -> None:
+        super()._load(state)
         self.frozen = bool(state["frozen"])
         for name, values in state["channel_masks"].items():
             if name not in self.channel_masks:
@@ -268,7 +267,7 @@ class ChannelMethod(SparseMethod):
         remove_channel_hooks(self.model)
 
 
-@register_method("l1_filter")
+@register_method("l1_filter", structure="channel")
 class UniformChannels(ChannelMethod):
     """Uniform L1-norm filter pruning (Li et al. 2017): the same kept fraction in every
     group, filters ranked by the L1 norm of their weights."""
@@ -289,7 +288,7 @@ class SlimmingConfig(ChannelConfig):
               "a number >= 0")
 
 
-@register_method("slimming")
+@register_method("slimming", structure="channel")
 class NetworkSlimming(ChannelMethod):
     """Network Slimming (Liu et al. 2017): L1 on the BatchNorm scales while training, one
     global threshold on |gamma| (summed over a group's BatchNorms). Groups without a
@@ -328,7 +327,7 @@ class NetworkSlimming(ChannelMethod):
         return scores
 
 
-@register_method("group_norm")
+@register_method("group_norm", structure="channel")
 class GroupNormChannels(ChannelMethod):
     """Global group-norm channel pruning (the group importance of DepGraph, Fang et al.
     2023): a channel's score is the L2 norm of every weight coupled to it (producers,
@@ -345,5 +344,3 @@ class GroupNormChannels(ChannelMethod):
             scores.append(score / score.mean().clamp_min(1e-12))
         return scores
 
-
-CHANNEL_VARIANTS.update({name: name for name in ("l1_filter", "slimming", "group_norm")})

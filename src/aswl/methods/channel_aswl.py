@@ -29,40 +29,35 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aswl.methods.aswl.config import ATTENTION_MIN, check_attention_fields
+from aswl.methods.aswl.config import ATTENTION_MIN, ATTENTION_UPDATES, AttentionFields
 from aswl.methods.base import check, register_method
 from aswl.methods.channel import ChannelConfig, ChannelMethod
-from aswl.methods.registry import CHANNEL_VARIANTS
+from aswl.sparse.schedules import Every
 
-ATTENTION_UPDATES = 128
-"""Attention updates over the ramp when ``attention_interval`` is None."""
+UPDATES = ATTENTION_UPDATES // 4
+"""Attention updates over the ramp when ``attention_interval`` is None (128: each averages
+the Fisher estimate of OBSERVATIONS backward passes)."""
 OBSERVATIONS = 8
 """Backward passes observed per attention interval (the others cost nothing extra)."""
 
 
 @dataclass
-class ASWLChannelConfig(ChannelConfig):
-    alpha: float = 1.0
-    """Pruning factor: p = (1 - a)^alpha, the group's raw removed fraction."""
-    init_attention: float = 0.5
-    """Starting attention of every group (equal attentions: a uniform split)."""
+class ASWLChannelConfig(ChannelConfig, AttentionFields):
+    """The attention fields (per coupled channel group: equal attentions give a uniform
+    split; p = (1 - a)^alpha is the group's raw removed fraction; Adam on the attentions)."""
+
     attention_lr: float = 0.02
-    """Learning rate of the attentions' Adam optimiser."""
-    attention_interval: int | None = None
-    """Steps between attention updates (None: about 128 over the ramp)."""
     band: float = 0.25
     """Fraction of a group's channels (the kept ones nearest its cut) the estimate averages
     over."""
 
     def validate(self) -> None:
         super().validate()
-        check_attention_fields(self)
-        check(self.attention_interval is None or self.attention_interval >= 1,
-              "attention_interval", self.attention_interval, "null or an integer >= 1")
+        self.check_attention()
         check(0.0 < self.band <= 1.0, "band", self.band, "a fraction in (0, 1]")
 
 
-@register_method("aswl_channel")
+@register_method("aswl", structure="channel", aliases=("aswl_channel",))
 class ASWLChannel(ChannelMethod):
     """ASWL with channels as the unit (He, Shi & Dong 2021, arXiv 2111.02399); see the
     module docstring."""
@@ -74,17 +69,18 @@ class ASWLChannel(ChannelMethod):
         cfg = self.config
         self.attention = nn.Parameter(torch.full((len(self.groups),), float(cfg.init_attention)))
         self.optimizer = torch.optim.Adam([self.attention], lr=cfg.attention_lr)
-        ramp = getattr(self.schedule, "end_step", 0) - getattr(self.schedule, "begin_step", 0)
-        every = cfg.mask_interval
-        self.attention_interval = cfg.attention_interval or every * max(
-            1, round(ramp / ATTENTION_UPDATES / every))
+        schedule = self.schedule  # the gradual schedule of ChannelConfig
+        ramp = schedule.end_step - schedule.begin_step  # type: ignore[attr-defined]
+        self.attention_timing = (Every(cfg.attention_interval) if cfg.attention_interval
+                                 else Every.spread(ramp, cfg.mask_interval, UPDATES))
+        self.observe_timing = Every(max(1, self.attention_timing.interval // OBSERVATIONS))
+        """The backward passes observed: OBSERVATIONS per attention interval."""
         self.saliency = torch.zeros(sum(g.size for g in self.groups), dtype=torch.float64)
         self.offsets = [0]
         for group in self.groups:
             self.offsets.append(self.offsets[-1] + group.size)
         self._batch: dict[int, Tensor] = {}
         self.observed_steps = 0
-        self.observe_every = max(1, self.attention_interval // OBSERVATIONS)
         self._observers = {id(hook): self._observer(index, hook.channel_dim)
                            for index, group in enumerate(self.groups)
                            for hook in self.hooks[group.name]}
@@ -92,7 +88,7 @@ class ASWLChannel(ChannelMethod):
 
     def _arm(self) -> None:
         """Observe the next step's backward pass only when it is one of the sampled steps."""
-        on = not self.frozen and (self.step_count + 1) % self.observe_every == 0
+        on = not self.frozen and self.observe_timing.due(self.step_count + 1)
         for hooks in self.hooks.values():
             for hook in hooks:
                 hook.observe = self._observers[id(hook)] if on else None
@@ -135,7 +131,7 @@ class ASWLChannel(ChannelMethod):
         self.observed_steps += 1
 
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        if not self.frozen and (self.step_count + 1) % self.attention_interval == 0 \
+        if not self.frozen and self.attention_timing.due(self.step_count + 1) \
                 and self.observed_steps:
             self._attention_step()
         super().step(optimizer)
@@ -168,8 +164,8 @@ class ASWLChannel(ChannelMethod):
                 "attention_optimizer": self.optimizer.state_dict(),
                 "saliency": self.saliency.tolist(), "observed_steps": self.observed_steps}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+    def _load(self, state: dict[str, Any]) -> None:
+        super()._load(state)
         with torch.no_grad():
             self.attention.copy_(torch.tensor(state["attention"]))
         self.optimizer.load_state_dict(state["attention_optimizer"])
@@ -177,5 +173,3 @@ class ASWLChannel(ChannelMethod):
         self.observed_steps = int(state["observed_steps"])
         self._arm()
 
-
-CHANNEL_VARIANTS.update({"aswl": "aswl_channel", "aswl_channel": "aswl_channel"})

@@ -8,7 +8,7 @@ from typing import Any
 from aswl.checks import ConfigError
 from aswl.methods.base import MethodConfig, SparseMethod, register_method
 from aswl.safe_yaml import short_repr
-from aswl.sparse.schedules import Schedule, never
+from aswl.sparse.schedules import Never
 
 
 @dataclass
@@ -32,8 +32,8 @@ class Dense(SparseMethod):
                               f"{short_repr(options['target_sparsity'])}): it prunes nothing; "
                               "remove it, or choose a sparse method (see `aswl methods`)")
 
-    def build_schedule(self) -> Schedule:
-        return never()
+    def build_schedule(self) -> Never:
+        return Never()
 
     def layer_densities(self) -> dict[str, float]:
         return {name: 1.0 for name in self.layers}

@@ -1,12 +1,11 @@
-"""Guards around a method's life cycle: warnings that point at the user's line, checked
-state loading, and the warning for a method finalised before any training step."""
+"""Guards around a method's life cycle: warnings that point at the user's line, the error
+of a state that is not the method's, and the hint for a method used before any training
+step (``SparseMethod.load_state_dict`` and ``SparseMethod.warn_untrained`` use them)."""
 
 from __future__ import annotations
 
-import functools
 import sys
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 
@@ -22,44 +21,13 @@ class MethodStateError(ValueError):
     """A method state that is not this method's ``state_dict()`` (empty, another method's)."""
 
 
-def checked_load(load: Callable[[Any, dict[str, Any]], None]) -> Callable[..., None]:
-    """Wrap a ``load_state_dict``: check the state first, name the method in any error."""
-    @functools.wraps(load)
-    def checked(self: Any, state: dict[str, Any]) -> None:
-        self.check_state(state)
-        try:
-            load(self, state)
-        except MethodStateError:
-            raise
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise MethodStateError(f"cannot load this state into method {self.name!r} "
-                                   f"({type(err).__name__}: {err}); pass the state_dict() of "
-                                   "the same method on the same model") from err
-
-    return checked
-
-
 def untrained_hint(method: Any) -> str:
     """How to train: ``aswl.sparsify``'s hooks step the method, an explicit loop must."""
-    if getattr(method, "step_hooks", None):
+    if method.step_hooks:
         return ("aswl.sparsify steps the method at every optimizer.step(): train first, then "
                 "finalize() and export()")
     return ("Call method.step() after every optimizer.step() (or use aswl.training_step), "
             "then finalize()")
-
-
-def warn_untrained(finalize: Callable[[Any], None]) -> Callable[..., None]:
-    """Wrap a ``finalize``: warn when no training step came before it."""
-    @functools.wraps(finalize)
-    def warned(self: Any) -> None:
-        if self.step_count == 0 and not getattr(self, "_warned_untrained", False):
-            self._warned_untrained = True
-            warn_user(f"{self.name}: finalize() before any step(): the final masks come "
-                      "from the untrained weights (one-shot pruning at initialisation). "
-                      + untrained_hint(self))
-        finalize(self)
-
-    return warned
 
 
 def check_model(model: Any) -> None:

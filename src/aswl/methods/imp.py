@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aswl.methods.base import check, register_method
 from aswl.methods.magnitude import MagnitudeFamily, ScopedConfig
-from aswl.sparse.schedules import Schedule, at_step, rounds
+from aswl.sparse.schedules import Rounds, at_step
 
 
 @dataclass
@@ -45,11 +45,11 @@ class IMP(MagnitudeFamily):
     config_class = IMPConfig
     config: IMPConfig
 
-    def build_schedule(self) -> Schedule:
+    def build_schedule(self) -> Rounds:
         """Round r prunes after the step at ``ramp_begin + r (ramp_end - ramp_begin) / R``."""
         cfg = self.config
         span = cfg.ramp_end - cfg.ramp_begin
-        return rounds(cfg.target_sparsity, tuple(
+        return Rounds(cfg.target_sparsity, tuple(
             at_step(cfg.ramp_begin + r * span / cfg.rounds, self.total_steps)
             for r in range(1, cfg.rounds + 1)))
 

@@ -62,6 +62,7 @@ class LAMP(MagnitudeFamily):
 
     config_class = GradualConfig
     config: GradualConfig
+    magnitude_scores = False
 
     def global_scope(self) -> bool:
         return True

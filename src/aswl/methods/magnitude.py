@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from aswl.methods.base import MethodConfig, SparseMethod, check, register_method, zero_pruned
 from aswl.sparse import MaskedWeight, dense_weight, global_topk_masks, keep_count, topk_mask
-from aswl.sparse.schedules import Schedule, at_step, one_shot
+from aswl.sparse.schedules import OneShot, at_step
 
 __all__ = ["active_scores", "global_keep", "global_topk_masks", "zero_pruned"]
 
@@ -87,6 +87,7 @@ class MagnitudeFamily(SparseMethod):
 
     straight_through = False
     pin_pruned = True
+    magnitude_scores = True  # a subclass whose scores are not |w| sets it False
     config: ScopedConfig
 
     def global_scope(self) -> bool:
@@ -105,7 +106,7 @@ class MagnitudeFamily(SparseMethod):
                 self.kept.update(counts)
                 zero_pruned(self)
                 return
-        if self.global_scope() or type(self).scores is not MagnitudeFamily.scores:
+        if self.global_scope() or not self.magnitude_scores:
             super().update_masks(optimizer)
             return
         with torch.no_grad():
@@ -143,10 +144,10 @@ class Magnitude(MagnitudeFamily):
     config_class = MagnitudeConfig
     config: MagnitudeConfig
 
-    def build_schedule(self) -> Schedule:
-        return one_shot(self.config.target_sparsity, at_step(self.config.prune_at,
+    def build_schedule(self) -> OneShot:
+        return OneShot(self.config.target_sparsity, at_step(self.config.prune_at,
                                                              self.total_steps))
 
     @property
     def prune_step(self) -> int:
-        return self.schedule.at[0]
+        return self.schedule.step

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ from aswl.methods.base import (
 )
 from aswl.sparse import dense_weight, keep_count, topk_mask
 from aswl.sparse.allocation import erk_densities
-from aswl.sparse.schedules import Schedule, at_step, periodic
+from aswl.sparse.schedules import CosineDecay, Periodic, at_step
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +86,8 @@ class RigL(SparseMethod):
                  total_steps: int | None = None, **overrides: Any) -> None:
         super().__init__(model, config, total_steps, **overrides)
         self._grads: dict[str, Tensor] = {}
+        self.drop = CosineDecay(self.config.drop_fraction, self.schedule.end_step)
+        """The drop fraction at each step (cosine decay to 0 at ``end``)."""
 
     # ------------------------------------------------------------------ allocation
     def layer_densities(self) -> dict[str, float]:
@@ -97,10 +98,10 @@ class RigL(SparseMethod):
         shapes = {name: tuple(dense_weight(m).shape) for name, m in self.layers.items()}
         return erk_densities(shapes, density)
 
-    def build_schedule(self) -> Schedule:
+    def build_schedule(self) -> Periodic:
         """Drop and grow every ``update_interval`` steps before ``end`` (default ramp_end)."""
         end = self.config.ramp_end if self.config.end is None else self.config.end
-        return periodic(self.config.target_sparsity, self.config.update_interval,
+        return Periodic(self.config.target_sparsity, self.config.update_interval,
                         at_step(end, self.total_steps))
 
     def init_masks(self) -> None:
@@ -128,10 +129,7 @@ class RigL(SparseMethod):
 
     def drop_fraction_at(self, step: int) -> float:
         """Cosine decay of the drop fraction from ``drop_fraction`` to 0 at ``end``."""
-        if self.end_step <= 0:
-            return 0.0
-        progress = min(1.0, step / self.end_step)
-        return self.config.drop_fraction / 2 * (1.0 + math.cos(math.pi * progress))
+        return self.drop.value(step)
 
     def after_backward(self) -> None:
         """Keep the dense gradient before an update; mask the gradient of pruned weights."""
@@ -175,7 +173,7 @@ class RigL(SparseMethod):
         self._grads = {}
         zero_pruned(self)
 
-    def finalize(self) -> None:
+    def _finalize(self) -> None:
         """The per-layer counts are constant: nothing to prune, only pin the zeros."""
         self.step_count = max(self.step_count, self.total_steps)
         zero_pruned(self)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from aswl.methods.base import MethodConfig, SparseMethod, check, register_method, zero_pruned
 from aswl.methods.magnitude import global_keep
 from aswl.sparse import dense_weight
-from aswl.sparse.schedules import Schedule, one_shot
+from aswl.sparse.schedules import OneShot
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,9 @@ class SNIP(SparseMethod):
         self.fixed = False
         self.sensitivity: dict[str, Tensor] = {}
 
-    def build_schedule(self) -> Schedule:
+    def build_schedule(self) -> OneShot:
         """The mask is fixed after the last scoring step."""
-        return one_shot(self.config.target_sparsity, self.config.snip_batches)
+        return OneShot(self.config.target_sparsity, self.config.snip_batches)
 
     def init_masks(self) -> None:
         """Masks are all ones until :meth:`fix_mask`."""
@@ -66,7 +66,7 @@ class SNIP(SparseMethod):
             self.fix_mask()
 
     def scoring(self) -> bool:
-        return not self.fixed and self.step_count < self.config.snip_batches
+        return not self.fixed and not self.schedule.done(self.step_count)
 
     def after_backward(self) -> None:
         if not self.scoring():
@@ -105,7 +105,7 @@ class SNIP(SparseMethod):
         log.info("snip: mask fixed at step %d, global sparsity %.4f", self.step_count,
                  self.global_sparsity())
 
-    def finalize(self) -> None:
+    def _finalize(self) -> None:
         self.step_count = max(self.step_count, self.total_steps)
         if not self.fixed:
             self.fix_mask()
@@ -115,7 +115,7 @@ class SNIP(SparseMethod):
         return {**super().state_dict(), "fixed": self.fixed,
                 "sensitivity": {k: v.clone() for k, v in self.sensitivity.items()}}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+    def _load(self, state: dict[str, Any]) -> None:
+        super()._load(state)
         self.fixed = bool(state["fixed"])
         self.sensitivity = {k: v.clone() for k, v in state.get("sensitivity", {}).items()}

@@ -14,10 +14,19 @@ same two functions:
 :mod:`aswl.integrations` call :func:`before_update` and :func:`after_update` from
 ``optimizer.step`` itself. Only the public AMP API is used: a skipped step is one whose
 ``GradScaler.get_scale()`` went down at ``update()``.
+
+The clip order is one: ``method.after_backward()`` first (it may add to the weight
+gradients: equation 3's decay, RigL's masking), then clipping of the global norm of the weight
+gradients (``grad_clip``), then ``optimizer.step()``. With :func:`aswl.sparsify` the hooks run
+``after_backward`` inside ``optimizer.step()``, so a ``clip_grad_norm_`` in the user's loop
+comes before it; to keep the trainer's order there, clip in a step pre-hook registered after
+``sparsify``. Under DistributedDataParallel with ``accumulate > 1``, every micro-batch but
+the last runs under ``no_sync()`` (:func:`micro_step_sync`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -57,6 +66,14 @@ def after_update(method: SparseMethod, optimizer: torch.optim.Optimizer | None,
     if stepped:
         method.step(optimizer)
     method.zero_grad()
+
+
+def micro_step_sync(model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+    """Under DistributedDataParallel, the micro-batches before the last one of a step
+    accumulate their gradients locally (``model.no_sync()``): one all-reduce per step."""
+    if not last and isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
 
 
 def _default_loss(outputs: Tensor, labels: Tensor) -> Tensor:
@@ -103,17 +120,19 @@ def training_step(model: nn.Module, method: SparseMethod, optimizer: torch.optim
     task_total: Tensor | None = None
     total_loss: Tensor | None = None
     for index, (x, y) in enumerate(pieces):
-        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            outputs = model(x)
-            task_loss = loss_fn(outputs, y)
-        if accumulate > 1:
-            task_loss = task_loss * (y.shape[0] / targets.shape[0])
-        loss = task_loss
-        if index == len(pieces) - 1:  # the regulariser once per step
-            loss = task_loss + method.regularizer()
-            if check_loss is not None:
-                check_loss(loss if task_total is None else loss + task_total)
-        (scaler.scale(loss) if scaling else loss).backward()
+        last = index == len(pieces) - 1
+        with micro_step_sync(model, last):
+            with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                outputs = model(x)
+                task_loss = loss_fn(outputs, y)
+            if accumulate > 1:
+                task_loss = task_loss * (y.shape[0] / targets.shape[0])
+            loss = task_loss
+            if last:  # the regulariser once per step
+                loss = task_loss + method.regularizer()
+                if check_loss is not None:
+                    check_loss(loss if task_total is None else loss + task_total)
+            (scaler.scale(loss) if scaling else loss).backward()
         seen.append(outputs.detach())
         part = task_loss.detach()
         task_total = part if task_total is None else task_total + part

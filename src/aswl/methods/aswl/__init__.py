@@ -10,7 +10,7 @@ attention a_l in [0.01, 1] that
 
 Dense and sparse weights are both tracked (straight-through), masks are recomputed from the
 dense magnitudes. Two variants, both with per-layer ratios from the attentions, two small
-classes on one shared base:
+classes on one shared base, each naming its allocator:
 
 * ``aswl`` (:class:`ASWL`, the default, :mod:`.target`): the user asks for a global
   sparsity; a cubic ramp sets the budget; raw densities 1 - p_l, times each layer's LAMP
@@ -20,9 +20,12 @@ classes on one shared base:
 * ``aswl_paper`` (:class:`ASWLPaper`, :mod:`.paper`): the equations as published. Gradient
   to a_l from equation 1 and the regulariser.
 
-The rooms: :mod:`.allocation` (stateless: attentions to densities, the projection onto the
-budget, the floor), :mod:`.estimator` (the band statistic), :mod:`.common` (the shared base),
-:mod:`.config` (the options).
+The variants differ in their allocator only (:mod:`.allocators`: attentions' raw densities to
+kept fractions). The rooms: :mod:`.allocation` (stateless: attentions to densities, the
+projection onto the budget through :func:`aswl.sparse.budget.fit_budget`'s solver, the
+floor), :mod:`.allocators` (the paper's and the target's), :mod:`.estimator` (the band
+statistic), :mod:`.common` (the attention learner and the masks), :mod:`.config` (the
+options).
 """
 
 from aswl.methods.aswl.allocation import project_to_budget

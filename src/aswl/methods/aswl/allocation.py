@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aswl.sparse.budget import LinearCost, budget_scale
+
 
 def pruning_ratios(attention: Tensor, alpha: float, cap: float) -> Tensor:
     """Equation 2: p = min((1 - a)^alpha, cap), differentiable in a."""
@@ -59,8 +61,8 @@ def project_to_budget(density: Tensor, numel: Tensor, budget: float,
     Each layer stays in [max(floor_l, 1/n_l), 1] (``floor``: one number, or one per layer).
     The factor of the free (unclamped) layers is written differentiably, c = (budget N - kept
     by clamped layers) / sum_free n_l d_l, so the gradient through it only moves the split,
-    never the total. c itself is found exactly in numpy (:func:`_shared_scale`): this runs on
-    every mask update.
+    never the total. c itself comes from the one budget solver
+    (:func:`aswl.sparse.budget.fit_budget`'s scale, exact for the linear cost of weights).
     """
     found = _budget_scale(density, numel, budget, floor)
     if found is None:
@@ -98,30 +100,6 @@ def _budget_scale(density: Tensor, numel: Tensor, budget: float, floor: float | 
         return None
     raw = np.maximum(density.detach().cpu().double().numpy(), 1e-12)
     lower = np.maximum(np.asarray(floor, dtype=np.float64), 1.0 / sizes)
-    return _shared_scale(raw, sizes, lower, target), raw, sizes, lower, target
-
-
-def _shared_scale(raw: np.ndarray, sizes: np.ndarray, lower: np.ndarray,
-                  target: float) -> float:
-    """The c with sum(sizes * clip(c * raw, lower, 1)) = target.
-
-    The kept count is piecewise linear and nondecreasing in c, with breakpoints where a layer
-    leaves its lower bound (c = lower / raw) or reaches 1 (c = 1 / raw): evaluate it at every
-    breakpoint, then solve the linear piece that crosses the target.
-    """
-    points = np.unique(np.concatenate([lower / raw, 1.0 / raw]))
-    kept = (sizes * np.clip(points[:, None] * raw, lower, 1.0)).sum(axis=1)
-    above = int(np.searchsorted(kept, target))  # first breakpoint keeping >= target
-    if above == 0:
-        return float(points[0])  # every layer at its lower bound already keeps enough
-    if above >= len(points):
-        return float(points[-1])
-    lo, hi = points[above - 1], points[above]
-    middle = (lo + hi) / 2 * raw
-    free = (middle > lower) & (middle < 1.0)
-    slope = float((sizes * raw * free).sum())
-    if slope <= 0:
-        return float(hi)
-    fixed = float((sizes * np.clip(lo * raw, lower, 1.0) * ~free).sum())
-    return float((target - fixed) / slope)
+    scale = budget_scale(torch.from_numpy(raw), torch.from_numpy(lower), LinearCost(numel), target)
+    return scale, raw, sizes, lower, target
 

@@ -16,20 +16,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aswl.finite import warn_once
 from aswl.methods.aswl.allocation import raw_densities
-from aswl.methods.aswl.config import ATTENTION_MIN, ASWLCommonConfig
+from aswl.methods.aswl.allocators import Allocator
+from aswl.methods.aswl.config import ATTENTION_MIN, ATTENTION_UPDATES, ASWLCommonConfig
 from aswl.methods.aswl.estimator import BandEstimator
 from aswl.methods.base import ConfigError, SparseMethod
 from aswl.sparse import TensorSlot, dense_weight, keep_count, masked_weight
+from aswl.sparse.schedules import Every, Freeze
 from aswl.sparse.threshold import LayerMasks
 
 log = logging.getLogger(__name__)
 
 MASK_SAMPLE = 16384
 """Weights per layer (a fixed random sample) whose order statistic sets a sampled mask."""
-ATTENTION_UPDATES = 512
-"""Attention updates over the ramp when ``attention_interval`` is None."""
 
 
 def attach_attention(mask: nn.Module, init: float) -> None:
@@ -51,9 +50,12 @@ def remove_output_scaling(module: nn.Module) -> None:
 
 class ASWLBase(SparseMethod):
     """The shared base of :class:`~aswl.methods.aswl.ASWL` and
-    :class:`~aswl.methods.aswl.ASWLPaper` (see the module docstring)."""
+    :class:`~aswl.methods.aswl.ASWLPaper` (see the module docstring): the attention learner
+    and the masks; a variant names its allocator."""
 
     config: ASWLCommonConfig
+    allocator_class: type[Allocator] = Allocator
+    """Attentions' raw densities -> kept fractions (:mod:`aswl.methods.aswl.allocators`)."""
     optional_state = ("prior",)  # saved since the LAMP prior; recomputed when absent
     scales_output_default = False
     """``scale_output`` when it is None."""
@@ -79,7 +81,13 @@ class ASWLBase(SparseMethod):
         """Lowest attention: below it p is capped anyway (the gradient through the cap is 0),
         or the fixed lower end of the range (0.01)."""
         self.numel_vector = torch.tensor([float(self.numels[n]) for n in self.layers])
-        self.attention_interval = cfg.attention_interval or self._auto_attention_interval()
+        self.attention_timing = (Every(cfg.attention_interval) if cfg.attention_interval else
+                                 Every.spread(self.schedule.ramp_steps(), cfg.mask_interval,
+                                              ATTENTION_UPDATES))
+        """When the attentions step (about ATTENTION_UPDATES over the ramp, on mask-update
+        steps only, unless ``attention_interval`` is set)."""
+        self.count_timing = Every(cfg.count_interval)
+        """When a mask update during the ramp recounts the kept weights (``count_interval``)."""
         self.unit_layers = self._unit_layers()
         """The layers whose every output unit keeps a weight (``keep_every_unit``)."""
         self.min_counts = self._min_counts()
@@ -91,17 +99,15 @@ class ASWLBase(SparseMethod):
         self.layer_masks = LayerMasks(self.numels, {n: m.weight.device
                                                     for n, m in self.layers.items()},
                                       MASK_SAMPLE, self.unit_layers)
-        self.prior = torch.ones(len(self.layers), dtype=torch.float64)
-        """Per-layer factor on the raw densities (the target variant's LAMP densities)."""
         self._magnitudes: dict[str, Tensor] = {}
+        self.allocator = self.allocator_class(self)
+        self.freeze = Freeze(self.schedule, self.allocator.freezes)
+        """Masks and attentions fixed from the end of the ramp (the allocator's choice)."""
 
-    def _auto_attention_interval(self) -> int:
-        """About ATTENTION_UPDATES attention steps over the ramp, on mask-update steps only
-        (an attention change between two mask updates would not be seen by the masks)."""
-        schedule = self.schedule
-        ramp = (schedule.end_step - schedule.begin_step) if schedule.kind == "cubic" else 0
-        every = self.config.mask_interval
-        return every * max(1, round(ramp / ATTENTION_UPDATES / every))
+    @property
+    def prior(self) -> Tensor:
+        """Per-layer factor on the raw densities (the target variant's LAMP densities)."""
+        return self.allocator.prior
 
     def _min_counts(self) -> dict[str, int]:
         counts = {}
@@ -177,15 +183,16 @@ class ASWLBase(SparseMethod):
     def raw_density(self, attention: Tensor) -> Tensor:
         """1 - p(a) per layer, times the prior's factor."""
         return raw_densities(attention, self.config.alpha, self.config.ratio_cap,
-                             self.prior if self.uses_prior() else None)
-
-    def uses_prior(self) -> bool:
-        return False
+                             self.prior if self.allocator.uses_prior() else None)
 
     def density_vector(self, attention: Tensor | None = None) -> Tensor:
-        """Per-layer kept fraction now, differentiable in the attentions (default: the raw
-        densities, equation 2)."""
-        return self.raw_density(self.attention_vector() if attention is None else attention)
+        """Per-layer kept fraction now, differentiable in the attentions: the allocator's
+        densities from the raw ones (equation 2)."""
+        return self.allocator.densities(
+            self.raw_density(self.attention_vector() if attention is None else attention))
+
+    def regularizer(self) -> Tensor | float:
+        return 0.0 if self.frozen else self.allocator.regularizer()
 
     def _numel(self, like: Tensor) -> Tensor:
         if self.numel_vector.device != like.device:
@@ -218,12 +225,6 @@ class ASWLBase(SparseMethod):
         """During the ramp (unless ``exact_masks``): the sampled threshold."""
         return not (self.config.exact_masks or self.schedule.done(self.step_count))
 
-    def _prior_due(self, exact: bool) -> bool:
-        return False
-
-    def _refresh_prior(self) -> None:
-        """Recompute the prior's factor (the target variant's LAMP densities)."""
-
     def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """The base's mask update at the split's counts, with three additions: between two
         counted updates (every ``count_interval`` steps) the moved weights are re-thresholded
@@ -234,17 +235,17 @@ class ASWLBase(SparseMethod):
             return
         exact = not self.approximate_masks()
         bands = self.estimator is not None and (
-            not self.estimator.bands or self.step_count % self.attention_interval == 0)
-        prior = self._prior_due(exact)
+            not self.estimator.bands or self.attention_timing.due(self.step_count))
+        prior = self.allocator.prior_due(exact)
         if not (exact or bands or prior or not self.layer_masks.ready()
-                or self.step_count % self.config.count_interval == 0):
+                or self.count_timing.due(self.step_count)):
             with torch.no_grad():  # the weights moved: the same thresholds, new masks
                 for name, module in self.layers.items():
                     self.layer_masks.rethreshold(name, self.masks[name].mask,
                                                  self.scores(name, module))
             return
         if prior:
-            self._refresh_prior()
+            self.allocator.refresh_prior()
         super().update_masks(optimizer)
         if bands:
             with torch.no_grad():
@@ -257,7 +258,7 @@ class ASWLBase(SparseMethod):
         """The estimator's statistic on every mask-update step, turned into an attention
         gradient every ``attention_interval`` steps; equation 3's decay as a gradient."""
         if self.estimator is not None and not self.frozen:
-            step_now = (self.step_count + 1) % self.attention_interval == 0
+            step_now = self.attention_timing.due(self.step_count + 1)
             if step_now or self.schedule.update_due(self.step_count + 1):
                 self.estimator.accumulate()
             if step_now:
@@ -273,7 +274,7 @@ class ASWLBase(SparseMethod):
         """dL/d(density) per layer (``mean`` times the layer size), carried to a_l through
         the densities: the gradient of sum_l density_l * marginal_l."""
         if not bool(torch.isfinite(mean).all()):
-            warn_once(self, "non-finite gradient: attention update skipped", self.step_count)
+            self.note_nonfinite("non-finite gradient: attention update skipped")
             return
         attention = self.attention_vector().detach().requires_grad_(True)
         with torch.enable_grad():
@@ -288,19 +289,23 @@ class ASWLBase(SparseMethod):
             param.grad = value.detach() if param.grad is None else param.grad + value.detach()
 
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Attention step, clip to [floor, 1], then the base's step (masks when due; once
-        frozen, the step count only)."""
+        """Attention step, clip to [floor, 1], the allocator's adjustment, then the base's
+        step (masks when due; once frozen, the step count only); when the freeze is due
+        (the allocator's ``freezes``, at the end of the ramp), exact masks at the target,
+        then masks and attentions stay fixed."""
         if not self.frozen and any(p.grad is not None for p in self.parameters()):
             self.optimizer.step()
             with torch.no_grad():
                 for param in self.parameters():
                     param.clamp_(self.attention_floor, 1.0)
-                self._after_attention_step()
+                self.allocator.after_attention_step()
             self.zero_grad()
         super().step(optimizer)
-
-    def _after_attention_step(self) -> None:
-        """The variant's adjustment of the attentions after their step (none here)."""
+        if not self.frozen and self.freeze.due(self.step_count):
+            self.update_masks()  # exact: the schedule is done
+            self.frozen = True
+            self.zero_grad()
+            log.debug("masks and attentions frozen at step %d", self.step_count)
 
     # ------------------------------------------------------------------ export and state
     def fold_into_weights(self, model: nn.Module) -> None:
@@ -324,15 +329,12 @@ class ASWLBase(SparseMethod):
                 **estimator, "frozen": self.frozen, "prior": self.prior.tolist(),
                 **self.layer_masks.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+    def _load(self, state: dict[str, Any]) -> None:
+        super()._load(state)
         self.optimizer.load_state_dict(state["attention_optimizer"])
         if self.estimator is not None:
             self.estimator.load_state_dict(state)
         self.frozen = bool(state.get("frozen", False))
-        self._load_prior(state.get("prior"))
+        self.allocator.load_prior(state.get("prior"))
         self.layer_masks.load_state_dict(
             state, {name: dense_weight(m).device for name, m in self.layers.items()})
-
-    def _load_prior(self, prior: list[float] | None) -> None:
-        """The saved prior (the target variant keeps it; here it stays at one)."""

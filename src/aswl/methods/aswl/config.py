@@ -9,28 +9,48 @@ from aswl.methods.base import GradualConfig, check
 
 ATTENTION_MIN = 0.01
 """Lowest attention (the paper's clip)."""
+ATTENTION_UPDATES = 512
+"""Attention updates over the ramp when ``attention_interval`` is None (channel mode takes a
+quarter of them: each of its updates averages several observed backward passes)."""
 
 
 @dataclass
-class ASWLCommonConfig(GradualConfig):
+class AttentionFields:
+    """The fields of every attention-based config (weight and channel ASWL); a config that
+    mixes them in calls :meth:`check_attention` from its ``validate``."""
+
+    attention_interval: int | None = None
+    """The attentions take one optimiser step every this many steps, from the estimator's
+    statistic accumulated over the steps in between. None: about 512 steps over the ramp (a
+    multiple of mask_interval; 128 in channel mode), so a short run learns its split as
+    fully as a long one."""
+    alpha: float = 1.0
+    """Pruning factor: p = (1 - a)^alpha."""
+    init_attention: float = 0.5
+    """Starting attention."""
+    attention_lr: float = 0.01
+    """Learning rate of the attentions' own optimiser."""
+
+    def check_attention(self) -> None:
+        """alpha, init_attention, attention_lr and attention_interval in range."""
+        alpha, init, lr = self.alpha, self.init_attention, self.attention_lr
+        check(math.isfinite(alpha) and alpha > 0, "alpha", alpha, "a finite number > 0")
+        check(ATTENTION_MIN <= init <= 1.0, "init_attention", init, "a number in [0.01, 1]")
+        check(math.isfinite(lr) and lr >= 0, "attention_lr", lr, "a finite number >= 0")
+        check(self.attention_interval is None or self.attention_interval >= 1,
+              "attention_interval", self.attention_interval, "null or an integer >= 1")
+
+
+@dataclass
+class ASWLCommonConfig(GradualConfig, AttentionFields):
     """Fields of both variants."""
 
     mask_interval: int = 1
     """Masks are recomputed every this many steps. Between the start and the end of the ramp
     the kept count comes from a threshold read off a fixed sample of each layer's magnitudes
     (``exact_masks=false``), which costs about as much as applying the mask once."""
-    attention_interval: int | None = None
-    """The attentions take one optimiser step every this many steps, from the estimator's
-    statistic accumulated over the steps in between. None: about 512 steps over the ramp (a
-    multiple of mask_interval), so a short run learns its split as fully as a long one."""
-    alpha: float = 1.0
-    """Pruning factor: p = (1 - a)^alpha."""
-    init_attention: float = 0.5
-    """Starting attention."""
     attention_optimizer: str = "adam"
     """``sgd`` (momentum ``attention_momentum``, as the authors) or ``adam``."""
-    attention_lr: float = 0.01
-    """Learning rate of the attentions' own optimiser."""
     attention_momentum: float = 0.9
     """Momentum of the attentions' SGD (attention_optimizer = sgd)."""
     scale_output: bool | None = None
@@ -73,11 +93,9 @@ class ASWLCommonConfig(GradualConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_attention_fields(self)
+        self.check_attention()
         check(self.attention_optimizer in ("sgd", "adam"), "attention_optimizer",
               self.attention_optimizer, "'sgd' or 'adam'")
-        check(self.attention_interval is None or self.attention_interval >= 1,
-              "attention_interval", self.attention_interval, "null or an integer >= 1")
         check(self.count_interval >= 1, "count_interval", self.count_interval,
               "an integer >= 1")
         check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
@@ -143,11 +161,3 @@ class ASWLPaperConfig(ASWLCommonConfig):
         check(self.estimator in ("paper", "loss_aware"), "estimator", self.estimator,
               "'paper' or 'loss_aware'")
 
-
-def check_attention_fields(config: object) -> None:
-    """The fields every attention-based config shares (weight and channel ASWL): alpha,
-    init_attention and attention_lr."""
-    alpha, init, lr = config.alpha, config.init_attention, config.attention_lr  # type: ignore[attr-defined]
-    check(math.isfinite(alpha) and alpha > 0, "alpha", alpha, "a finite number > 0")
-    check(ATTENTION_MIN <= init <= 1.0, "init_attention", init, "a number in [0.01, 1]")
-    check(math.isfinite(lr) and lr >= 0, "attention_lr", lr, "a finite number >= 0")

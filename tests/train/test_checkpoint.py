@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import error_line
 
 import aswl.io
 import aswl.train.checkpoint as checkpoint
@@ -48,12 +49,6 @@ def epochs_trained(monkeypatch) -> list[int]:
     return calls
 
 
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # ---------------------------------------------------------------- 5: checksummed checkpoints

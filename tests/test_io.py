@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import error_line
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -33,7 +34,7 @@ from aswl.train.checkpoint import FORMAT, MAGIC
 
 TINY = ["progress=false", "data.limit_train=96", "data.limit_test=64", "batch_size=32",
         "epochs=1", "method.target_sparsity=0.9"]
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 @pytest.fixture(autouse=True)
@@ -47,12 +48,6 @@ def _no_stale_log_handlers():
     root.handlers = saved
 
 
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 
 from aswl.cli import main
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
+sys.path.insert(0, str(Path(__file__).parent / "data"))
 from data_writers import IDX_NAMES, write_idx  # noqa: E402
 
 TINY = ["progress=false", "data.limit_train=64", "data.limit_test=48", "batch_size=32",

@@ -8,6 +8,7 @@ import tracemalloc
 
 import pytest
 import torch
+from helpers import error_line
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
@@ -25,12 +26,6 @@ BOMB = ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
         + "lr: [" + ",".join(["*i"] * 9) + "]\n")
 
 
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------ YAML configs

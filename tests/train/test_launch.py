@@ -19,7 +19,7 @@ import pytest
 from aswl.cli import main
 from aswl.train.launch import Launch, LaunchError, join_group, read_launch, timeout_seconds
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
                "ASWL_DIST_TIMEOUT")
 
