@@ -404,6 +404,24 @@ def test_nan_weight_is_refused_at_export() -> None:
         method.export()
 
 
+def test_outputs_that_overflow_float32_are_compared_in_float64() -> None:
+    """A short run's BatchNorm statistics can blow the eval outputs past float32 (MNASNet's
+    BatchNorm momentum is 3e-4): the export is still checked, in float64."""
+    model, method = train("dense", "l1_filter")
+    with torch.no_grad():
+        model.trans_bn.weight.mul_(3e38)
+        model.trans_bn.bias.mul_(3e38)
+    model.eval()
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        assert not torch.isfinite(model(x)).all()
+    plain = method.export()
+    with torch.no_grad():
+        want, got = model.double()(x.double()), plain.double()(x.double())
+    assert torch.isfinite(want).all()
+    assert torch.allclose(want, got, rtol=1e-6, atol=1e-9 * float(want.abs().max()))
+
+
 def test_check_slim_refuses_a_slimmed_model_that_differs() -> None:
     model, method = train("dense", "l1_filter")
     plain = method.export()

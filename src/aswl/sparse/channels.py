@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,7 @@ from aswl.sparse.channel_graph import (
 )
 
 Observer = Callable[[Tensor, Tensor], None]
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ masks
@@ -278,21 +280,42 @@ def _outputs(model: nn.Module, example_inputs: Any) -> list[Tensor]:
     return [o for o in items if isinstance(o, Tensor)]
 
 
+def _pairs(masked: nn.Module, slimmed: nn.Module, example_inputs: Any) -> list[tuple[Tensor, Tensor]]:
+    return [(a, b) for inputs in probe_inputs(example_inputs)
+            for a, b in zip(_outputs(masked, inputs), _outputs(slimmed, inputs))]
+
+
+def _finite(pairs: list[tuple[Tensor, Tensor]]) -> bool:
+    return all(bool(torch.isfinite(a).all()) for a, _ in pairs if a.is_floating_point())
+
+
 def check_slim(masked: nn.Module, slimmed: nn.Module, example_inputs: Any,
                tolerance: float = 1e-4) -> None:
     """Refuse a slimmed model whose weights are not finite or whose eval-mode outputs on
     ``example_inputs`` (and on a random batch of their shape, :func:`probe_inputs`) differ
-    from the masked model's (beyond float rounding)."""
+    from the masked model's (beyond float rounding).
+
+    Where the masked model's own float32 outputs overflow (e.g. BatchNorm running statistics
+    far from a short run's batches), both are compared in float64 on copies; where even
+    those are not finite, the comparison is skipped with a warning."""
     check_finite(slimmed.state_dict(), "the slimmed model")
-    pairs = [(a, b) for inputs in probe_inputs(example_inputs)
-             for a, b in zip(_outputs(masked, inputs), _outputs(slimmed, inputs))]
+    pairs = _pairs(masked, slimmed, example_inputs)
+    if not _finite(pairs) and isinstance(example_inputs, Tensor) \
+            and example_inputs.is_floating_point():
+        wide = copy.deepcopy(masked).double()
+        pairs = _pairs(wide, copy.deepcopy(slimmed).double(), example_inputs.double())
+        if not _finite(pairs):
+            log.warning("the masked model's own outputs are not finite in eval mode (even in "
+                        "float64): the slimmed model could not be compared with it; train "
+                        "longer or check the BatchNorm running statistics")
+            return
     for a, b in pairs:
         if a.shape != b.shape:
             raise RuntimeError(f"channel mode built a wrong model: its output has shape "
                                f"{tuple(b.shape)} instead of {tuple(a.shape)}; nothing was "
                                "exported (please report the model; structure = 'weight' works)")
-        diff = float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
-        scale = float(a.float().abs().max()) if a.numel() else 0.0
+        diff = float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+        scale = float(a.double().abs().max()) if a.numel() else 0.0
         if not math.isfinite(diff) or diff > tolerance * max(1.0, scale):
             raise RuntimeError(f"channel mode built a wrong model: the slimmed model's outputs "
                                f"differ from the masked model's by {diff:.3g} (largest output "
