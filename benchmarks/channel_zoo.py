@@ -110,7 +110,8 @@ def speed(dense: nn.Module, thin: nn.Module, batches: list[int], repeats: int) -
     for batch in batches:
         x = torch.randn(batch, 3, 64, 64)
         with torch.no_grad():
-            ms = interleaved_ms({"dense": lambda: dense(x), "thin": lambda: thin(x)}, repeats)
+            ms = interleaved_ms({"dense": lambda x=x: dense(x), "thin": lambda x=x: thin(x)},
+                                repeats)
         out[f"speedup_b{batch}"] = ms["dense"] / ms["thin"]
     return out
 
@@ -164,7 +165,8 @@ def prune_tp(name: str, args: argparse.Namespace, x: torch.Tensor) -> dict[str, 
     heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 10]
     heads += [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 10]
     try:
-        pruner = tp.pruner.MetaPruner(model, x[:1], importance=tp.importance.GroupMagnitudeImportance(),
+        pruner = tp.pruner.MetaPruner(model, x[:1],
+                                      importance=tp.importance.GroupMagnitudeImportance(),
                                       pruning_ratio=0.9, iterative_steps=90,
                                       ignored_layers=heads)
         for _ in range(90):
@@ -207,7 +209,8 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,))
-    print(f"{'model':22} {'tool':14} {'works':18} {'reported':>8} {'FLOPs cut':>9} {'params cut':>10} "
+    print(f"{'model':22} {'tool':14} {'works':18} {'reported':>8} {'FLOPs cut':>9} "
+          f"{'params cut':>10} "
           + " ".join(f"{'b' + str(b):>6}" for b in args.batches) + f" {'step':>6}")
     for name in args.models.split(","):
         for tool in args.tools.split(","):

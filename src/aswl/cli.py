@@ -182,9 +182,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from aswl.compare import describe, format_summary, load_grid, run_grid, write_outputs
-    from aswl.train import load_config
-
     from aswl.runs import out_folder
+    from aswl.train import load_config
 
     _setup_logging(None, args.verbose)
     args.out = out_folder(args.out)

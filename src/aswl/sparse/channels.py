@@ -49,6 +49,7 @@ from aswl.sparse.channel_graph import (
     output_layers,
     trace_graph,
 )
+from aswl.sparse.masked import StraightThroughMask
 
 Observer = Callable[[Tensor, Tensor], None]
 log = logging.getLogger(__name__)
@@ -106,18 +107,6 @@ class _MaskedChannels(torch.autograd.Function):
         return grad, None, None, None
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Forward ``x * scale``; backward hands the gradient on unchanged."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: Tensor) -> Tensor:  # type: ignore[override]
-        return x * scale
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return grad, None
-
-
 class ModuleMasks:
     """The forward hook of one module: multiplies its output by every group mask placed
     there (a BatchNorm over a concatenation carries several groups)."""
@@ -157,7 +146,7 @@ class ModuleMasks:
         if not torch.is_grad_enabled():
             return output * forward
         if backward is None and not observers:  # straight-through only: grad passes as is
-            return _StraightThrough.apply(output, forward)
+            return StraightThroughMask.apply(output, forward)
         return _MaskedChannels.apply(output, forward, backward, observers)
 
 
@@ -280,7 +269,8 @@ def _outputs(model: nn.Module, example_inputs: Any) -> list[Tensor]:
     return [o for o in items if isinstance(o, Tensor)]
 
 
-def _pairs(masked: nn.Module, slimmed: nn.Module, example_inputs: Any) -> list[tuple[Tensor, Tensor]]:
+def _pairs(masked: nn.Module, slimmed: nn.Module,
+           example_inputs: Any) -> list[tuple[Tensor, Tensor]]:
     return [(a, b) for inputs in probe_inputs(example_inputs)
             for a, b in zip(_outputs(masked, inputs), _outputs(slimmed, inputs))]
 

@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 
-class _StraightThroughMask(torch.autograd.Function):
-    """Forward ``w * m``; backward passes the gradient to ``w`` untouched."""
+class StraightThroughMask(torch.autograd.Function):
+    """Forward ``w * m``; backward passes the gradient to ``w`` untouched (weights here,
+    channel outputs in :mod:`aswl.sparse.channels`)."""
 
     @staticmethod
     def forward(ctx, weight: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
@@ -177,7 +178,7 @@ class MaskedWeight(nn.Module):
         straight = self.straight_through and torch.is_grad_enabled()
         factor = self._operand(weight, reuse=not straight and torch.is_grad_enabled())
         if straight:
-            return _StraightThroughMask.apply(weight, factor)
+            return StraightThroughMask.apply(weight, factor)
         return weight * factor
 
     def _operand(self, weight: Tensor, reuse: bool) -> Tensor:
