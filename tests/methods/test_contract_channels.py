@@ -3,16 +3,15 @@ equal to the masked model."""
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
 import pytest
 import torch
+from helpers import roundtrip
 from torch import Tensor, nn
 
 import aswl
 from aswl.methods import list_methods
 from aswl.methods.channel import ChannelMethod
+from aswl.sparse.channels import has_channel_hooks
 
 pytest.importorskip("torch_pruning")
 
@@ -41,13 +40,6 @@ def data() -> tuple[Tensor, Tensor]:
     gen = torch.Generator().manual_seed(1)
     return torch.randn(STEPS, 8, 3, 6, 6, generator=gen), torch.randint(0, 4, (STEPS, 8),
                                                                         generator=gen)
-
-
-def roundtrip(state: dict[str, Any]) -> dict[str, Any]:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -80,3 +72,32 @@ def test_channel_contract(name: str) -> None:
         torch.testing.assert_close(plain(xs[1]), model(xs[1]), atol=1e-5, rtol=1e-4)
     assert sum(p.numel() for p in plain.parameters()) < sum(p.numel() for p in model.parameters())
     assert plain[-1].out_features == 4  # the classifier's outputs are never pruned
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_channel_masks_are_reported_like_weight_masks(name: str) -> None:
+    """mask_state() holds the channel masks (the trainer counts their changes at finalize)."""
+    xs, ys = data()
+    model, method, optimizer = attach(name, 0)
+    state = method.mask_state()
+    assert set(state) == {g.name for g in method.groups}
+    before = {k: v.clone() for k, v in state.items()}
+    for i in range(STEPS):
+        aswl.training_step(model, method, optimizer, xs[i], ys[i])
+    assert any(not torch.equal(before[k], v) for k, v in method.mask_state().items())
+
+
+def test_a_failed_prepare_leaves_the_model_without_channel_masks() -> None:
+    """prepare() is the base's for channel methods too: a failure detaches what it attached."""
+
+    class Failing(aswl.methods.channel.UniformChannels):
+        def on_attach(self) -> None:
+            raise RuntimeError("boom")
+
+    model = build(0)
+    method = Failing(model, total_steps=STEPS, example_inputs=torch.zeros(1, 3, 6, 6))
+    with pytest.raises(RuntimeError, match="boom"):
+        method.prepare()
+    assert not has_channel_hooks(model) and not method.mask_state()
+    aswl.create_method("l1_filter", model, total_steps=STEPS,
+                       example_inputs=torch.zeros(1, 3, 6, 6))  # the model is free again

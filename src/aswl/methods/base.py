@@ -40,6 +40,12 @@ attached.
   ``_load()`` (the base's ``load_state_dict`` checks the state, then calls ``_load``; it is
   not overridden), ``fold_into_weights(model)``; ``step(optimizer)`` may be extended
   (ASWL's attention step) and must call the base's;
+* *granularity*: the mask engine is four methods, ``_check_free``, ``_attach``, ``_detach``
+  and ``mask_state``: weight masks here, channel masks in :class:`aswl.methods.channel.
+  ChannelMethod`, where the same hooks speak of channel groups (``scores(name, group)``:
+  one score per channel; ``global_scope()``; the raw per-group split ``group_densities()``
+  before the budget); ``prepare``, ``step``, ``finalize``, the state and ``export`` (with
+  its finite check) are this class's for both;
 * a method whose masks are not a top-k of scores replaces ``init_masks()`` /
   ``update_masks(optimizer)`` / ``_finalize()`` (SNIP, RigL; the base's ``finalize`` warns
   when untrained, then calls ``_finalize``).
@@ -196,34 +202,56 @@ class SparseMethod(MethodRecord):
                               cfg.ramp_begin, cfg.ramp_end, cfg.mask_interval)
 
     def prepare(self) -> SparseMethod:
-        """Phase 2: attach the masks, the method's own state, then the first masks.
+        """Phase 2: attach the masks (:meth:`_attach`, the engine's), the method's own state,
+        then the first masks.
 
-        A layer that carries masks already (a second method on the same model) is an error
+        A model that carries masks already (a second method on the same model) is an error
         before anything is attached; a failure while attaching leaves the model as it was.
         """
-        if self.masks:
+        if self.mask_state():
             raise RuntimeError(f"method {self.name!r} is prepared already")
-        modules = {**self.layers, **{alias: self.model.get_submodule(alias)
-                                     for aliases in self.tied.values() for alias in aliases}}
-        taken = [name for name, module in modules.items()
+        self._check_free()
+        try:
+            self._attach()
+            self.on_attach()
+            self.init_masks()
+        except BaseException:
+            self._detach()
+            raise
+        return self
+
+    # ----------------------------------------------------------------- the mask engine
+    # Weight masks here; channel mode (aswl.methods.channel) replaces these four with
+    # channel masks. Nothing else of the life cycle depends on the granularity.
+    def _modules(self) -> dict[str, nn.Module]:
+        return {**self.layers, **{alias: self.model.get_submodule(alias)
+                                  for aliases in self.tied.values() for alias in aliases}}
+
+    def _check_free(self) -> None:
+        """A :class:`ConfigError` if the model carries a method's masks already."""
+        taken = [name for name, module in self._modules().items()
                  if parametrize.is_parametrized(module, "weight")]
         if taken:
             raise ConfigError(f"layer(s) {taken} already carry a method's masks: attach one "
                               "method per model (build a fresh model, or use the plain model "
                               "of method.export())")
+
+    def _attach(self) -> None:
+        """Attach the masks (all ones) to the model."""
         describe_dense(self.model, self.layers, self.name)
-        try:
-            self.masks = attach_layers(self.layers, self.straight_through)
-            for name, aliases in self.tied.items():
-                for alias in aliases:
-                    attach_alias(self.model.get_submodule(alias), self.masks[name])
-            self.on_attach()
-            self.init_masks()
-        except BaseException:
-            detach_layers(modules)
-            self.masks = {}
-            raise
-        return self
+        self.masks = attach_layers(self.layers, self.straight_through)
+        for name, aliases in self.tied.items():
+            for alias in aliases:
+                attach_alias(self.model.get_submodule(alias), self.masks[name])
+
+    def _detach(self) -> None:
+        """Undo :meth:`_attach` (a failed prepare leaves the model as it was)."""
+        detach_layers(self._modules())
+        self.masks = {}
+
+    def mask_state(self) -> dict[str, Tensor]:
+        """The current masks by unit name (a layer; a channel group in channel mode)."""
+        return {name: masked.mask for name, masked in self.masks.items()}
 
     def tied_modules(self, name: str) -> list[nn.Module]:
         """The other layers that share layer ``name``'s weight (usually none)."""

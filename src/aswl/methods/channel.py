@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from aswl.methods.base import ConfigError, GradualConfig, SparseMethod, check, register_method
 from aswl.sparse.channels import (
     LAYER_TYPES,
+    ChannelGroup,
     ChannelMaskHook,
     add_channel_hook,
     check_slim,
@@ -107,30 +108,37 @@ class ChannelMethod(SparseMethod):
         self.frozen = False
 
     # ----------------------------------------------------------------- life cycle
-    def prepare(self) -> ChannelMethod:
-        if self.channel_masks:
-            raise RuntimeError(f"method {self.name!r} is prepared already")
+    # ----------------------------------------------------------------- the channel engine
+    def _check_free(self) -> None:
         if has_channel_hooks(self.model):
             raise ConfigError("the model already carries channel masks: attach one method per "
                               "model")
+
+    def _attach(self) -> None:
+        """One boolean mask per group, multiplied in at its mask points."""
         for group in self.groups:
             device = self.model.get_submodule(group.producers[0]).weight.device
             mask = torch.ones(group.size, dtype=torch.bool, device=device)
             self.channel_masks[group.name] = mask
             self.hooks[group.name] = [add_channel_hook(self.model, mask, point)
                                       for point in group.mask_points]
-        self.on_attach()
-        self.update_masks()
-        return self
+
+    def _detach(self) -> None:
+        remove_channel_hooks(self.model)
+        self.channel_masks.clear()
+        self.hooks.clear()
+
+    def mask_state(self) -> dict[str, Tensor]:
+        return dict(self.channel_masks)
 
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        self.step_count += 1
+        """The base's step (count, masks when due), then the freeze at the ramp's end."""
         if self.frozen:
+            self.step_count += 1
             return
+        super().step(optimizer)
         if self.schedule.done(self.step_count):
             self._freeze()
-        elif self.schedule.update_due(self.step_count):
-            self.update_masks()
 
     def _finalize(self) -> None:
         self.step_count = max(self.step_count, self.total_steps)
@@ -146,18 +154,24 @@ class ChannelMethod(SparseMethod):
                 hook.observe = None
 
     # ----------------------------------------------------------------- what methods choose
-    def channel_scores(self) -> list[Tensor]:
-        """Per group, one score per channel (largest kept). Default: L2 norm of the
-        channel's producer weights and normalisation scales."""
-        return [self._norms(group, sides=("out",), power=2) for group in self.groups]
+    def scores(self, name: str, group: ChannelGroup) -> Tensor:  # type: ignore[override]
+        """Which channels to keep: one score per channel of group ``name`` (largest win),
+        the channel-mode form of the base's hook. Default: L2 norm of the channel's
+        producer weights and normalisation scales."""
+        return self._norms(group, sides=("out",), power=2)
 
     def group_densities(self) -> Tensor:
         """Raw kept fraction of each group before the budget's shared scale. Default: equal."""
         return torch.ones(len(self.groups), dtype=torch.float64)
 
-    def global_threshold(self) -> bool:
-        """True: one threshold on all groups' scores instead of :meth:`group_densities`."""
+    def global_scope(self) -> bool:
+        """True: one threshold on all groups' scores instead of :meth:`group_densities`
+        (the base's hook, over channels)."""
         return False
+
+    def channel_scores(self) -> list[Tensor]:
+        """Every group's :meth:`scores`, in group order (machinery, not a hook)."""
+        return [self.scores(group.name, group) for group in self.groups]
 
     # ----------------------------------------------------------------- machinery
     def _norms(self, group: Any, sides: tuple[str, ...], power: int) -> Tensor:
@@ -191,7 +205,7 @@ class ChannelMethod(SparseMethod):
 
     def channel_counts(self, scores: list[Tensor]) -> list[int]:
         units = [g.unit for g in self.groups]
-        if self.global_threshold():
+        if self.global_scope():
             counts = threshold_budget(scores, units, self.cost, self._kept_target())
         else:
             lower = torch.tensor(units, dtype=torch.float64) / self.sizes
@@ -202,6 +216,10 @@ class ChannelMethod(SparseMethod):
                 zip(self.groups, units, counts)]
 
     def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Each group's ``channel_counts`` best channels by :meth:`channel_scores` (the
+        grouped-conv constraints kept, :meth:`ChannelGroup.mask`)."""
+        if self.frozen:
+            return
         scores = self.channel_scores()
         counts = self.channel_counts(scores)
         for group, score, keep in zip(self.groups, scores, counts):
@@ -264,7 +282,7 @@ class ChannelMethod(SparseMethod):
 
     def detach(self) -> None:
         """Remove the channel hooks from the model (it computes densely again)."""
-        remove_channel_hooks(self.model)
+        self._detach()
 
 
 @register_method("l1_filter", structure="channel")
@@ -272,8 +290,8 @@ class UniformChannels(ChannelMethod):
     """Uniform L1-norm filter pruning (Li et al. 2017): the same kept fraction in every
     group, filters ranked by the L1 norm of their weights."""
 
-    def channel_scores(self) -> list[Tensor]:
-        return [self._norms(group, sides=("out",), power=1) for group in self.groups]
+    def scores(self, name: str, group: ChannelGroup) -> Tensor:  # type: ignore[override]
+        return self._norms(group, sides=("out",), power=1)
 
 
 @dataclass
@@ -297,7 +315,7 @@ class NetworkSlimming(ChannelMethod):
     config_class = SlimmingConfig
     config: SlimmingConfig
 
-    def global_threshold(self) -> bool:
+    def global_scope(self) -> bool:
         return True
 
     def _gammas(self) -> list[nn.Parameter]:
@@ -312,19 +330,15 @@ class NetworkSlimming(ChannelMethod):
                 if gamma.grad is not None:
                     gamma.grad.add_(gamma.sign(), alpha=self.config.sparsity_penalty)
 
-    def channel_scores(self) -> list[Tensor]:
-        scores = []
-        for group in self.groups:
-            if group.norms:
-                total = torch.zeros(group.size, dtype=torch.float64)
-                for name, _side, index, root in group.slices:
-                    gamma = getattr(self.model.get_submodule(name), "weight", None)
-                    if name in group.norms and gamma is not None:
-                        total.index_add_(0, root, gamma.detach().abs().double().cpu()[index])
-                scores.append(total)
-            else:
-                scores.append(self._norms(group, sides=("out",), power=2))
-        return scores
+    def scores(self, name: str, group: ChannelGroup) -> Tensor:  # type: ignore[override]
+        if not group.norms:
+            return self._norms(group, sides=("out",), power=2)
+        total = torch.zeros(group.size, dtype=torch.float64)
+        for module, _side, index, root in group.slices:
+            gamma = getattr(self.model.get_submodule(module), "weight", None)
+            if module in group.norms and gamma is not None:
+                total.index_add_(0, root, gamma.detach().abs().double().cpu()[index])
+        return total
 
 
 @register_method("group_norm", structure="channel")
@@ -334,13 +348,10 @@ class GroupNormChannels(ChannelMethod):
     normalisation, consumers' input columns), divided by its group's mean score; one global
     threshold."""
 
-    def global_threshold(self) -> bool:
+    def global_scope(self) -> bool:
         return True
 
-    def channel_scores(self) -> list[Tensor]:
-        scores = []
-        for group in self.groups:
-            score = self._norms(group, sides=("out", "in"), power=2)
-            scores.append(score / score.mean().clamp_min(1e-12))
-        return scores
+    def scores(self, name: str, group: ChannelGroup) -> Tensor:  # type: ignore[override]
+        score = self._norms(group, sides=("out", "in"), power=2)
+        return score / score.mean().clamp_min(1e-12)
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aswl.sparse.budget import fit_budget
 from aswl.sparse.channel_graph import ChannelGroup
 
 
@@ -93,27 +94,6 @@ def layer_costs(model: nn.Module, names: list[str], example_inputs: Tensor,
 
     flops = layer_flops(model, names, tuple(example_inputs.shape[1:]))
     return {n: float(flops.get(n, 0)) for n in names}
-
-
-def fit_budget(raw: Tensor, lower: Tensor, model: Any, kept: float) -> Tensor:
-    """Kept fractions clip(c * raw, lower, 1) whose kept cost is ``kept``, c found by
-    bisection (the cost is nondecreasing in c)."""
-    raw = raw.double().clamp_min(1e-12)
-    lower = lower.double()
-    if model.kept(torch.ones_like(raw)) <= kept:
-        return torch.ones_like(raw)
-    lo, hi = 0.0, float((1.0 / raw).max())
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if float(model.kept(_clip(mid * raw, lower))) < kept:
-            lo = mid
-        else:
-            hi = mid
-    return _clip(hi * raw, lower)
-
-
-def _clip(density: Tensor, lower: Tensor) -> Tensor:
-    return torch.minimum(torch.maximum(density, lower), torch.ones_like(density))
 
 
 def threshold_budget(scores: list[Tensor], lower: list[int], model: Any,

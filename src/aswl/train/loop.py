@@ -295,12 +295,12 @@ class Trainer:
             self.method.load_state_dict(best["method"])
         # the model as trained, before finalize() sets its final masks: their accuracy gap
         # is what finalize costs (a method that freezes its masks changes nothing here)
-        before_masks = {name: m.mask.clone() for name, m in self.method.masks.items()}
+        before_masks = {name: m.clone() for name, m in self.method.mask_state().items()}
         before_accuracy = evaluate(self.model, self.data.test, config.batch_size, self.device,
                                    self.dist, config.data.workers)
         self.method.finalize()
-        changed = sum(int((m.mask != before_masks[name]).sum())
-                      for name, m in self.method.masks.items())
+        changed = sum(int((m != before_masks[name]).sum())
+                      for name, m in self.method.mask_state().items())
         plain = self.method.export()
         names = list(self.method.layers)
         test_accuracy = evaluate(plain, self.data.test, config.batch_size, self.device,
