@@ -69,9 +69,9 @@ from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from aswl.checks import ConfigError, build_config, check, coerce_value, key_list
+from aswl.methods.engine import WeightEngine
 from aswl.methods.guards import MethodStateError, check_model, warn_user
 from aswl.methods.lifecycle import MethodRecord
 from aswl.methods.method_config import GradualConfig, MethodConfig
@@ -83,11 +83,7 @@ from aswl.methods.registry import (
     register_method,
 )
 from aswl.sparse import (
-    attach_alias,
-    attach_layers,
     dense_weight,
-    describe_dense,
-    detach_layers,
     find_prunable,
     global_topk_masks,
     keep_count,
@@ -104,7 +100,7 @@ __all__ = ["METHODS", "ConfigError", "GradualConfig", "MethodConfig", "MethodSta
            "list_methods", "register_method", "reset_optimizer_state", "zero_pruned"]
 
 
-class SparseMethod(MethodRecord):
+class SparseMethod(WeightEngine, MethodRecord):
     """Base of all methods: masks, schedule, top-k masks, export (see the module docstring)."""
 
     name: ClassVar[str] = "base"
@@ -219,39 +215,6 @@ class SparseMethod(MethodRecord):
             self._detach()
             raise
         return self
-
-    # ----------------------------------------------------------------- the mask engine
-    # Weight masks here; channel mode (aswl.methods.channel) replaces these four with
-    # channel masks. Nothing else of the life cycle depends on the granularity.
-    def _modules(self) -> dict[str, nn.Module]:
-        return {**self.layers, **{alias: self.model.get_submodule(alias)
-                                  for aliases in self.tied.values() for alias in aliases}}
-
-    def _check_free(self) -> None:
-        """A :class:`ConfigError` if the model carries a method's masks already."""
-        taken = [name for name, module in self._modules().items()
-                 if parametrize.is_parametrized(module, "weight")]
-        if taken:
-            raise ConfigError(f"layer(s) {taken} already carry a method's masks: attach one "
-                              "method per model (build a fresh model, or use the plain model "
-                              "of method.export())")
-
-    def _attach(self) -> None:
-        """Attach the masks (all ones) to the model."""
-        describe_dense(self.model, self.layers, self.name)
-        self.masks = attach_layers(self.layers, self.straight_through)
-        for name, aliases in self.tied.items():
-            for alias in aliases:
-                attach_alias(self.model.get_submodule(alias), self.masks[name])
-
-    def _detach(self) -> None:
-        """Undo :meth:`_attach` (a failed prepare leaves the model as it was)."""
-        detach_layers(self._modules())
-        self.masks = {}
-
-    def mask_state(self) -> dict[str, Tensor]:
-        """The current masks by unit name (a layer; a channel group in channel mode)."""
-        return {name: masked.mask for name, masked in self.masks.items()}
 
     def tied_modules(self, name: str) -> list[nn.Module]:
         """The other layers that share layer ``name``'s weight (usually none)."""
