@@ -209,6 +209,9 @@ def output_layers(model: nn.Module, example_inputs: Any) -> list[str]:
 
     hooks = [module.register_forward_hook(record(name))
              for name, module in model.named_modules() if isinstance(module, LAYER_TYPES)]
+    if isinstance(example_inputs, Tensor) and example_inputs.is_floating_point():
+        example_inputs = example_inputs.detach().clone().requires_grad_(True)  # a graph even
+        # where every parameter is frozen
     was_training = model.training
     model.eval()
     try:
