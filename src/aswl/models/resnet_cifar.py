@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -34,6 +37,41 @@ def _init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
                 nn.init.zeros_(getattr(m, last).weight)
 
 
+def projection_shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+    """Option B: a 1x1 conv (with the block's stride) and a BN where the block changes the
+    shape, else None (the identity)."""
+    if stride == 1 and in_planes == out_planes:
+        return None
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
+                         nn.BatchNorm2d(out_planes))
+
+
+def residual_stages(block: Any, in_planes: int, widths: Sequence[int],
+                    depths: Sequence[int]) -> tuple[list[nn.Sequential], int]:
+    """Stage i: ``depths[i]`` blocks of width ``widths[i]``, its first block downsampling
+    (stride 2) except in the first stage. Returns the stages and their output channels."""
+    stages = []
+    for i, (planes, n) in enumerate(zip(widths, depths, strict=True)):
+        blocks = []
+        for j in range(n):
+            blocks.append(block(in_planes, planes, 2 if (i > 0 and j == 0) else 1))
+            in_planes = planes * block.expansion
+        stages.append(nn.Sequential(*blocks))
+    return stages, in_planes
+
+
+def classifier_head(model: nn.Module, in_planes: int, num_classes: int) -> None:
+    """Global average pool, flatten, fc (``model.avgpool``, ``.flatten``, ``.fc``)."""
+    model.avgpool = nn.AdaptiveAvgPool2d(1)
+    model.flatten = nn.Flatten()
+    model.fc = nn.Linear(in_planes, num_classes)
+
+
+def classify(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The head of :func:`classifier_head` on features ``x``."""
+    return model.fc(model.flatten(model.avgpool(x)))
+
+
 class BasicBlock(nn.Module):
     """Post-activation basic block: conv3x3-BN-ReLU-conv3x3-BN, + shortcut, ReLU."""
 
@@ -48,12 +86,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu2 = nn.ReLU()
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_planes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
-            )
+        self.downsample = projection_shortcut(in_planes, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -80,25 +113,14 @@ class CifarResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU()
-        in_planes = widths[0]
-        stages = []
-        for i, w in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(BasicBlock(in_planes, w, stride))
-                in_planes = w
-            stages.append(nn.Sequential(*blocks))
+        stages, in_planes = residual_stages(BasicBlock, widths[0], widths, (n, n, n))
         self.layer1, self.layer2, self.layer3 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(in_planes, num_classes)
+        classifier_head(self, in_planes, num_classes)
         _init_resnet(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(self.flatten(self.avgpool(x)))
+        return classify(self, self.layer3(self.layer2(self.layer1(x))))
 
 
 class PreActBottleneck(nn.Module):
@@ -154,28 +176,16 @@ class PreActResNetCifar(nn.Module):
             raise ValueError(f"pre-activation bottleneck ResNet depth must be 9n+2, got {depth}")
         n = (depth - 2) // 9
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
-        in_planes = widths[0]
-        stages = []
-        for i, w in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(PreActBottleneck(in_planes, w, stride))
-                in_planes = w * PreActBottleneck.expansion
-            stages.append(nn.Sequential(*blocks))
+        stages, in_planes = residual_stages(PreActBottleneck, widths[0], widths, (n, n, n))
         self.layer1, self.layer2, self.layer3 = stages
         self.bn = nn.BatchNorm2d(in_planes)
         self.relu = nn.ReLU()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(in_planes, num_classes)
+        classifier_head(self, in_planes, num_classes)
         _init_resnet(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        x = self.layer3(self.layer2(self.layer1(x)))
-        x = self.relu(self.bn(x))
-        return self.fc(self.flatten(self.avgpool(x)))
+        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        return classify(self, self.relu(self.bn(x)))
 
 
 def _cifar_builder(depth: int) -> None:
