@@ -166,6 +166,10 @@ class ASWLBase(SparseMethod):
                 self.masks[name].attention.requires_grad_(False)
         self.learner.attach()
 
+    def own_gradients_from_forward(self) -> bool:
+        """With equation 1 (``scale_output``) the attentions are in the forward pass."""
+        return self.scales_output
+
     def parameters(self) -> list[nn.Parameter]:
         return [self.masks[name].attention for name in self.layers]
 
