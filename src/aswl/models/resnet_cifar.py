@@ -72,55 +72,41 @@ def classify(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.fc(model.flatten(model.avgpool(x)))
 
 
-class BasicBlock(nn.Module):
-    """Post-activation basic block: conv3x3-BN-ReLU-conv3x3-BN, + shortcut, ReLU."""
+class PostActBlock(nn.Module):
+    """A post-activation residual block: units conv-BN-ReLU (``conv1``, ``bn1``, ``relu1``,
+    ...), the last unit's ReLU after the shortcut is added; option-B ``downsample``."""
 
     expansion = 1
-    last_bn = "bn2"
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    def __init__(self, in_planes: int, out_planes: int, stride: int,
+                 units: list[tuple[int, int, int, int]]) -> None:
+        """``units``: (in channels, out channels, kernel, stride) of each conv in order."""
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
-        self.downsample = projection_shortcut(in_planes, planes, stride)
+        for i, (cin, cout, kernel, step) in enumerate(units, 1):
+            setattr(self, f"conv{i}", nn.Conv2d(cin, cout, kernel, stride=step,
+                                               padding=kernel // 2, bias=False))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(cout))
+            setattr(self, f"relu{i}", nn.ReLU())
+        self.units = len(units)
+        self.last_bn = f"bn{self.units}"
+        self.downsample = projection_shortcut(in_planes, out_planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu2(out + identity)
+        out = x
+        for i in range(1, self.units + 1):
+            out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
+            if i < self.units:
+                out = getattr(self, f"relu{i}")(out)
+        return getattr(self, f"relu{self.units}")(out + identity)
 
 
-class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32x32 inputs (He et al. 2016, Sec. 4.2), option-B shortcuts."""
+class BasicBlock(PostActBlock):
+    """Post-activation basic block: conv3x3-BN-ReLU-conv3x3-BN, + shortcut, ReLU."""
 
-    def __init__(
-        self,
-        depth: int,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        widths: tuple[int, int, int] = (16, 32, 64),
-        zero_init_residual: bool = False,
-    ):
-        super().__init__()
-        if (depth - 2) % 6 != 0:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
-        n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.relu = nn.ReLU()
-        stages, in_planes = residual_stages(BasicBlock, widths[0], widths, (n, n, n))
-        self.layer1, self.layer2, self.layer3 = stages
-        classifier_head(self, in_planes, num_classes)
-        _init_resnet(self, zero_init_residual)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        return classify(self, self.layer3(self.layer2(self.layer1(x))))
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__(in_planes, planes, stride,
+                         [(in_planes, planes, 3, stride), (planes, planes, 3, 1)])
 
 
 class PreActBottleneck(nn.Module):
@@ -156,36 +142,44 @@ class PreActBottleneck(nn.Module):
         return out + identity
 
 
-class PreActResNetCifar(nn.Module):
-    """Pre-activation bottleneck ResNet-(9n+2) for CIFAR (He et al., ECCV 2016).
-
-    conv3x3(16) stem; stages of n bottlenecks with widths 16/32/64 (outputs 64/128/256);
-    final BN-ReLU, global average pool, fc.
-    """
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs (He et al. 2016, Sec. 4.2), option-B shortcuts; with
+    ``block=PreActBottleneck`` the pre-activation bottleneck ResNet-(9n+2) (He et al., ECCV
+    2016: no BN-ReLU after the stem, a final BN-ReLU before the pool). Stages of n blocks with
+    ``widths`` (16/32/64; a bottleneck's outputs are 4x), global average pool, fc."""
 
     def __init__(
         self,
-        depth: int = 56,
+        depth: int,
         num_classes: int = 10,
         in_channels: int = 3,
         widths: tuple[int, int, int] = (16, 32, 64),
         zero_init_residual: bool = False,
+        block: type[BasicBlock] | type[PreActBottleneck] = BasicBlock,
     ):
         super().__init__()
-        if (depth - 2) % 9 != 0:
-            raise ValueError(f"pre-activation bottleneck ResNet depth must be 9n+2, got {depth}")
-        n = (depth - 2) // 9
+        self.preact = block is PreActBottleneck
+        per_block = 9 if self.preact else 6  # layers per block, times the three stages
+        if (depth - 2) % per_block != 0:
+            kind = "pre-activation bottleneck ResNet" if self.preact else "CIFAR ResNet"
+            raise ValueError(f"{kind} depth must be {per_block}n+2, got {depth}")
+        n = (depth - 2) // per_block
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
-        stages, in_planes = residual_stages(PreActBottleneck, widths[0], widths, (n, n, n))
+        if not self.preact:
+            self.bn1 = nn.BatchNorm2d(widths[0])
+            self.relu = nn.ReLU()
+        stages, in_planes = residual_stages(block, widths[0], widths, (n, n, n))
         self.layer1, self.layer2, self.layer3 = stages
-        self.bn = nn.BatchNorm2d(in_planes)
-        self.relu = nn.ReLU()
+        if self.preact:
+            self.bn = nn.BatchNorm2d(in_planes)
+            self.relu = nn.ReLU()
         classifier_head(self, in_planes, num_classes)
         _init_resnet(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        return classify(self, self.relu(self.bn(x)))
+        x = self.conv1(x) if self.preact else self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return classify(self, self.relu(self.bn(x)) if self.preact else x)
 
 
 def _cifar_builder(depth: int) -> None:
@@ -221,4 +215,5 @@ def resnet56_preact(
 ) -> nn.Module:
     """ASWL's ResNet-56: pre-activation bottlenecks, 6 per stage, widths 16/32/64 x4
     (He et al., ECCV 2016)."""
-    return PreActResNetCifar(56, num_classes, input_shape[0], zero_init_residual=zero_init_residual)
+    return CifarResNet(56, num_classes, input_shape[0], zero_init_residual=zero_init_residual,
+                       block=PreActBottleneck)

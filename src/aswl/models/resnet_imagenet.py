@@ -15,40 +15,24 @@ from torch import nn
 from .registry import register_model
 from .resnet_cifar import (
     BasicBlock,
+    PostActBlock,
     _init_resnet,
     classifier_head,
     classify,
-    projection_shortcut,
     residual_stages,
 )
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(PostActBlock):
     """Bottleneck v1.5: conv1x1-BN-ReLU, conv3x3(stride)-BN-ReLU, conv1x1(4x)-BN, + shortcut."""
 
     expansion = 4
-    last_bn = "bn3"
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__()
         out_planes = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
-        self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_planes)
-        self.relu3 = nn.ReLU()
-        self.downsample = projection_shortcut(in_planes, out_planes, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.relu2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu3(out + identity)
+        super().__init__(in_planes, out_planes, stride,
+                         [(in_planes, planes, 1, 1), (planes, planes, 3, stride),
+                          (planes, out_planes, 1, 1)])
 
 
 class ImageNetResNet(nn.Module):
