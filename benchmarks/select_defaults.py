@@ -161,7 +161,7 @@ def start_at(split: list[float]) -> Callable[[Any], None]:
                              f"{len(method.layers)} prunable layers")
         with torch.no_grad():
             for name, density in zip(method.layers, densities):
-                method.masks[name].attention.fill_(max(method.attention_floor, density / top))
+                method.masks[name].attention.fill_(max(method.learner.floor, density / top))
     return on_start
 
 

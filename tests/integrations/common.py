@@ -79,3 +79,21 @@ def assert_same_export(a: SparseMethod, b: SparseMethod, exact: bool = True) -> 
 
 def clone(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
+
+
+def assert_same_resumed_state(reference: SparseMethod, resumed: SparseMethod, steps: int) -> None:
+    """A resumed run ends where the uninterrupted one ends: the same step count and sparsity,
+    the same dense weights, masks and method parameters bit for bit, the same attentions."""
+    assert resumed.step_count == reference.step_count == steps
+    assert resumed.global_sparsity() == reference.global_sparsity() > 0.5
+
+    def layer_state(method: SparseMethod) -> dict[str, Tensor]:
+        return {f"{name}.{key}": value.detach().clone()
+                for name, module in method.layers.items()
+                for key, value in module.parametrizations.weight.state_dict().items()}
+
+    want, got = layer_state(reference), layer_state(resumed)
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), key
+    assert resumed.attentions() == reference.attentions()

@@ -106,3 +106,69 @@ def test_models_that_cannot_be_masked_are_refused_at_attach(model, error, match)
         aswl.sparsify(model(), optimizer, total_steps=10)
     with pytest.raises(error, match=match):
         create_method("gmp", model(), total_steps=10)
+
+
+OVERFLOW_STEP = 5
+"""The step whose scaled gradients overflow in the float16 tests."""
+
+
+def _scaled_loss(model, x, y, step):
+    loss = F.cross_entropy(model(x), y)
+    return loss * 1e38 if step == OVERFLOW_STEP else loss  # times the scale: beyond fp32
+
+
+@pytest.mark.parametrize("method_name,options", [
+    ("aswl", {"target_sparsity": 0.8}),
+    ("aswl_paper", {"scale_output": False}),  # the regulariser's gradient, added by the hook
+])
+def test_float16_scaling_steps_and_skips_as_training_step_does(method_name, options) -> None:
+    """Under a float16 GradScaler the hooks and training_step follow one rule: the method
+    steps on unscaled gradients and skips the step whose gradients overflowed."""
+    base, batches = make_net(), make_batches()
+    methods, models = {}, {}
+    for path in ("training_step", "hooks"):
+        model = models[path] = clone(base)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+        if path == "training_step":
+            method = aswl.create_method(method_name, model, total_steps=len(batches), **options)
+            optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.05, momentum=0.9)
+            for step, (x, y) in enumerate(batches):
+                aswl.training_step(model, method, optimizer, x, y, scaler=scaler,
+                                   loss_fn=lambda out, y, step=step: _scaled_loss(
+                                       lambda _: out, None, y, step))
+        else:
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            method = aswl.sparsify(model, optimizer, total_steps=len(batches),
+                                   method=method_name, scaler=scaler, **options)
+            for step, (x, y) in enumerate(batches):
+                optimizer.zero_grad()
+                scaler.scale(_scaled_loss(model, x, y, step)).backward()
+                scaler.step(optimizer)
+                scaler.update()
+        methods[path] = method
+    reference, hooked = methods["training_step"], methods["hooks"]
+    assert reference.step_count == hooked.step_count == len(batches) - 1  # one skipped
+    assert reference.attentions() == pytest.approx(hooked.attentions(), abs=1e-6)
+    for name in reference.layers:
+        assert torch.equal(reference.masks[name].mask, hooked.masks[name].mask), name
+    for (key, a), b in zip(models["training_step"].state_dict().items(),
+                           models["hooks"].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_float16_scaling_with_attentions_in_the_forward_pass_is_refused_at_attach() -> None:
+    """scale_output puts the attentions in the forward pass: the hooks could not unscale
+    them, so sparsify refuses with the reason, before anything is attached."""
+    model = make_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu")
+    with pytest.raises(ConfigError, match="forward pass.*training_step"):
+        aswl.sparsify(model, optimizer, total_steps=10, method="aswl_paper", scaler=scaler)
+    assert not any(hasattr(m, "parametrizations") for m in model.modules())
+    with pytest.raises(ConfigError, match="scale_output"):
+        aswl.sparsify(model, optimizer, total_steps=10, target_sparsity=0.5,
+                      scale_output=True, scaler=scaler)
+    # without loss scaling (a disabled scaler: bf16 or float32) the same method attaches
+    method = aswl.sparsify(model, optimizer, total_steps=10, method="aswl_paper",
+                           scaler=torch.amp.GradScaler("cpu", enabled=False))
+    assert method.own_gradients_from_forward()

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 import torch
 from helpers import roundtrip
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.methods import SparseMethod, create_method, list_methods, method_for
+from aswl.methods import (
+    GradualConfig,
+    SparseMethod,
+    create_method,
+    list_methods,
+    method_for,
+    registry,
+)
+from aswl.methods.channel import ChannelMethod
+from aswl.methods.registry import register_method
+from aswl.sparse import dense_weight
 from aswl.train.step import training_step
 
 TARGET = 0.8
@@ -45,8 +58,6 @@ def train(model: nn.Module, method: SparseMethod, optimizer: torch.optim.Optimiz
         training_step(model, method, optimizer, xs[i], ys[i])
 
 
-
-
 def masks_of(method: SparseMethod) -> dict[str, Tensor]:
     return {name: p.mask.clone() for name, p in method.masks.items()}
 
@@ -70,6 +81,12 @@ WEIGHT_METHODS = list_methods("weight")
 
 @pytest.mark.parametrize("name", WEIGHT_METHODS)
 def test_contract(name: str) -> None:
+    check_contract(name)
+
+
+def check_contract(name: str) -> None:
+    """Checkpoint mid-training, bit-exact resume, exact final sparsity, round trip after
+    finalize, clean export."""
     xs, ys = data()
     model, method, optimizer = attach(name, seed=0)
     train(model, method, optimizer, xs, ys, 0, HALF)
@@ -133,3 +150,53 @@ def test_state_and_finalize_go_through_the_one_base_entry(name: str) -> None:
         assert "load_state_dict" not in vars(klass) and "finalize" not in vars(klass), klass
     _, method, _ = attach(name, 0)
     assert (method.nonfinite_steps, method.warned_untrained, method.step_hooks) == (0, False, ())
+
+
+@pytest.fixture
+def registered_here() -> Iterator[dict[str, str]]:
+    """One method of each granularity registered from this file, each overriding one
+    documented hook; the registry is as before afterwards."""
+    saved = dict(registry.METHODS), set(registry.ALIASES)
+    try:
+        @register_method("test_weight_x")
+        class FarFromMean(SparseMethod):
+            """Gradual pruning of the weights nearest their layer's mean."""
+
+            config_class = GradualConfig
+
+            def scores(self, name: str, module: nn.Module) -> Tensor:
+                weight = dense_weight(module).detach()
+                return (weight - weight.mean()).abs()
+
+        @register_method("test_channel_x", structure="channel")
+        class InputNorms(ChannelMethod):
+            """Channels ranked by the L1 norm of the weights that read them."""
+
+            def scores(self, name: str, group: Any) -> Tensor:  # one score per channel
+                return self._norms(group, sides=("in",), power=1)
+
+        yield {"weight": "test_weight_x", "channel": "test_channel_x"}
+    finally:
+        registry.METHODS.clear()
+        registry.METHODS.update(saved[0])
+        registry.ALIASES.clear()
+        registry.ALIASES.update(saved[1])
+    assert "test_weight_x" not in list_methods() and "test_channel_x" not in list_methods()
+
+
+@pytest.mark.parametrize("structure", ["weight", "channel"])
+def test_a_method_registered_here_keeps_the_contract(registered_here: dict[str, str],
+                                                     structure: str) -> None:
+    """A new method of either granularity, one hook overridden, passes the same checks as the
+    registered ones (tests/methods/test_contract_channels.py for channel methods)."""
+    name = registered_here[structure]
+    assert method_for(name, structure).structure == structure
+    if structure == "weight":
+        assert name in list_methods("weight")
+        check_contract(name)
+        return
+    pytest.importorskip("torch_pruning")
+    from .test_contract_channels import check_channel_contract
+
+    assert name in list_methods("channel")
+    check_channel_contract(name)

@@ -44,6 +44,13 @@ def data() -> tuple[Tensor, Tensor]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_channel_contract(name: str) -> None:
+    check_channel_contract(name)
+
+
+def check_channel_contract(name: str) -> None:
+    """Build, train half, checkpoint, resume bit-exactly, finalize, meet the budget, export a
+    slimmed model equal to the masked one (also run on a method registered by
+    tests/methods/test_contract.py)."""
     xs, ys = data()
     model, method, optimizer = attach(name, 0)
     for i in range(HALF):

@@ -19,11 +19,14 @@ The method's four calls of the explicit loop (``regularizer``, ``zero_grad``, ``
   backward pass.
 
 A step that the optimiser does not take (a float16 ``GradScaler`` that found an overflow skips
-``optimizer.step``) runs neither hook, so the method skips it too. Gradient clipping in your
-loop happens before ``optimizer.step()``, so ``after_backward`` sees the clipped gradients (the
-built-in trainer clips after it). With a float16 ``GradScaler`` and a method whose own
-parameters get gradients from the loss (``aswl_paper``, or ``scale_output=true``), use the
-explicit :func:`aswl.training_step` instead: its attention gradients would stay scaled here.
+``optimizer.step``) runs neither hook, so the method skips it too; ``GradScaler.step`` has
+unscaled the weight gradients before the hooks see them. That is the one float16 rule of
+:mod:`aswl.train.step` (:func:`aswl.train.step.check_hooked_scaling`): pass your scaler
+(``sparsify(..., scaler=scaler)``) and a method whose own parameters are in the forward pass
+(ASWL with ``scale_output=true``, the paper variant's default), whose gradients would keep the
+loss scale here, is refused at attach; use :func:`aswl.training_step` with ``scaler=`` for it.
+Gradient clipping in your loop happens before ``optimizer.step()``, so ``after_backward`` sees
+the clipped gradients (the built-in trainer clips after it).
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from aswl.methods import ConfigError, SparseMethod, create_method
+from aswl.methods import ConfigError, SparseMethod, method_for
 from aswl.methods.guards import check_model
 from aswl.sparse import find_prunable
-from aswl.train.step import after_update, before_update
+from aswl.train.step import after_update, before_update, check_hooked_scaling
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +143,16 @@ def _post_hook(method: SparseMethod) -> Callable[..., None]:
     return hook
 
 
-def attach(method: SparseMethod, optimizer: Any) -> SparseMethod:
+def attach(method: SparseMethod, optimizer: Any, scaler: Any = None) -> SparseMethod:
     """Hook an existing (prepared) method onto ``optimizer``; returns the method.
 
-    The hook handles are in ``method.step_hooks``; ``for h in method.step_hooks: h.remove()``
+    ``scaler``: the loop's ``torch.amp.GradScaler`` if any (see the module docstring). The
+    hook handles are in ``method.step_hooks``; ``for h in method.step_hooks: h.remove()``
     detaches them.
     """
     optimizer = innermost_optimizer(optimizer)
     _check_not_hooked(optimizer)
+    check_hooked_scaling(method, scaler)
     _check_optimizer(method, optimizer)
     method.step_hooks = (optimizer.register_step_pre_hook(_pre_hook(method)),
                          optimizer.register_step_post_hook(_post_hook(method)))
@@ -167,7 +172,7 @@ def _check_not_hooked(optimizer: torch.optim.Optimizer) -> None:
 
 def sparsify(model: nn.Module, optimizer: Any, total_steps: int | None = None,
              target_sparsity: float | None = None, method: str = "aswl",
-             **options: Any) -> SparseMethod:
+             scaler: Any = None, **options: Any) -> SparseMethod:
     """Make ``model`` learn a sparse structure while ``optimizer`` trains it: one line.
 
     Attaches method ``method`` (default ASWL, target mode) to ``model`` in place and hooks it
@@ -177,7 +182,9 @@ def sparsify(model: nn.Module, optimizer: Any, total_steps: int | None = None,
     ``options`` are the method's config fields (``aswl methods`` lists the methods; e.g.
     ``include=["features.*"]``). After training call
     ``method.finalize()`` and ``method.export()``. The optimiser must already hold the
-    model's parameters; it keeps them (the masks wrap the same weight tensors).
+    model's parameters; it keeps them (the masks wrap the same weight tensors). ``scaler``:
+    your float16 ``torch.amp.GradScaler``, if you use one (a method that cannot run under
+    it through these hooks is then refused before anything is attached).
 
     Raises:
         ConfigError: a bad option, or an optimiser that does not hold the model's weights.
@@ -198,5 +205,7 @@ def sparsify(model: nn.Module, optimizer: Any, total_steps: int | None = None,
                               "method per model; to prune further, use the plain model of "
                               "method.export() or a fresh model")
         _check_weights_held({name: m.weight for name, m in layers.items()}, inner)
-    created = create_method(method, model, total_steps=total_steps, **options)
-    return attach(created, inner)
+    structure = options.pop("structure", None)
+    created = method_for(method, structure)(model, total_steps=total_steps, **options)
+    check_hooked_scaling(created, scaler)  # before the masks are attached
+    return attach(created.prepare(), inner, scaler)

@@ -146,13 +146,15 @@ class SparsifyCallbackBase:
         self.method: SparseMethod | None = None
         self._pending: dict[str, Any] | None = None
 
-    def start(self, model: nn.Module, optimizer: Any, default_steps: int) -> None:
+    def start(self, model: nn.Module, optimizer: Any, default_steps: int,
+              scaler: Any = None) -> None:
         """Attach the method, unless a previous fit already did (it then continues); then
-        restore a checkpoint's state if one is waiting."""
+        restore a checkpoint's state if one is waiting. ``scaler``: the framework's float16
+        ``GradScaler`` (or True), checked by :func:`aswl.sparsify`."""
         if self.method is None:
             self.method = sparsify(model, optimizer, total_steps=self.total_steps or default_steps,
                                    target_sparsity=self.target_sparsity,
-                                   method=self.method_name, **self.options)
+                                   method=self.method_name, scaler=scaler, **self.options)
             self._load_hook = accept_plain_state(model)
         if self._pending is not None:
             state, self._pending = self._pending, None

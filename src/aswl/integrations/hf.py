@@ -51,7 +51,7 @@ class ASWLTrainerCallback(SparsifyCallbackBase, TrainerCallback):
             if model is None or optimizer is None:
                 raise ConfigError("ASWLTrainerCallback: the Trainer passed no model or "
                                   "optimizer to on_train_begin")
-            self.start(model, optimizer, int(state.max_steps))
+            self.start(model, optimizer, int(state.max_steps), bool(args.fp16))
             method = self.method
 
             def plain(module: Any, state_dict: dict, prefix: str, metadata: Any) -> None:

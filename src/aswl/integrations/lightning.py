@@ -51,7 +51,9 @@ class ASWLCallback(SparsifyCallbackBase, Callback):
         if len(optimizers) != 1:
             raise ConfigError(f"ASWLCallback needs exactly one optimizer, the module configured "
                               f"{len(optimizers)}")
-        self.start(pl_module, optimizers[0], int(trainer.estimated_stepping_batches))
+        # precision="16-mixed" keeps its float16 GradScaler on the precision plugin
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        self.start(pl_module, optimizers[0], int(trainer.estimated_stepping_batches), scaler)
 
     def on_fit_end(self, trainer: Any, pl_module: nn.Module) -> None:
         self.finish()

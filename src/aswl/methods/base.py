@@ -276,12 +276,11 @@ class SparseMethod(WeightEngine, MethodRecord):
         """The method's own optimisers (the trainer unscales their gradients under fp16)."""
         return []
 
-    def attentions(self) -> dict[str, float]:
-        """Per-layer learned scalars to report (ASWL's attentions); none by default."""
-        return {}
-
-    def fold_into_weights(self, model: nn.Module) -> None:
-        """Fold anything the method applies on top of ``w * mask`` into ``model`` (a copy)."""
+    def own_gradients_from_forward(self) -> bool:
+        """Do the method's own :meth:`parameters` take gradients through the model's forward
+        pass (so that a float16 ``GradScaler`` scales them with the loss)? Known from
+        construction, before :meth:`prepare`. Default False (ASWL: with ``scale_output``)."""
+        return False
 
     # ----------------------------------------------------------------- shared machinery
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:

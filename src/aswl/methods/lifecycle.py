@@ -105,6 +105,13 @@ class MethodRecord:
         kept = sum(int(p.mask.sum()) for p in self.masks.values())
         return 1.0 - kept / self.total_numel
 
+    def attentions(self) -> dict[str, float]:
+        """Per-layer learned scalars to report (ASWL's attentions); none by default."""
+        return {}
+
+    def fold_into_weights(self, model: nn.Module) -> None:
+        """Fold anything the method applies on top of ``w * mask`` into ``model`` (a copy)."""
+
     def layer_report(self) -> list[dict[str, Any]]:
         rows = []
         attentions = self.attentions()

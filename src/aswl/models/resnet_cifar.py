@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -34,71 +37,76 @@ def _init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
                 nn.init.zeros_(getattr(m, last).weight)
 
 
-class BasicBlock(nn.Module):
-    """Post-activation basic block: conv3x3-BN-ReLU-conv3x3-BN, + shortcut, ReLU."""
+def projection_shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+    """Option B: a 1x1 conv (with the block's stride) and a BN where the block changes the
+    shape, else None (the identity)."""
+    if stride == 1 and in_planes == out_planes:
+        return None
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
+                         nn.BatchNorm2d(out_planes))
+
+
+def residual_stages(block: Any, in_planes: int, widths: Sequence[int],
+                    depths: Sequence[int]) -> tuple[list[nn.Sequential], int]:
+    """Stage i: ``depths[i]`` blocks of width ``widths[i]``, its first block downsampling
+    (stride 2) except in the first stage. Returns the stages and their output channels."""
+    stages = []
+    for i, (planes, n) in enumerate(zip(widths, depths, strict=True)):
+        blocks = []
+        for j in range(n):
+            blocks.append(block(in_planes, planes, 2 if (i > 0 and j == 0) else 1))
+            in_planes = planes * block.expansion
+        stages.append(nn.Sequential(*blocks))
+    return stages, in_planes
+
+
+def classifier_head(model: nn.Module, in_planes: int, num_classes: int) -> None:
+    """Global average pool, flatten, fc (``model.avgpool``, ``.flatten``, ``.fc``)."""
+    model.avgpool = nn.AdaptiveAvgPool2d(1)
+    model.flatten = nn.Flatten()
+    model.fc = nn.Linear(in_planes, num_classes)
+
+
+def classify(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The head of :func:`classifier_head` on features ``x``."""
+    return model.fc(model.flatten(model.avgpool(x)))
+
+
+class PostActBlock(nn.Module):
+    """A post-activation residual block: units conv-BN-ReLU (``conv1``, ``bn1``, ``relu1``,
+    ...), the last unit's ReLU after the shortcut is added; option-B ``downsample``."""
 
     expansion = 1
-    last_bn = "bn2"
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    def __init__(self, in_planes: int, out_planes: int, stride: int,
+                 units: list[tuple[int, int, int, int]]) -> None:
+        """``units``: (in channels, out channels, kernel, stride) of each conv in order."""
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_planes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
-            )
+        for i, (cin, cout, kernel, step) in enumerate(units, 1):
+            setattr(self, f"conv{i}", nn.Conv2d(cin, cout, kernel, stride=step,
+                                               padding=kernel // 2, bias=False))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(cout))
+            setattr(self, f"relu{i}", nn.ReLU())
+        self.units = len(units)
+        self.last_bn = f"bn{self.units}"
+        self.downsample = projection_shortcut(in_planes, out_planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu2(out + identity)
+        out = x
+        for i in range(1, self.units + 1):
+            out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
+            if i < self.units:
+                out = getattr(self, f"relu{i}")(out)
+        return getattr(self, f"relu{self.units}")(out + identity)
 
 
-class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32x32 inputs (He et al. 2016, Sec. 4.2), option-B shortcuts."""
+class BasicBlock(PostActBlock):
+    """Post-activation basic block: conv3x3-BN-ReLU-conv3x3-BN, + shortcut, ReLU."""
 
-    def __init__(
-        self,
-        depth: int,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        widths: tuple[int, int, int] = (16, 32, 64),
-        zero_init_residual: bool = False,
-    ):
-        super().__init__()
-        if (depth - 2) % 6 != 0:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
-        n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.relu = nn.ReLU()
-        in_planes = widths[0]
-        stages = []
-        for i, w in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(BasicBlock(in_planes, w, stride))
-                in_planes = w
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(in_planes, num_classes)
-        _init_resnet(self, zero_init_residual)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(self.flatten(self.avgpool(x)))
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__(in_planes, planes, stride,
+                         [(in_planes, planes, 3, stride), (planes, planes, 3, 1)])
 
 
 class PreActBottleneck(nn.Module):
@@ -134,48 +142,44 @@ class PreActBottleneck(nn.Module):
         return out + identity
 
 
-class PreActResNetCifar(nn.Module):
-    """Pre-activation bottleneck ResNet-(9n+2) for CIFAR (He et al., ECCV 2016).
-
-    conv3x3(16) stem; stages of n bottlenecks with widths 16/32/64 (outputs 64/128/256);
-    final BN-ReLU, global average pool, fc.
-    """
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs (He et al. 2016, Sec. 4.2), option-B shortcuts; with
+    ``block=PreActBottleneck`` the pre-activation bottleneck ResNet-(9n+2) (He et al., ECCV
+    2016: no BN-ReLU after the stem, a final BN-ReLU before the pool). Stages of n blocks with
+    ``widths`` (16/32/64; a bottleneck's outputs are 4x), global average pool, fc."""
 
     def __init__(
         self,
-        depth: int = 56,
+        depth: int,
         num_classes: int = 10,
         in_channels: int = 3,
         widths: tuple[int, int, int] = (16, 32, 64),
         zero_init_residual: bool = False,
+        block: type[BasicBlock] | type[PreActBottleneck] = BasicBlock,
     ):
         super().__init__()
-        if (depth - 2) % 9 != 0:
-            raise ValueError(f"pre-activation bottleneck ResNet depth must be 9n+2, got {depth}")
-        n = (depth - 2) // 9
+        self.preact = block is PreActBottleneck
+        per_block = 9 if self.preact else 6  # layers per block, times the three stages
+        if (depth - 2) % per_block != 0:
+            kind = "pre-activation bottleneck ResNet" if self.preact else "CIFAR ResNet"
+            raise ValueError(f"{kind} depth must be {per_block}n+2, got {depth}")
+        n = (depth - 2) // per_block
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
-        in_planes = widths[0]
-        stages = []
-        for i, w in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(PreActBottleneck(in_planes, w, stride))
-                in_planes = w * PreActBottleneck.expansion
-            stages.append(nn.Sequential(*blocks))
+        if not self.preact:
+            self.bn1 = nn.BatchNorm2d(widths[0])
+            self.relu = nn.ReLU()
+        stages, in_planes = residual_stages(block, widths[0], widths, (n, n, n))
         self.layer1, self.layer2, self.layer3 = stages
-        self.bn = nn.BatchNorm2d(in_planes)
-        self.relu = nn.ReLU()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(in_planes, num_classes)
+        if self.preact:
+            self.bn = nn.BatchNorm2d(in_planes)
+            self.relu = nn.ReLU()
+        classifier_head(self, in_planes, num_classes)
         _init_resnet(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
+        x = self.conv1(x) if self.preact else self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        x = self.relu(self.bn(x))
-        return self.fc(self.flatten(self.avgpool(x)))
+        return classify(self, self.relu(self.bn(x)) if self.preact else x)
 
 
 def _cifar_builder(depth: int) -> None:
@@ -211,4 +215,5 @@ def resnet56_preact(
 ) -> nn.Module:
     """ASWL's ResNet-56: pre-activation bottlenecks, 6 per stage, widths 16/32/64 x4
     (He et al., ECCV 2016)."""
-    return PreActResNetCifar(56, num_classes, input_shape[0], zero_init_residual=zero_init_residual)
+    return CifarResNet(56, num_classes, input_shape[0], zero_init_residual=zero_init_residual,
+                       block=PreActBottleneck)

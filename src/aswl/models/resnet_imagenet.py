@@ -13,40 +13,26 @@ import torch
 from torch import nn
 
 from .registry import register_model
-from .resnet_cifar import BasicBlock, _init_resnet
+from .resnet_cifar import (
+    BasicBlock,
+    PostActBlock,
+    _init_resnet,
+    classifier_head,
+    classify,
+    residual_stages,
+)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(PostActBlock):
     """Bottleneck v1.5: conv1x1-BN-ReLU, conv3x3(stride)-BN-ReLU, conv1x1(4x)-BN, + shortcut."""
 
     expansion = 4
-    last_bn = "bn3"
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__()
         out_planes = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
-        self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_planes)
-        self.relu3 = nn.ReLU()
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_planes != out_planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_planes),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.relu2(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu3(out + identity)
+        super().__init__(in_planes, out_planes, stride,
+                         [(in_planes, planes, 1, 1), (planes, planes, 3, stride),
+                          (planes, out_planes, 1, 1)])
 
 
 class ImageNetResNet(nn.Module):
@@ -65,25 +51,14 @@ class ImageNetResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        in_planes = 64
-        stages = []
-        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
-            blocks = []
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(block(in_planes, planes, stride))
-                in_planes = planes * block.expansion
-            stages.append(nn.Sequential(*blocks))
+        stages, in_planes = residual_stages(block, 64, (64, 128, 256, 512), layers)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(in_planes, num_classes)
+        classifier_head(self, in_planes, num_classes)
         _init_resnet(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(self.flatten(self.avgpool(x)))
+        return classify(self, self.layer4(self.layer3(self.layer2(self.layer1(x)))))
 
 
 @register_model("resnet18", input_shape=(3, 64, 64))

@@ -23,8 +23,6 @@ from torch import Tensor, nn
 
 from aswl.config import RESUMABLE_KEYS, Config
 from aswl.data import Datasets, build_datasets
-from aswl.export import format_table, layer_table, save_compact, save_dense
-from aswl.io import write_text
 from aswl.methods import create_method
 from aswl.models import create_model
 from aswl.runs import CHECKPOINT, check_resume, start_fresh, write_config
@@ -32,6 +30,7 @@ from aswl.train.callbacks import Callback
 from aswl.train.checkpoint import load_checkpoint, read_checkpoint_header, save_checkpoint
 from aswl.train.data_loop import batches, evaluate, steps_per_epoch
 from aswl.train.dist import TrainingError, resolve_device, setup_distributed
+from aswl.train.finish import finish_run
 from aswl.train.init_weights import load_initial_weights
 from aswl.train.launch import sigterm_kills
 from aswl.train.loggers import build_loggers
@@ -287,68 +286,9 @@ class Trainer:
             save_checkpoint(self.state(), self.out_dir / "checkpoints" / "best.pt")
 
     def finish(self, seconds: float) -> dict[str, Any]:
-        """Final masks, export, report, files."""
-        config = self.config
-        if config.select == "best_val" and (self.out_dir / "checkpoints" / "best.pt").is_file():
-            best = load_checkpoint(self.out_dir / "checkpoints" / "best.pt", self.device)
-            self.model.load_state_dict(best["model"])
-            self.method.load_state_dict(best["method"])
-        # the model as trained, before finalize() sets its final masks: their accuracy gap
-        # is what finalize costs (a method that freezes its masks changes nothing here)
-        before_masks = {name: m.clone() for name, m in self.method.mask_state().items()}
-        before_accuracy = evaluate(self.model, self.data.test, config.batch_size, self.device,
-                                   self.dist, config.data.workers)
-        self.method.finalize()
-        changed = sum(int((m != before_masks[name]).sum())
-                      for name, m in self.method.mask_state().items())
-        plain = self.method.export()
-        names = list(self.method.layers)
-        test_accuracy = evaluate(plain, self.data.test, config.batch_size, self.device,
-                                 self.dist, config.data.workers)
-        layers = layer_table(plain, names, self.data.input_shape, self.method.attentions(),
-                             reference=self.model)
-        total = sum(r["numel"] for r in layers)
-        nonzero = sum(r["nonzero"] for r in layers)
-        report: dict[str, Any] = {
-            "method": config.method_name(), "model": config.model, "dataset": config.dataset,
-            "seed": config.seed, "epochs": config.epochs,
-            "target_sparsity": getattr(self.method.config, "target_sparsity", None),
-            "test_accuracy": test_accuracy,
-            "test_accuracy_before_finalize": before_accuracy,
-            "mask_changes_at_finalize": changed,
-            "val_accuracy": (evaluate(plain, self.data.val, config.batch_size, self.device,
-                                      self.dist) if self.data.val is not None else None),
-            "global_sparsity": 1 - nonzero / max(1, total),
-            "prunable_weights": total, "nonzero_weights": nonzero,
-            "flops_dense": sum(r["flops_dense"] for r in layers),
-            "flops_sparse": sum(r["flops_sparse"] for r in layers),
-            "train_seconds": seconds, "device": str(self.device),
-            "world_size": self.dist.world_size, "layers": layers,
-        }
-        if self.dist.main:
-            record = self.method.export_metadata()  # a slimmed model's channel record
-            report["dense_bytes"] = save_dense(plain, self.out_dir / "model.safetensors", record)
-            report["sparse_bytes"] = save_compact(plain, names,
-                                                  self.out_dir / "model.sparse.safetensors",
-                                                  extra=record)
-            write_text(self.out_dir / "report.json", json.dumps(report, indent=2))
-            try:
-                from aswl.export.plot import plot_run
-
-                plot_run(self.history, layers, self.out_dir / "training.png",
-                         f"{config.method_name()} / {config.model} / {config.dataset}")
-            except ImportError:
-                log.info("training.png skipped: matplotlib is not installed "
-                         "(pip install aswl[plot])")
-            except Exception as err:  # a plot must never lose a finished run
-                log.warning("could not draw training.png: %s", err)
-            log.info("finalize changed %d mask entries; test accuracy %.2f%% before it",
-                     changed, 100 * before_accuracy)
-            log.info("final layers:\n%s", format_table(layers))
-            log.info("test accuracy %.2f%%, global sparsity %.2f%%, %d -> %d bytes, wrote %s",
-                     100 * test_accuracy, 100 * report["global_sparsity"],
-                     report["dense_bytes"], report["sparse_bytes"], self.out_dir)
-        self.plain_model = plain
+        """Final masks, export, report, files (:func:`aswl.train.finish.finish_run`); the
+        exported plain model is kept as ``plain_model``."""
+        report, self.plain_model = finish_run(self, seconds)
         return report
 
 

@@ -15,6 +15,16 @@ same two functions:
 ``optimizer.step`` itself. Only the public AMP API is used: a skipped step is one whose
 ``GradScaler.get_scale()`` went down at ``update()``.
 
+Float16 loss scaling has one rule on both paths: the method steps only on gradients that are
+unscaled and finite, and skips every step the scaler skips. :func:`training_step` unscales the
+weight optimiser's and the method's own optimisers' gradients (:func:`unscale_gradients`) and
+skips the method on an overflow in either. Under the hooks, ``GradScaler.step`` unscales the
+weight gradients and, on an overflow, does not call ``optimizer.step``, so neither hook runs;
+the method's own gradients come unscaled from ``after_backward`` or the regulariser (which
+the pre-hook adds itself). Only own parameters in the forward pass (ASWL with
+``scale_output``) would carry the loss scale there, and a skipped step's gradient into the
+next: :func:`check_hooked_scaling` refuses them when the hooks are attached.
+
 The clip order is one: ``method.after_backward()`` first (it may add to the weight
 gradients: equation 3's decay, RigL's masking), then clipping of the global norm of the weight
 gradients (``grad_clip``), then ``optimizer.step()``. With :func:`aswl.sparsify` the hooks run
@@ -33,6 +43,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from aswl.checks import ConfigError
 
 if TYPE_CHECKING:
     from aswl.methods.base import SparseMethod
@@ -66,6 +78,36 @@ def after_update(method: SparseMethod, optimizer: torch.optim.Optimizer | None,
     if stepped:
         method.step(optimizer)
     method.zero_grad()
+
+
+def loss_scaling(scaler: torch.amp.GradScaler | bool | None) -> bool:
+    """Is float16 loss scaling on: an enabled ``GradScaler`` (or True, a framework's own)?"""
+    if isinstance(scaler, bool) or scaler is None:
+        return bool(scaler)
+    return scaler.is_enabled()
+
+
+def unscale_gradients(scaler: torch.amp.GradScaler,
+                      optimizers: list[torch.optim.Optimizer]) -> bool:
+    """Unscale these optimisers' gradients (``scaler.unscale_``, once each per step); True
+    when all of them are finite, False on an overflow (the method then skips the step)."""
+    for each in optimizers:
+        scaler.unscale_(each)
+    return _finite_gradients(optimizers)
+
+
+def check_hooked_scaling(method: SparseMethod, scaler: torch.amp.GradScaler | bool | None
+                         ) -> None:
+    """Refuse optimiser hooks (:func:`aswl.sparsify`) under float16 loss scaling for a
+    method whose own parameters are in the forward pass (see the module docstring)."""
+    if loss_scaling(scaler) and method.own_gradients_from_forward():
+        raise ConfigError(
+            f"{method.name} with scale_output puts its attentions in the forward pass, and a "
+            "float16 GradScaler unscales only the optimizer it steps: under sparsify's hooks "
+            "their gradients would keep the loss scale, and a step the scaler skips would add "
+            "its gradient to the next. Use aswl.training_step(..., scaler=scaler), which "
+            "unscales the method's own optimizers and skips its step on an overflow, or "
+            "amp bf16 (no scaler), or scale_output=false")
 
 
 def micro_step_sync(model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
@@ -111,7 +153,7 @@ def training_step(model: nn.Module, method: SparseMethod, optimizer: torch.optim
         raise ValueError(f"accumulate = {accumulate!r}: expected an integer >= 1 (the number "
                          "of micro-batches per optimiser step)")
     loss_fn = loss_fn or _default_loss
-    scaling = scaler is not None and scaler.is_enabled()
+    scaling = loss_scaling(scaler)
     optimizer.zero_grad(set_to_none=True)
     method.zero_grad()
     pieces = (list(zip(inputs.chunk(accumulate), targets.chunk(accumulate)))
@@ -137,20 +179,16 @@ def training_step(model: nn.Module, method: SparseMethod, optimizer: torch.optim
         part = task_loss.detach()
         task_total = part if task_total is None else task_total + part
         total_loss = loss.detach() if total_loss is None else total_loss + loss.detach()
-    overflow = False
-    if scaling:
-        own = [optimizer, *method.optimizers()]  # attention gradients are scaled too
-        for each in own:
-            scaler.unscale_(each)
-        overflow = not _finite_gradients(own)
-    if not overflow:  # the scaler skips this step: so does the method
+    # attention gradients are scaled too; the scaler skips an overflowed step: so does the method
+    finite = not scaling or unscale_gradients(scaler, [optimizer, *method.optimizers()])
+    if finite:
         before_update(method, grad_clip)
     stepped = True
     if scaling:
         scale = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
-        stepped = not overflow and scaler.get_scale() >= scale
+        stepped = finite and scaler.get_scale() >= scale
     else:
         optimizer.step()
     after_update(method, optimizer, stepped)

@@ -93,7 +93,7 @@ class BudgetAllocator(Allocator):
         self.freezes = bool(cfg.freeze_after_ramp)  # type: ignore[attr-defined]
         self.check_budget()
         self.prior_ready = False
-        self.prior_timing = Every(min(method.attention_timing.interval, PRIOR_INTERVAL_MAX))
+        self.prior_timing = Every(min(method.learner.timing.interval, PRIOR_INTERVAL_MAX))
         """When the prior is refreshed (and at every exact mask update)."""
 
     def check_budget(self) -> None:
@@ -146,7 +146,7 @@ class BudgetAllocator(Allocator):
                                   method.floor, self.prior, method.config.alpha)
         for name, value in zip(method.layers, lifted):
             if value is not None:
-                method.masks[name].attention.fill_(min(1.0, max(method.attention_floor, value)))
+                method.masks[name].attention.fill_(min(1.0, max(method.learner.floor, value)))
 
     def load_prior(self, prior: list[float] | None) -> None:
         if prior is not None:

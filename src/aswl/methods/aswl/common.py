@@ -1,5 +1,6 @@
-"""What both ASWL variants share: one attention per layer, its optimiser, magnitude masks at
-per-layer counts, the optional equation 1 (output scaling) and equation 3 (sparse decay).
+"""What both ASWL variants share: one attention per layer, its learner (optimiser, estimator,
+timing: :mod:`aswl.methods.aswl.learner`), magnitude masks at per-layer counts, the optional
+equation 1 (output scaling) and equation 3 (sparse decay).
 
 A variant says how attentions become densities (:meth:`ASWLBase.density_vector`) and what
 else it does around an attention step; everything else comes from the method contract of
@@ -18,8 +19,9 @@ from torch import Tensor, nn
 
 from aswl.methods.aswl.allocation import raw_densities
 from aswl.methods.aswl.allocators import Allocator
-from aswl.methods.aswl.config import ATTENTION_MIN, ATTENTION_UPDATES, ASWLCommonConfig
+from aswl.methods.aswl.config import ASWLCommonConfig
 from aswl.methods.aswl.estimator import BandEstimator
+from aswl.methods.aswl.learner import AttentionLearner
 from aswl.methods.base import ConfigError, SparseMethod
 from aswl.sparse import TensorSlot, dense_weight, keep_count, masked_weight
 from aswl.sparse.schedules import Every, Freeze
@@ -46,6 +48,40 @@ def remove_output_scaling(module: nn.Module) -> None:
     for key, hook in list(module._forward_hooks.items()):
         if hook is scaled_output_hook:
             del module._forward_hooks[key]
+
+
+def min_counts(method: ASWLBase) -> dict[str, int]:
+    """Each layer's fewest kept weights (``min_kept``, or the variant's default; a whole row
+    per output unit in the ``keep_every_unit`` layers)."""
+    counts = {}
+    for name, module in method.layers.items():
+        wanted = method.config.min_kept
+        if wanted is None:
+            wanted = int(module.weight.shape[0]) if method.min_kept_is_rows else 1
+        if name in method.unit_layers:  # keep_every_unit: at least one weight per row
+            wanted = max(wanted, int(module.weight.shape[0]))
+        counts[name] = max(1, min(method.numels[name], wanted))
+    return counts
+
+
+def unit_layers(method: ASWLBase) -> set[str]:
+    """The layers whose every output unit keeps a weight: ``keep_every_unit``, or by
+    default (``units_before_batchnorm``) those followed by a BatchNorm over their outputs."""
+    choice = method.config.keep_every_unit
+    if choice is not None:
+        return set(method.layers) if choice else set()
+    if not method.units_before_batchnorm:
+        return set()
+    leaves = [(name, module) for name, module in method.model.named_modules()
+              if name in method.layers or ("parametrizations" not in name.split(".")
+                                           and not any(True for _ in module.children()))]
+    chosen = set()
+    for (name, module), (_, after) in zip(leaves, leaves[1:]):
+        if (name in method.layers and isinstance(after, nn.modules.batchnorm._BatchNorm)
+                and not isinstance(module, nn.modules.conv._ConvTransposeNd)  # rows = inputs
+                and after.num_features == module.weight.shape[0]):
+            chosen.add(name)
+    return chosen
 
 
 class ASWLBase(SparseMethod):
@@ -77,25 +113,17 @@ class ASWLBase(SparseMethod):
         self.frozen = False
         self.scales_output = (self.scales_output_default if cfg.scale_output is None
                               else cfg.scale_output)
-        self.attention_floor = max(ATTENTION_MIN, 1.0 - cfg.ratio_cap ** (1.0 / cfg.alpha))
-        """Lowest attention: below it p is capped anyway (the gradient through the cap is 0),
-        or the fixed lower end of the range (0.01)."""
         self.numel_vector = torch.tensor([float(self.numels[n]) for n in self.layers])
-        self.attention_timing = (Every(cfg.attention_interval) if cfg.attention_interval else
-                                 Every.spread(self.schedule.ramp_steps(), cfg.mask_interval,
-                                              ATTENTION_UPDATES))
-        """When the attentions step (about ATTENTION_UPDATES over the ramp, on mask-update
-        steps only, unless ``attention_interval`` is set)."""
         self.count_timing = Every(cfg.count_interval)
         """When a mask update during the ramp recounts the kept weights (``count_interval``)."""
-        self.unit_layers = self._unit_layers()
+        self.unit_layers = unit_layers(self)
         """The layers whose every output unit keeps a weight (``keep_every_unit``)."""
-        self.min_counts = self._min_counts()
+        self.min_counts = min_counts(self)
         self.floor = [max(1.0 - cfg.ratio_cap, self.min_counts[n] / self.numels[n])
                       for n in self.layers]
         """Each layer's lowest kept fraction (the cap, or its minimum count)."""
-        self.estimator = BandEstimator(self.layers, cfg.band) if self.loss_aware else None
-        """The loss-aware band statistic (None: the attentions learn from the loss only)."""
+        self.learner = AttentionLearner(self)
+        """The attentions' optimiser, estimator and timing (:mod:`.learner`)."""
         self.layer_masks = LayerMasks(self.numels, {n: m.weight.device
                                                     for n, m in self.layers.items()},
                                       MASK_SAMPLE, self.unit_layers)
@@ -109,33 +137,15 @@ class ASWLBase(SparseMethod):
         """Per-layer factor on the raw densities (the target variant's LAMP densities)."""
         return self.allocator.prior
 
-    def _min_counts(self) -> dict[str, int]:
-        counts = {}
-        for name, module in self.layers.items():
-            wanted = self.config.min_kept
-            if wanted is None:
-                wanted = int(module.weight.shape[0]) if self.min_kept_is_rows else 1
-            if name in self.unit_layers:  # keep_every_unit: at least one weight per row
-                wanted = max(wanted, int(module.weight.shape[0]))
-            counts[name] = max(1, min(self.numels[name], wanted))
-        return counts
+    @property
+    def estimator(self) -> BandEstimator | None:
+        """The learner's loss-aware band statistic (None: not loss-aware)."""
+        return self.learner.estimator
 
-    def _unit_layers(self) -> set[str]:
-        choice = self.config.keep_every_unit
-        if choice is not None:
-            return set(self.layers) if choice else set()
-        if not self.units_before_batchnorm:
-            return set()
-        leaves = [(name, module) for name, module in self.model.named_modules()
-                  if name in self.layers or ("parametrizations" not in name.split(".")
-                                             and not any(True for _ in module.children()))]
-        chosen = set()
-        for (name, module), (_, after) in zip(leaves, leaves[1:]):
-            if (name in self.layers and isinstance(after, nn.modules.batchnorm._BatchNorm)
-                    and not isinstance(module, nn.modules.conv._ConvTransposeNd)  # rows = inputs
-                    and after.num_features == module.weight.shape[0]):
-                chosen.add(name)
-        return chosen
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The attentions' optimiser (the learner's, built at attach)."""
+        return self.learner.optimizer
 
     # ------------------------------------------------------------------ contract: state
     def on_attach(self) -> None:
@@ -154,18 +164,18 @@ class ASWLBase(SparseMethod):
             elif not self.attention_in_graph:
                 # Not used in the forward pass: its gradient comes from the estimator only
                 self.masks[name].attention.requires_grad_(False)
-        params = self.parameters()
-        if cfg.attention_optimizer == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                params, lr=cfg.attention_lr, momentum=cfg.attention_momentum)
-        else:
-            self.optimizer = torch.optim.Adam(params, lr=cfg.attention_lr)
+        self.learner.attach()
+
+    def own_gradients_from_forward(self) -> bool:
+        """With equation 1 (``scale_output``) the attentions are in the forward pass."""
+        return self.scales_output
 
     def parameters(self) -> list[nn.Parameter]:
         return [self.masks[name].attention for name in self.layers]
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.optimizer]
+        assert self.learner.optimizer is not None
+        return [self.learner.optimizer]
 
     def decayed_parameters(self) -> list[nn.Parameter]:
         if self.config.weight_decay is None:
@@ -234,8 +244,7 @@ class ASWLBase(SparseMethod):
         if self.frozen:
             return
         exact = not self.approximate_masks()
-        bands = self.estimator is not None and (
-            not self.estimator.bands or self.attention_timing.due(self.step_count))
+        bands = self.learner.bands_due()
         prior = self.allocator.prior_due(exact)
         if not (exact or bands or prior or not self.layer_masks.ready()
                 or self.count_timing.due(self.step_count)):
@@ -248,21 +257,13 @@ class ASWLBase(SparseMethod):
             self.allocator.refresh_prior()
         super().update_masks(optimizer)
         if bands:
-            with torch.no_grad():
-                for name, module in self.layers.items():
-                    self.estimator.set_band(name, self.scores(name, module),
-                                            1.0 - self.kept[name] / self.numels[name])
+            self.learner.set_bands()
 
     # ------------------------------------------------------------------ contract: gradients
     def after_backward(self) -> None:
         """The estimator's statistic on every mask-update step, turned into an attention
         gradient every ``attention_interval`` steps; equation 3's decay as a gradient."""
-        if self.estimator is not None and not self.frozen:
-            step_now = self.attention_timing.due(self.step_count + 1)
-            if step_now or self.schedule.update_due(self.step_count + 1):
-                self.estimator.accumulate()
-            if step_now:
-                self._attention_gradient(self.estimator.read())
+        self.learner.observe()
         if self.config.weight_decay:  # equation 3: lambda * sum(w_hat^2), as a gradient
             with torch.no_grad():
                 for module in self.layers.values():
@@ -270,36 +271,12 @@ class ASWLBase(SparseMethod):
                     if weight.grad is not None:
                         weight.grad.add_(module.weight, alpha=2 * self.config.weight_decay)
 
-    def _attention_gradient(self, mean: Tensor) -> None:
-        """dL/d(density) per layer (``mean`` times the layer size), carried to a_l through
-        the densities: the gradient of sum_l density_l * marginal_l."""
-        if not bool(torch.isfinite(mean).all()):
-            self.note_nonfinite("non-finite gradient: attention update skipped")
-            return
-        attention = self.attention_vector().detach().requires_grad_(True)
-        with torch.enable_grad():
-            density = self.density_vector(attention)
-            marginal = mean.to(density.device, density.dtype) * self._numel(density)
-            surrogate = (density * marginal).sum()
-            if not surrogate.requires_grad:  # every layer clamped: nothing to learn now
-                return
-            (grad,) = torch.autograd.grad(surrogate, attention)
-        for name, value in zip(self.layers, grad):
-            param = self.masks[name].attention
-            param.grad = value.detach() if param.grad is None else param.grad + value.detach()
-
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Attention step, clip to [floor, 1], the allocator's adjustment, then the base's
         step (masks when due; once frozen, the step count only); when the freeze is due
         (the allocator's ``freezes``, at the end of the ramp), exact masks at the target,
         then masks and attentions stay fixed."""
-        if not self.frozen and any(p.grad is not None for p in self.parameters()):
-            self.optimizer.step()
-            with torch.no_grad():
-                for param in self.parameters():
-                    param.clamp_(self.attention_floor, 1.0)
-                self.allocator.after_attention_step()
-            self.zero_grad()
+        self.learner.step()
         super().step(optimizer)
         if not self.frozen and self.freeze.due(self.step_count):
             self.update_masks()  # exact: the schedule is done
@@ -323,17 +300,12 @@ class ASWLBase(SparseMethod):
                     remove_output_scaling(each)
 
     def state_dict(self) -> dict[str, Any]:
-        estimator = self.estimator.state_dict() if self.estimator is not None else {
-            "bands": {}, "statistic": [[0.0] * len(self.layers), [0.0] * len(self.layers)]}
-        return {**super().state_dict(), "attention_optimizer": self.optimizer.state_dict(),
-                **estimator, "frozen": self.frozen, "prior": self.prior.tolist(),
-                **self.layer_masks.state_dict()}
+        return {**super().state_dict(), **self.learner.state_dict(), "frozen": self.frozen,
+                "prior": self.prior.tolist(), **self.layer_masks.state_dict()}
 
     def _load(self, state: dict[str, Any]) -> None:
         super()._load(state)
-        self.optimizer.load_state_dict(state["attention_optimizer"])
-        if self.estimator is not None:
-            self.estimator.load_state_dict(state)
+        self.learner.load_state_dict(state)
         self.frozen = bool(state.get("frozen", False))
         self.allocator.load_prior(state.get("prior"))
         self.layer_masks.load_state_dict(
