@@ -29,25 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from aswl.methods.base import ConfigError, GradualConfig, SparseMethod, check, register_method
-from aswl.sparse.channels import (
-    LAYER_TYPES,
-    ChannelGroup,
-    ChannelMaskHook,
-    add_channel_hook,
-    check_slim,
-    cost_model,
-    find_groups,
-    fit_budget,
-    has_channel_hooks,
-    layer_costs,
-    remove_channel_hooks,
-    slim,
-    slim_record,
-    threshold_budget,
-    zero_probe,
-)
+from aswl.sparse import channels as masks
+from aswl.sparse.channel_cost import cost_model, fit_budget, layer_costs, threshold_budget
+from aswl.sparse.channel_graph import LAYER_TYPES, ChannelGroup, find_groups
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class ChannelConfig(GradualConfig):
@@ -90,7 +77,7 @@ class ChannelMethod(SparseMethod):
         self.refused: dict[str, str] = {}
         """Channel groups kept whole, and why (:func:`aswl.sparse.channel_graph.find_groups`)."""
         groups = find_groups(model, example_inputs, self.layers, self.refused)
-        unsafe = zero_probe(model, example_inputs, groups)
+        unsafe = masks.zero_probe(model, example_inputs, groups)
         if unsafe:
             log.info("channel mode keeps %d more group(s) whole: %s", len(unsafe),
                      "; ".join(f"{g}: {why}" for g, why in unsafe.items()))
@@ -104,13 +91,13 @@ class ChannelMethod(SparseMethod):
         costs = layer_costs(model, list(self.layers), example_inputs, self.config.budget)
         self.cost = cost_model(self.groups, costs, model)
         self.channel_masks: dict[str, Tensor] = {}
-        self.hooks: dict[str, list[ChannelMaskHook]] = {}
+        self.hooks: dict[str, list[masks.ChannelMaskHook]] = {}
         self.frozen = False
 
     # ----------------------------------------------------------------- life cycle
     # ----------------------------------------------------------------- the channel engine
     def _check_free(self) -> None:
-        if has_channel_hooks(self.model):
+        if masks.has_channel_hooks(self.model):
             raise ConfigError("the model already carries channel masks: attach one method per "
                               "model")
 
@@ -120,11 +107,11 @@ class ChannelMethod(SparseMethod):
             device = self.model.get_submodule(group.producers[0]).weight.device
             mask = torch.ones(group.size, dtype=torch.bool, device=device)
             self.channel_masks[group.name] = mask
-            self.hooks[group.name] = [add_channel_hook(self.model, mask, point)
+            self.hooks[group.name] = [masks.add_channel_hook(self.model, mask, point)
                                       for point in group.mask_points]
 
     def _detach(self) -> None:
-        remove_channel_hooks(self.model)
+        masks.remove_channel_hooks(self.model)
         self.channel_masks.clear()
         self.hooks.clear()
 
@@ -253,7 +240,7 @@ class ChannelMethod(SparseMethod):
                 for name, mask in self.channel_masks.items()}
 
     def export_metadata(self) -> dict[str, str]:
-        return slim_record(self.example_inputs, self.removed_channels())
+        return masks.slim_record(self.example_inputs, self.removed_channels())
 
     def export(self) -> nn.Module:
         """A thinner plain copy: the masked channels removed from every coupled layer.
@@ -261,9 +248,9 @@ class ChannelMethod(SparseMethod):
         The base's export (a copy; NaN or infinite weights refused), slimmed, then checked:
         on the example inputs the slimmed model must compute what the masked one does
         (:func:`aswl.sparse.channels.check_slim`), or nothing is returned."""
-        plain = slim(super().export(), self.example_inputs, self.removed_channels(),
+        plain = masks.slim(super().export(), self.example_inputs, self.removed_channels(),
                      in_place=True)
-        check_slim(self.model, plain, self.example_inputs)
+        masks.check_slim(self.model, plain, self.example_inputs)
         return plain
 
     def state_dict(self) -> dict[str, Any]:
