@@ -117,14 +117,14 @@ def speed(dense: nn.Module, thin: nn.Module, batches: list[int], repeats: int) -
 
 
 def train_aswl(name: str, args: argparse.Namespace, x: torch.Tensor,
-               y: torch.Tensor) -> dict[str, Any]:
+               y: torch.Tensor, method_name: str = "aswl") -> dict[str, Any]:
     torch.manual_seed(args.seed)
     model = build(name)
     dense = copy.deepcopy(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     start = time.perf_counter()
     try:
-        method = aswl.sparsify(model, optimizer, total_steps=args.steps, method="aswl",
+        method = aswl.sparsify(model, optimizer, total_steps=args.steps, method=method_name,
                                structure="channel", budget="flops",
                                target_sparsity=1 - 1 / args.reduction, example_inputs=x[:1])
     except aswl.methods.ConfigError as err:
@@ -202,7 +202,8 @@ def main() -> None:
     parser.add_argument("--batches", default="8,64")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tools", default="aswl,torch_pruning")
+    parser.add_argument("--tools", default="aswl,torch_pruning",
+                        help="torch_pruning and/or aswl channel methods (aswl, l1_filter, ...)")
     parser.add_argument("--out", default=None, help="append one JSON line per (model, tool)")
     args = parser.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
@@ -215,7 +216,8 @@ def main() -> None:
     for name in args.models.split(","):
         for tool in args.tools.split(","):
             try:
-                row = train_aswl(name, args, x, y) if tool == "aswl" else prune_tp(name, args, x)
+                row = prune_tp(name, args, x) if tool == "torch_pruning" else \
+                    train_aswl(name, args, x, y, tool)
                 row = measure(row, x, args)
             except Exception as err:  # a benchmark row, not a crash of the table
                 row = {"works": f"crashed: {type(err).__name__}: {err}"[:200],

@@ -30,7 +30,13 @@ from torch import Tensor, nn
 
 from aswl.methods.base import ConfigError, GradualConfig, SparseMethod, check, register_method
 from aswl.sparse import channels as masks
-from aswl.sparse.channel_cost import cost_model, fit_budget, layer_costs, threshold_budget
+from aswl.sparse.channel_cost import (
+    UnitCost,
+    cost_model,
+    fit_budget,
+    layer_costs,
+    threshold_budget,
+)
 from aswl.sparse.channel_graph import LAYER_TYPES, ChannelGroup, find_groups
 
 log = logging.getLogger(__name__)
@@ -196,7 +202,9 @@ class ChannelMethod(SparseMethod):
             counts = threshold_budget(scores, units, self.cost, self._kept_target())
         else:
             lower = torch.tensor(units, dtype=torch.float64) / self.sizes
-            density = fit_budget(self.group_densities(), lower, self.cost, self._kept_target())
+            cost = self.cost if max(units) == 1 else UnitCost(self.cost, self.sizes,
+                                                               lower * self.sizes)
+            density = fit_budget(self.group_densities(), lower, cost, self._kept_target())
             counts = [float(d) * g.size for g, d in zip(self.groups, density)]
         # a multiple of each group's unit (1, or a grouped conv's block count), at least one
         return [min(g.size, max(u, u * int(round(c / u)))) for g, u, c in

@@ -59,6 +59,27 @@ class CostModel:
         return grads[:-1] / sizes.to(grads.dtype)
 
 
+class UnitCost:
+    """A cost whose groups keep whole units (a grouped conv's blocks): the kept fractions
+    are rounded to multiples of each group's unit before ``cost`` counts them, so the one
+    budget solver (bisection) meets the budget with the counts that will be used, not with
+    fractions that rounding then moves."""
+
+    def __init__(self, cost: CostModel, sizes: Tensor, units: Tensor) -> None:
+        self.cost, self.sizes, self.units = cost, sizes.double(), units.double()
+
+    @property
+    def total(self) -> float:
+        return self.cost.total
+
+    def rounded(self, density: Tensor) -> Tensor:
+        units = (density * self.sizes / self.units).round().clamp_min(1.0)
+        return torch.minimum(units * self.units, self.sizes) / self.sizes
+
+    def kept(self, density: Tensor) -> Tensor:
+        return self.cost.kept(self.rounded(density))
+
+
 def in_channels(module: nn.Module) -> int:
     """How many input channels (or features) a Conv/Linear layer reads."""
     return module.in_features if isinstance(module, nn.Linear) else module.in_channels
@@ -119,5 +140,5 @@ def threshold_budget(scores: list[Tensor], lower: list[int], model: Any,
     return counts(float(every[lo]))
 
 
-__all__ = ["CostModel", "cost_model", "fit_budget", "in_channels", "layer_costs",
+__all__ = ["CostModel", "UnitCost", "cost_model", "fit_budget", "in_channels", "layer_costs",
            "threshold_budget"]
