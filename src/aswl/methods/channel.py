@@ -202,9 +202,13 @@ class ChannelMethod(SparseMethod):
             counts = threshold_budget(scores, units, self.cost, self._kept_target())
         else:
             lower = torch.tensor(units, dtype=torch.float64) / self.sizes
-            cost = self.cost if max(units) == 1 else UnitCost(self.cost, self.sizes,
-                                                               lower * self.sizes)
-            density = fit_budget(self.group_densities(), lower, cost, self._kept_target())
+            if max(units) == 1:
+                density = fit_budget(self.group_densities(), lower, self.cost,
+                                     self._kept_target())
+            else:  # whole blocks: the rounded counts, at most the budget's cost
+                cost = UnitCost(self.cost, self.sizes, lower * self.sizes)
+                density = cost.rounded(fit_budget(self.group_densities(), lower, cost,
+                                                  self._kept_target(), at_most=True))
             counts = [float(d) * g.size for g, d in zip(self.groups, density)]
         # a multiple of each group's unit (1, or a grouped conv's block count), at least one
         return [min(g.size, max(u, u * int(round(c / u)))) for g, u, c in

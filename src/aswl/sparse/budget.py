@@ -79,7 +79,8 @@ def linear_scale(raw: np.ndarray, sizes: np.ndarray, lower: np.ndarray,
     return float((target - fixed) / slope)
 
 
-def budget_scale(raw: Tensor, lower: Tensor, cost: Cost, kept: float) -> float:
+def budget_scale(raw: Tensor, lower: Tensor, cost: Cost, kept: float,
+                 at_most: bool = False) -> float:
     """The shared scale c of :func:`fit_budget` (inf: the budget keeps every unit whole)."""
     raw = raw.detach().double().cpu().clamp_min(1e-12)
     lower = lower.detach().double().cpu()
@@ -94,15 +95,17 @@ def budget_scale(raw: Tensor, lower: Tensor, cost: Cost, kept: float) -> float:
             lo = mid
         else:
             hi = mid
-    return hi
+    return lo if at_most else hi
 
 
-def fit_budget(raw: Tensor, lower: Tensor, cost: Cost, kept: float) -> Tensor:
+def fit_budget(raw: Tensor, lower: Tensor, cost: Cost, kept: float,
+               at_most: bool = False) -> Tensor:
     """Per-unit kept fractions ``clip(c * raw, lower, 1)`` (float64) whose kept cost
     ``cost.kept`` is ``kept`` (exact for a :class:`LinearCost`; every unit whole when the
     budget allows it). ``raw``: the allocator's raw kept fractions (> 0); ``lower``: each
-    unit's lowest kept fraction."""
-    scale = budget_scale(raw, lower, cost, kept)
+    unit's lowest kept fraction. ``at_most``: for a cost that moves in steps (whole units),
+    the last step at or under ``kept`` instead of the first at or over it."""
+    scale = budget_scale(raw, lower, cost, kept, at_most)
     raw = raw.detach().double().cpu().clamp_min(1e-12)
     if scale == float("inf"):
         return torch.ones_like(raw)
