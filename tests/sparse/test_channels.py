@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -153,6 +155,26 @@ def test_aswl_channel_attentions_learn_and_state_round_trips() -> None:
     assert torch.equal(other.attention.detach(), values)
     for name, mask in method.channel_masks.items():
         assert torch.equal(other.channel_masks[name], mask)
+
+
+def test_aswl_channel_skips_an_attention_update_on_a_non_finite_saliency(
+        caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    model = HeldOutNet()
+    method = aswl.create_method("aswl", model, total_steps=12, structure="channel",
+                                example_inputs=example(), target_sparsity=0.5, mask_interval=2,
+                                attention_interval=2)
+    optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.05)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))
+    aswl.training_step(model, method, optimizer, x, y)  # observed: the next step learns
+    before = method.attention.detach().clone()
+    method.estimator.saliency.fill_(float("nan"))  # as a diverging training leaves it
+    with caplog.at_level(logging.WARNING):
+        aswl.training_step(model, method, optimizer, x, y)
+    assert "attention update skipped" in caplog.text
+    assert torch.equal(method.attention.detach(), before)  # the split is kept
+    assert method.nonfinite_steps == 1 and method.estimator.observed_steps == 0
+    assert not bool(method.estimator.saliency.isnan().any())  # a new interval begins
 
 
 def test_channel_mode_errors_are_clear() -> None:

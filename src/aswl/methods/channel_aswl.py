@@ -7,18 +7,13 @@ the raw fractions onto the budget (FLOPs or parameters removed), so the model en
 requested reduction while the attentions decide where it comes from. Channels inside a group
 are ranked by the L2 norm of their weights (producers and BatchNorm scale).
 
-How the attentions learn: the loss-aware estimate of the weight-level ASWL carried over to
-channels. For each channel the backward pass through its straight-through mask gives the
-first-order loss change of removing (or restoring) it for each sample, s_n = sum(g * y) over
-the channel's positions (y: the channel's unmasked output, g: the loss gradient there); the
-Fisher estimate 0.5 * sum_n s_n^2 (Molchanov et al. 2017/2019) is its expected loss increase.
-Every ``attention_interval`` steps, the mean of that estimate over the kept channels nearest
-the group's cut (``band``), divided by the cost of one channel of the group, is the group's
-value of one more unit of cost (masked channels are left out: a ReLU after the mask gives
-them no gradient, so their estimate would read zero); the attention gradient is minus its
-log ratio to the groups' geometric mean, so a group whose channels are worth more than
-average per FLOP (or parameter) gains channels and one worth less gives them up: at the
-optimum of a budgeted split the marginal values per unit cost are equal.
+The attentions learn as in weight mode, from the same attention learner
+(:mod:`aswl.methods.aswl.learner`: optimiser, timing, the clamped step, the skip of a
+non-finite estimate), with the loss-aware estimate carried over to channels: the Fisher
+saliency of :mod:`aswl.methods.aswl.channel_estimator` (per-sample g * y at the channel masks,
+the band of kept channels nearest each group's cut, value per unit cost, a clamped log-ratio
+gradient). Its own numbers: ``attention_lr`` 0.02, ATTENTION_UPDATES // 4 updates over the
+ramp, the floor ATTENTION_MIN.
 """
 
 from __future__ import annotations
@@ -29,22 +24,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aswl.methods.aswl.channel_estimator import ChannelFisher
 from aswl.methods.aswl.config import ATTENTION_MIN, ATTENTION_UPDATES, AttentionFields
+from aswl.methods.aswl.learner import AttentionLearner
 from aswl.methods.base import check, register_method
 from aswl.methods.channel import ChannelConfig, ChannelMethod
-from aswl.sparse.schedules import Every
 
 UPDATES = ATTENTION_UPDATES // 4
 """Attention updates over the ramp when ``attention_interval`` is None (128: each averages
 the Fisher estimate of OBSERVATIONS backward passes)."""
-OBSERVATIONS = 8
-"""Backward passes observed per attention interval (the others cost nothing extra)."""
 
 
 @dataclass
 class ASWLChannelConfig(ChannelConfig, AttentionFields):
     """The attention fields (per coupled channel group: equal attentions give a uniform
-    split; p = (1 - a)^alpha is the group's raw removed fraction; Adam on the attentions)."""
+    split; p = (1 - a)^alpha is the group's raw removed fraction; Adam on the attentions
+    unless ``attention_optimizer`` says otherwise)."""
 
     attention_lr: float = 0.02
     band: float = 0.25
@@ -68,47 +63,17 @@ class ASWLChannel(ChannelMethod):
     def on_attach(self) -> None:
         cfg = self.config
         self.attention = nn.Parameter(torch.full((len(self.groups),), float(cfg.init_attention)))
-        self.optimizer = torch.optim.Adam([self.attention], lr=cfg.attention_lr)
-        schedule = self.schedule  # the gradual schedule of ChannelConfig
-        ramp = schedule.end_step - schedule.begin_step  # type: ignore[attr-defined]
-        self.attention_timing = (Every(cfg.attention_interval) if cfg.attention_interval
-                                 else Every.spread(ramp, cfg.mask_interval, UPDATES))
-        self.observe_timing = Every(max(1, self.attention_timing.interval // OBSERVATIONS))
-        """The backward passes observed: OBSERVATIONS per attention interval."""
-        self.saliency = torch.zeros(sum(g.size for g in self.groups), dtype=torch.float64)
-        self.offsets = [0]
-        for group in self.groups:
-            self.offsets.append(self.offsets[-1] + group.size)
-        self._batch: dict[int, Tensor] = {}
-        self.observed_steps = 0
-        self._observers = {id(hook): self._observer(index, hook.channel_dim)
-                           for index, group in enumerate(self.groups)
-                           for hook in self.hooks[group.name]}
-        self._arm()
-
-    def _arm(self) -> None:
-        """Observe the next step's backward pass only when it is one of the sampled steps."""
-        on = not self.frozen and self.observe_timing.due(self.step_count + 1)
-        for hooks in self.hooks.values():
-            for hook in hooks:
-                hook.observe = self._observers[id(hook)] if on else None
-
-    def _observer(self, index: int, dim: int) -> Any:
-        def observe(grad: Tensor, output: Tensor) -> None:
-            if self.frozen:
-                return
-            with torch.no_grad():
-                product = (grad * output).movedim(dim, -1)
-                per_sample = product.reshape(product.shape[0], -1, product.shape[-1]).sum(1)
-                previous = self._batch.get(index)
-                self._batch[index] = per_sample if previous is None else previous + per_sample
-        return observe
+        self.estimator = ChannelFisher(self)
+        self.learner = AttentionLearner(self, self.estimator, UPDATES, floor=ATTENTION_MIN)
+        """The attentions' optimiser, timing and step (:mod:`aswl.methods.aswl.learner`)."""
+        self.learner.attach()
 
     def parameters(self) -> list[nn.Parameter]:
         return [self.attention]
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.optimizer]
+        assert self.learner.optimizer is not None
+        return [self.learner.optimizer]
 
     def attentions(self) -> dict[str, float]:
         values = self.attention.detach().tolist()
@@ -119,57 +84,20 @@ class ASWLChannel(ChannelMethod):
         return (1.0 - base ** self.config.alpha).clamp_min(1e-6)
 
     def after_backward(self) -> None:
-        """Fold this batch's per-sample channel terms into the Fisher saliency."""
-        if self.frozen or not self._batch:
-            self._batch.clear()
-            return
-        for index, per_sample in self._batch.items():
-            start = self.offsets[index]
-            fisher = 0.5 * per_sample.double().square().sum(0).cpu()
-            self.saliency[start:start + fisher.numel()] += fisher
-        self._batch.clear()
-        self.observed_steps += 1
+        self.learner.observe()
 
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        if not self.frozen and self.attention_timing.due(self.step_count + 1) \
-                and self.observed_steps:
-            self._attention_step()
+        self.learner.step()
         super().step(optimizer)
-        self._arm()
-
-    def _attention_step(self) -> None:
-        counts = [int(m.sum()) for m in self.channel_masks.values()]
-        scores = self.channel_scores()
-        value = torch.zeros(len(self.groups), dtype=torch.float64)
-        for i, (group, score, keep) in enumerate(zip(self.groups, scores, counts)):
-            order = score.argsort(descending=True)
-            width = max(1, round(self.config.band * group.size))
-            band = order[max(0, keep - width):keep]  # the kept channels nearest the cut
-            start = self.offsets[i]
-            value[i] = self.saliency[start:start + group.size][band].mean()
-        density = self.densities()
-        per_cost = value / self.cost.per_channel(density, self.sizes).clamp_min(1e-12)
-        log_ratio = per_cost.clamp_min(1e-30).log()
-        grad = -(log_ratio - log_ratio.mean()).clamp(-3.0, 3.0)
-        self.attention.grad = grad.float().to(self.attention.device)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            self.attention.clamp_(ATTENTION_MIN, 1.0)
-        self.saliency.zero_()
-        self.observed_steps = 0
+        self.estimator.arm()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "attention": self.attention.detach().cpu().tolist(),
-                "attention_optimizer": self.optimizer.state_dict(),
-                "saliency": self.saliency.tolist(), "observed_steps": self.observed_steps}
+                **self.learner.state_dict()}
 
     def _load(self, state: dict[str, Any]) -> None:
         super()._load(state)
         with torch.no_grad():
             self.attention.copy_(torch.tensor(state["attention"]))
-        self.optimizer.load_state_dict(state["attention_optimizer"])
-        self.saliency = torch.tensor(state["saliency"], dtype=torch.float64)
-        self.observed_steps = int(state["observed_steps"])
-        self._arm()
-
+        self.learner.load_state_dict(state)
+        self.estimator.arm()

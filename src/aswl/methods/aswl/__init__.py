@@ -24,7 +24,8 @@ The variants differ in their allocator only (:mod:`.allocators`: attentions' raw
 kept fractions). The rooms: :mod:`.allocation` (stateless: attentions to densities, the
 projection onto the budget through :func:`aswl.sparse.budget.fit_budget`'s solver, the
 floor), :mod:`.allocators` (the paper's and the target's), :mod:`.estimator` (the band
-statistic), :mod:`.learner` (the attention learner: optimiser, estimator, timing),
+statistic), :mod:`.channel_estimator` (channel mode's Fisher saliency), :mod:`.learner` (the
+attention learner of both granularities: optimiser, timing, step; the estimator a plug),
 :mod:`.common` (the attentions and the masks), :mod:`.config` (the
 options).
 """

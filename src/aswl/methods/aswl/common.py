@@ -12,14 +12,14 @@ the schedule (when).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from aswl.methods.aswl.allocation import raw_densities
 from aswl.methods.aswl.allocators import Allocator
-from aswl.methods.aswl.config import ASWLCommonConfig
+from aswl.methods.aswl.config import ATTENTION_MIN, ATTENTION_UPDATES, ASWLCommonConfig
 from aswl.methods.aswl.estimator import BandEstimator
 from aswl.methods.aswl.learner import AttentionLearner
 from aswl.methods.base import ConfigError, SparseMethod
@@ -122,8 +122,12 @@ class ASWLBase(SparseMethod):
         self.floor = [max(1.0 - cfg.ratio_cap, self.min_counts[n] / self.numels[n])
                       for n in self.layers]
         """Each layer's lowest kept fraction (the cap, or its minimum count)."""
-        self.learner = AttentionLearner(self)
-        """The attentions' optimiser, estimator and timing (:mod:`.learner`)."""
+        self.learner = AttentionLearner(
+            self, BandEstimator(self.layers, cfg.band) if self.loss_aware else None,
+            ATTENTION_UPDATES, floor=max(ATTENTION_MIN, 1.0 - cfg.ratio_cap ** (1.0 / cfg.alpha)))
+        """The attentions' optimiser, estimator and timing (:mod:`.learner`); their floor:
+        below it p is capped anyway (the gradient through the cap is 0), or the fixed lower
+        end of the range (0.01)."""
         self.layer_masks = LayerMasks(self.numels, {n: m.weight.device
                                                     for n, m in self.layers.items()},
                                       MASK_SAMPLE, self.unit_layers)
@@ -140,7 +144,7 @@ class ASWLBase(SparseMethod):
     @property
     def estimator(self) -> BandEstimator | None:
         """The learner's loss-aware band statistic (None: not loss-aware)."""
-        return self.learner.estimator
+        return cast("BandEstimator | None", self.learner.estimator)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
@@ -244,7 +248,7 @@ class ASWLBase(SparseMethod):
         if self.frozen:
             return
         exact = not self.approximate_masks()
-        bands = self.learner.bands_due()
+        bands = self.estimator is not None and self.estimator.bands_due(self.learner)
         prior = self.allocator.prior_due(exact)
         if not (exact or bands or prior or not self.layer_masks.ready()
                 or self.count_timing.due(self.step_count)):
@@ -257,7 +261,8 @@ class ASWLBase(SparseMethod):
             self.allocator.refresh_prior()
         super().update_masks(optimizer)
         if bands:
-            self.learner.set_bands()
+            assert self.estimator is not None
+            self.estimator.set_bands(self)
 
     # ------------------------------------------------------------------ contract: gradients
     def after_backward(self) -> None:
@@ -276,7 +281,9 @@ class ASWLBase(SparseMethod):
         step (masks when due; once frozen, the step count only); when the freeze is due
         (the allocator's ``freezes``, at the end of the ramp), exact masks at the target,
         then masks and attentions stay fixed."""
-        self.learner.step()
+        if self.learner.step():
+            with torch.no_grad():
+                self.allocator.after_attention_step()
         super().step(optimizer)
         if not self.frozen and self.freeze.due(self.step_count):
             self.update_masks()  # exact: the schedule is done
@@ -300,7 +307,8 @@ class ASWLBase(SparseMethod):
                     remove_output_scaling(each)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), **self.learner.state_dict(), "frozen": self.frozen,
+        blank = BandEstimator.blank_state(len(self.layers)) if self.estimator is None else {}
+        return {**super().state_dict(), **self.learner.state_dict(), **blank, "frozen": self.frozen,
                 "prior": self.prior.tolist(), **self.layer_masks.state_dict()}
 
     def _load(self, state: dict[str, Any]) -> None:

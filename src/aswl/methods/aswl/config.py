@@ -30,15 +30,22 @@ class AttentionFields:
     """Starting attention."""
     attention_lr: float = 0.01
     """Learning rate of the attentions' own optimiser."""
+    attention_optimizer: str = "adam"
+    """``sgd`` (momentum ``attention_momentum``, as the authors) or ``adam``."""
+    attention_momentum: float = 0.9
+    """Momentum of the attentions' SGD (attention_optimizer = sgd)."""
 
     def check_attention(self) -> None:
-        """alpha, init_attention, attention_lr and attention_interval in range."""
+        """alpha, init_attention, attention_lr, attention_interval and attention_optimizer
+        in range."""
         alpha, init, lr = self.alpha, self.init_attention, self.attention_lr
         check(math.isfinite(alpha) and alpha > 0, "alpha", alpha, "a finite number > 0")
         check(ATTENTION_MIN <= init <= 1.0, "init_attention", init, "a number in [0.01, 1]")
         check(math.isfinite(lr) and lr >= 0, "attention_lr", lr, "a finite number >= 0")
         check(self.attention_interval is None or self.attention_interval >= 1,
               "attention_interval", self.attention_interval, "null or an integer >= 1")
+        check(self.attention_optimizer in ("sgd", "adam"), "attention_optimizer",
+              self.attention_optimizer, "'sgd' or 'adam'")
 
 
 @dataclass
@@ -49,10 +56,6 @@ class ASWLCommonConfig(GradualConfig, AttentionFields):
     """Masks are recomputed every this many steps. Between the start and the end of the ramp
     the kept count comes from a threshold read off a fixed sample of each layer's magnitudes
     (``exact_masks=false``), which costs about as much as applying the mask once."""
-    attention_optimizer: str = "adam"
-    """``sgd`` (momentum ``attention_momentum``, as the authors) or ``adam``."""
-    attention_momentum: float = 0.9
-    """Momentum of the attentions' SGD (attention_optimizer = sgd)."""
     scale_output: bool | None = None
     """Equation 1 (each layer's output times its attention). None: the variant's default (on
     for the paper variant, off for target, which keeps the output scale)."""
@@ -94,8 +97,6 @@ class ASWLCommonConfig(GradualConfig, AttentionFields):
     def validate(self) -> None:
         super().validate()
         self.check_attention()
-        check(self.attention_optimizer in ("sgd", "adam"), "attention_optimizer",
-              self.attention_optimizer, "'sgd' or 'adam'")
         check(self.count_interval >= 1, "count_interval", self.count_interval,
               "an integer >= 1")
         check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",

@@ -8,6 +8,12 @@ times the layer size, estimates the change of the loss per unit of kept fraction
 surrogate of the threshold gradient. The statistic is accumulated over the steps between two
 attention updates; :meth:`BandEstimator.read` returns its mean and starts a new interval.
 
+It is weight mode's plug of the attention learner (:class:`aswl.methods.aswl.learner.Estimator`):
+the statistic is accumulated after backward on every mask-update step and, every attention
+interval, read and carried to the attentions through the densities
+(:meth:`BandEstimator.gradient`); the method refreshes the bands after a mask update
+(:meth:`BandEstimator.bands_due`, :meth:`BandEstimator.set_bands`).
+
 Observers (:meth:`BandEstimator.observe`) see every statistic that is read, so a trace tool
 needs no access to the method's internals (``benchmarks/trace_split.py``).
 """
@@ -15,13 +21,17 @@ needs no access to the method's internals (``benchmarks/trace_split.py``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from aswl.methods.aswl.learner import AttentionLearner, Estimator
 from aswl.sparse import dense_weight
 from aswl.sparse.threshold import sample_indices, take
+
+if TYPE_CHECKING:
+    from aswl.methods.aswl.common import ASWLBase
 
 ESTIMATOR_SAMPLE = 4096
 """Weights per layer (a fixed random sample) the estimator looks at."""
@@ -29,7 +39,7 @@ ESTIMATOR_SAMPLE = 4096
 Observer = Callable[["BandEstimator", Tensor], None]
 
 
-class BandEstimator:
+class BandEstimator(Estimator):
     """The band statistic of :mod:`this module <aswl.methods.aswl.estimator>`, with its own
     state (bands and the running sums)."""
 
@@ -96,6 +106,51 @@ class BandEstimator:
         self.total.zero_()
         self.count.zero_()
         return mean
+
+    # ------------------------------------------------------------------ the learner's plug
+    def after_backward(self, learner: AttentionLearner) -> None:
+        """The statistic on every mask-update step, turned into an attention gradient every
+        attention interval."""
+        method = cast("ASWLBase", learner.method)
+        if method.frozen:
+            return
+        step_now = learner.due()
+        if step_now or method.schedule.update_due(method.step_count + 1):
+            self.accumulate()
+        if step_now:
+            learner.learn(self.read(), lambda mean: self.gradient(method, mean))
+
+    @staticmethod
+    def gradient(method: ASWLBase, mean: Tensor) -> Tensor | None:
+        """dL/d(density) per layer (``mean`` times the layer size), carried to a_l through
+        the densities: the gradient of sum_l density_l * marginal_l (None: every layer is
+        clamped, nothing to learn now)."""
+        attention = method.attention_vector().detach().requires_grad_(True)
+        with torch.enable_grad():
+            density = method.density_vector(attention)
+            marginal = mean.to(density.device, density.dtype) * method._numel(density)
+            surrogate = (density * marginal).sum()
+            if not surrogate.requires_grad:
+                return None
+            (grad,) = torch.autograd.grad(surrogate, attention)
+        return grad
+
+    def bands_due(self, learner: AttentionLearner) -> bool:
+        """Refresh the bands after this mask update (none yet, or the start of an attention
+        interval)?"""
+        return not self.bands or learner.timing.due(learner.method.step_count)
+
+    def set_bands(self, method: ASWLBase) -> None:
+        """Each layer's band around its new threshold."""
+        with torch.no_grad():
+            for name, module in method.layers.items():
+                self.set_band(name, method.scores(name, module),
+                              1.0 - method.kept[name] / method.numels[name])
+
+    @staticmethod
+    def blank_state(layers: int) -> dict[str, Any]:
+        """The state of an estimator that never ran (saved by a method without one)."""
+        return {"bands": {}, "statistic": [[0.0] * layers, [0.0] * layers]}
 
     def state_dict(self) -> dict[str, Any]:
         return {"bands": {k: [float(v[0]), float(v[1])] for k, v in self.bands.items()},
