@@ -91,11 +91,32 @@ def test_residual_block_channels_share_one_group() -> None:
     assert {"block.conv1", "pointwise"} <= set(group.consumers)
     assert "head" not in {p for g in groups for p in g.producers}  # the classifier's outputs
     # the masks multiply the BatchNorm outputs, never a conv that feeds a BatchNorm
-    points = {p.module: p.straight_through for p in group.mask_points}
+    points = {p.module: p.first for p in group.mask_points}
     assert "stem" not in points and "stem_bn" in points
-    # straight-through at each producer's own BatchNorm; the depthwise conv reads channels
-    # masked already, so its BatchNorm's mask passes no gradient to masked channels
+    # the first mask on each path is at each producer's own BatchNorm; the depthwise conv
+    # reads channels masked already, so its BatchNorm's mask comes after one
     assert points["stem_bn"] and points["block.bn2"] and not points["dw_bn"]
+
+
+def test_masked_channels_get_no_gradient() -> None:
+    """No activation after the convs (LeNet-5): a straight-through gradient into masked
+    filters has no feedback, their weights drift and come back large; here they stay put."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(), nn.Linear(128, 5))
+    method = aswl.create_method("l1_filter", model, total_steps=4, target_sparsity=0.5,
+                                example_inputs=torch.zeros(1, 3, 8, 8), mask_interval=1,
+                                ramp_end=0.25)
+    optimizer = torch.optim.SGD(method.weight_parameters(), lr=0.5)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 5, (8,))
+    aswl.training_step(model, method, optimizer, x, y)  # the ramp ends: masks frozen
+    masked = ~method.channel_masks["0"]
+    assert masked.any()
+    before = model[0].weight.detach()[masked].clone()
+    for _ in range(3):
+        optimizer.zero_grad()
+        aswl.training_step(model, method, optimizer, x, y)
+    assert torch.equal(model[0].weight.detach()[masked], before)
 
 
 @pytest.mark.parametrize("name", CHANNEL_METHODS)

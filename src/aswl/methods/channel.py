@@ -64,7 +64,11 @@ class ChannelMethod(SparseMethod):
 
     config_class = ChannelConfig
     config: ChannelConfig
-    straight_through = True
+    straight_through = False
+    """Masked channels get no gradient. Straight-through (True) lets their weights follow the
+    gradient they would get if restored, but with no activation after the mask (LeNet-5's
+    convs) that gradient has no feedback: their weights drift, the norm scores bring them
+    back large, and training diverged (LeNet-5, lr 0.05, l1_filter and aswl)."""
 
     def __init__(self, model: nn.Module, config: ChannelConfig | None = None,
                  total_steps: int | None = None, example_inputs: Any = None,
@@ -113,8 +117,9 @@ class ChannelMethod(SparseMethod):
             device = self.model.get_submodule(group.producers[0]).weight.device
             mask = torch.ones(group.size, dtype=torch.bool, device=device)
             self.channel_masks[group.name] = mask
-            self.hooks[group.name] = [masks.add_channel_hook(self.model, mask, point)
-                                      for point in group.mask_points]
+            self.hooks[group.name] = [
+                masks.add_channel_hook(self.model, mask, point, self.straight_through)
+                for point in group.mask_points]
 
     def _detach(self) -> None:
         masks.remove_channel_hooks(self.model)

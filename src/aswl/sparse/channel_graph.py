@@ -58,11 +58,12 @@ class MaskPoint:
     """Positions of the group's channels along the module's channel dimension."""
     root: Tensor
     """For each of those positions, the group channel it carries."""
-    straight_through: bool
-    """True: the gradient reaches a masked channel's weights (the first mask on a path);
-    False: masked channels get none (a mask after an earlier one, where the input is zero
-    already, e.g. a BatchNorm reading a masked channel: in training mode its gradient for a
-    constant channel is scaled by 1/sqrt(eps))."""
+    first: bool
+    """The first mask on its path (a non-depthwise producer's): the one whose gradient and
+    unmasked output an estimator observes, and the only one that may be straight-through.
+    False: a mask after an earlier one, where the input is zero already (e.g. a BatchNorm
+    reading a masked channel: in training mode it scales the gradient of a constant channel
+    by 1/sqrt(eps), so such a mask never hands a gradient on)."""
 
 
 @dataclass
@@ -343,8 +344,8 @@ def _mask_points(graph: Any, model: nn.Module, group: ChannelGroup,
     is one, else the producer; and every other normalisation over the channels (a BatchNorm
     of a masked channel outputs its bias, which the slimmed model no longer has).
 
-    Straight-through at a non-depthwise producer's point (its input is not masked by this
-    group); a plain mask everywhere else (the input there is masked already)."""
+    The first mask on a path is a non-depthwise producer's (its input is not masked by this
+    group); everywhere else the input there is masked already."""
     where = {name: (index, root) for name, index, root in points}
     chosen: dict[str, bool] = {}
     for name in group.producers:

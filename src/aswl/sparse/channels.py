@@ -6,13 +6,14 @@ what the budget counts is :mod:`aswl.sparse.channel_cost`.
 During training a group's mask multiplies the output of the last module of each of its
 producer chains (the BatchNorm after a conv, else the conv or Linear itself) and of every
 other BatchNorm over its channels, so a masked channel is exactly zero where any layer reads
-it. The dense weights of a masked channel are kept. The first mask on a path is
-straight-through (the backward pass hands the gradient on unchanged, so a masked channel can
-come back while the masks still move); the masks after it (a depthwise conv's BatchNorm, the
-BatchNorm of a dense block reading a concatenation) are plain: the channel is zero there
-already, and a BatchNorm in training mode scales the gradient of a constant channel by
-1/sqrt(eps), which would reach every layer before it. How much gradient a masked channel gets
-depends on what follows: a ReLU right after the mask (most convnets) passes none.
+it. The dense weights of a masked channel are kept; the masks also mask the gradient (a
+method may ask for straight-through at the first mask on each path, channel methods do not:
+:attr:`aswl.methods.channel.ChannelMethod.straight_through`). A mask after an earlier one (a
+depthwise conv's BatchNorm, the BatchNorm of a dense block reading a concatenation) is never
+straight-through: the channel is zero there already, and a BatchNorm in training mode scales
+the gradient of a constant channel by 1/sqrt(eps), which would reach every layer before it.
+The first mask on each path shows an observer (channel ASWL's estimator) the gradient before
+masking it.
 
 :func:`slim` removes the masked channels for real; :func:`check_slim` runs the example input
 through the masked and the slimmed model and refuses a slimmed model that computes anything
@@ -60,19 +61,20 @@ class ChannelMaskHook:
     """One group's mask at one module (a :class:`MaskPoint`): which of the module's output
     channels it multiplies, and an optional observer of their gradient."""
 
-    def __init__(self, mask: Tensor, point: MaskPoint) -> None:
+    def __init__(self, mask: Tensor, point: MaskPoint, straight_through: bool = False) -> None:
         self.mask = mask
         self.channel_dim = point.channel_dim
         self.index = point.index.to(mask.device)
         self.root = point.root.to(mask.device)
         self.identity = bool(torch.equal(point.index, point.root)) and \
             bool(torch.equal(point.root, torch.arange(len(mask))))
-        self.straight_through = point.straight_through
+        self.first = point.first
+        self.straight_through = straight_through and point.first
         self.dense = True
         """All channels kept: nothing to multiply."""
         self.observe: Observer | None = None
-        """Straight-through masks only: called in the backward pass with the gradient and
-        the unmasked output of the group's channels (in group order)."""
+        """First masks on a path only: called in the backward pass with the gradient and the
+        unmasked output of the group's channels (in group order)."""
 
     def scale(self, out: Tensor) -> None:
         """Write this group's mask into ``out`` (one value per channel of the module)."""
@@ -139,7 +141,7 @@ class ModuleMasks:
 
     def __call__(self, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
         observers = [(p, p.observe) for p in self.parts
-                     if p.observe is not None and p.straight_through and torch.is_grad_enabled()]
+                     if p.observe is not None and p.first and torch.is_grad_enabled()]
         if not observers and all(p.dense for p in self.parts):
             return output
         forward, backward = self._scales(output, self.parts[0].channel_dim % output.dim())
@@ -147,18 +149,22 @@ class ModuleMasks:
             return output * forward
         if backward is None and not observers:  # straight-through only: grad passes as is
             return StraightThroughMask.apply(output, forward)
+        if not observers and all(not p.straight_through for p in self.parts):
+            return output * forward  # plain masks: autograd masks the gradient alike
         return _MaskedChannels.apply(output, forward, backward, observers)
 
 
-def add_channel_hook(model: nn.Module, mask: Tensor, point: MaskPoint) -> ChannelMaskHook:
-    """Place ``mask`` at ``point`` (one :class:`ModuleMasks` per module)."""
+def add_channel_hook(model: nn.Module, mask: Tensor, point: MaskPoint,
+                     straight_through: bool = False) -> ChannelMaskHook:
+    """Place ``mask`` at ``point`` (one :class:`ModuleMasks` per module); with
+    ``straight_through`` the first mask on a path hands the gradient on unchanged."""
     module = model.get_submodule(point.module)
     masks = next((h for h in module._forward_hooks.values() if isinstance(h, ModuleMasks)),
                  None)
     if masks is None:
         masks = ModuleMasks()
         module.register_forward_hook(masks)
-    hook = ChannelMaskHook(mask, point)
+    hook = ChannelMaskHook(mask, point, straight_through)
     masks.parts.append(hook)
     return hook
 

@@ -1,7 +1,7 @@
 """Channel ASWL's estimator (:class:`ChannelFisher`): the attention learner's plug
 (:class:`aswl.methods.aswl.learner.Estimator`) at channel granularity.
 
-For each channel the backward pass through its straight-through mask gives the first-order
+For each channel the backward pass through the first mask on its path gives the first-order
 loss change of removing (or restoring) it for each sample, s_n = sum(g * y) over the
 channel's positions (y: the channel's unmasked output, g: the loss gradient there); the
 Fisher estimate 0.5 * sum_n s_n^2 (Molchanov et al. 2017/2019) is its expected loss increase.
