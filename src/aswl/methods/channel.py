@@ -53,15 +53,27 @@ log = logging.getLogger(__name__)
 @dataclass
 class ChannelConfig(GradualConfig):
     target_sparsity: float = 0.5
-    """Fraction of the budget's cost removed (0.5: half the FLOPs, a 2x reduction)."""
+    """Fraction of the budget's cost removed (0.5: half the FLOPs, a 2x reduction; with
+    ``budget: latency``, half the measured time of the Conv/Linear layers: 2x as fast)."""
     budget: str = "flops"
-    """``flops`` (multiply-accumulates of the Conv/Linear layers) or ``params``."""
+    """``flops`` (multiply-accumulates of the Conv/Linear layers), ``params``, or
+    ``latency`` (their time measured on this machine, :mod:`aswl.sparse.latency`)."""
+    latency_batch: int | None = None
+    """``budget: latency``: the deployment batch the layers are timed at (None: the
+    example input's)."""
+    latency_table: str | None = None
+    """``budget: latency``: a table file (``aswl profile``; may be made on the target device);
+    None: the cache (``~/.cache/aswl``, measured on first use)."""
     mask_interval: int = 16
     """Channel masks are recomputed every this many optimiser steps during the ramp."""
 
     def validate(self) -> None:
         super().validate()
-        check(self.budget in ("flops", "params"), "budget", self.budget, "'flops' or 'params'")
+        check(self.budget in ("flops", "params", "latency"), "budget", self.budget,
+              "'flops', 'params' or 'latency'")
+        check(self.latency_batch is None or (isinstance(self.latency_batch, int)
+                                             and 1 <= self.latency_batch <= 1 << 16),
+              "latency_batch", self.latency_batch, "null or an integer in [1, 65536]")
 
 
 class ChannelMethod(SparseMethod):
@@ -102,8 +114,15 @@ class ChannelMethod(SparseMethod):
                                   f"{'; '.join(f'{g}: {w}' for g, w in unsafe.items())[:400]}")
         self.groups = groups
         self.sizes = torch.tensor([float(g.size) for g in self.groups], dtype=torch.float64)
-        costs = layer_costs(model, list(self.layers), example_inputs, self.config.budget)
+        budget = self.config.budget
+        costs = layer_costs(model, list(self.layers), example_inputs,
+                            "flops" if budget == "latency" else budget)
         self.cost = cost_model(self.groups, costs, model)
+        if budget == "latency":
+            from aswl.sparse.latency import latency_cost
+
+            self.cost = latency_cost(self.cost, model, list(self.layers), example_inputs,
+                                     self.config.latency_batch, self.config.latency_table)
         self.channel_masks: dict[str, Tensor] = {}
         self.hooks: dict[str, list[ChannelMaskHook]] = {}
         self.frozen = False
