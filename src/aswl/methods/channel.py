@@ -42,6 +42,7 @@ from aswl.sparse.channels import (
     has_channel_hooks,
     layer_costs,
     remove_channel_hooks,
+    round_count,
     slim,
     slim_record,
     threshold_budget,
@@ -121,8 +122,9 @@ class ChannelMethod(SparseMethod):
         if budget == "latency":
             from aswl.sparse.latency import latency_cost
 
-            self.cost = latency_cost(self.cost, model, list(self.layers), example_inputs,
-                                     self.config.latency_batch, self.config.latency_table)
+            self.cost = latency_cost(self.cost, self.sizes, model, list(self.layers),
+                                     example_inputs, self.config.latency_batch,
+                                     self.config.latency_table)
         self.channel_masks: dict[str, Tensor] = {}
         self.hooks: dict[str, list[ChannelMaskHook]] = {}
         self.frozen = False
@@ -212,11 +214,14 @@ class ChannelMethod(SparseMethod):
     def channel_counts(self, scores: list[Tensor]) -> list[int]:
         lower = [1] * len(self.groups)
         if self.global_threshold():
-            return threshold_budget(scores, lower, self.cost, self._kept_target())
-        density = fit_budget(self.group_densities(), 1.0 / self.sizes, self.cost,
-                             self._kept_target())
-        return [max(1, min(g.size, int(round(float(d) * g.size))))
-                for g, d in zip(self.groups, density)]
+            counts = threshold_budget(scores, lower, self.cost, self._kept_target())
+        else:
+            density = fit_budget(self.group_densities(), 1.0 / self.sizes, self.cost,
+                                 self._kept_target())
+            counts = [max(1, min(g.size, int(round(float(d) * g.size))))
+                      for g, d in zip(self.groups, density)]
+        # the counts the cost model priced (budget latency: multiples of its table's grid)
+        return [round_count(c, g.size, self.cost.multiple) for g, c in zip(self.groups, counts)]
 
     def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         scores = self.channel_scores()

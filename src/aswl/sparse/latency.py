@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from aswl.checks import ConfigError
-from aswl.sparse.channel_cost import CostModel
+from aswl.sparse.channel_cost import CostModel, round_count
 from aswl.sparse.channel_graph import LAYER_TYPES
 
 log = logging.getLogger(__name__)
@@ -45,8 +44,8 @@ FORMAT = "aswl-latency-table/1"
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
 """Channel fractions measured on each side of a layer (the counts are rounded, >= 1)."""
 REPEATS = 9
-KEYS = ("device", "threads", "batch", "torch")
-"""What a table is made for, besides the layers' shapes."""
+MULTIPLE = 8
+"""Channel counts are measured (and kept, with ``budget: latency``) at multiples of this."""
 
 
 # ------------------------------------------------------------------------------ the setup
@@ -105,8 +104,11 @@ def _input_shapes(model: nn.Module, names: list[str], example_inputs: Any) -> di
 
 
 # ------------------------------------------------------------------------------ timing
-def _counts(width: int) -> list[int]:
-    return sorted({max(1, round(f * width)) for f in GRID})
+def _counts(width: int, multiple: int = 1) -> list[int]:
+    """Channel counts measured on a side of this width: the grid's fractions, rounded to the
+    multiple the counts are kept at (:func:`round_count`)."""
+    return sorted({round_count(max(1, round(f * width)), width, multiple, up=True)
+                   for f in GRID})
 
 
 def _shrunk(module: nn.Module, cin: int, cout: int) -> nn.Module:
@@ -126,48 +128,43 @@ def _shrunk(module: nn.Module, cin: int, cout: int) -> nn.Module:
     return new
 
 
-def median_ms(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
-    """Median milliseconds of ``fn()`` over ``repeats`` calls after two warm-up calls (CPU
-    time with one thread, wall time otherwise and on a GPU, which is synchronised)."""
+def time_points(fns: dict[Any, Callable[[], Any]], repeats: int,
+                device: torch.device) -> dict[Any, float]:
+    """Median ms of each function, called in turn (interleaved, so that a drift of the
+    machine's load hits every point alike) ``repeats`` times after a warm-up: CPU time with
+    one thread, wall time otherwise and on a GPU (synchronised after each call)."""
+    from aswl.export.sparse_modules import interleaved_ms
+
     cuda = device.type == "cuda"
     clock = time.process_time if torch.get_num_threads() == 1 and not cuda \
         else time.perf_counter
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize(device)
-        start = clock()
-        fn()
-        if cuda:
-            torch.cuda.synchronize(device)
-        times.append((clock() - start) * 1000.0)
-    return statistics.median(times)
+    if cuda:
+        fns = {k: (lambda f=f: (f(), torch.cuda.synchronize(device))) for k, f in fns.items()}
+    return interleaved_ms(fns, repeats, clock)
 
 
-def _measure_layer(module: nn.Module, shape: tuple, batch: int, repeats: int) -> dict[str, Any]:
+def _measure_layer(module: nn.Module, shape: tuple, batch: int, repeats: int,
+                   multiple: int) -> dict[str, Any]:
     device = module.weight.device
     linear = isinstance(module, nn.Linear)
     width_in = module.in_features if linear else module.in_channels
     width_out = module.out_features if linear else module.out_channels
     depthwise = not linear and module.groups == width_in == width_out > 1
     fixed = not linear and module.groups > 1 and not depthwise  # grouped: never sliced
-    ins = [width_in] if depthwise or fixed else _counts(width_in)
-    outs = [width_out] if fixed else _counts(width_out)
-    table = []
+    ins = [width_in] if depthwise or fixed else _counts(width_in, multiple)
+    outs = [width_out] if fixed else _counts(width_out, multiple)
+    fns = {}
     for cout in outs:
-        row = []
         for cin in ins:
             cin_now = cout if depthwise else cin
             layer = _shrunk(module, cin_now, cout).eval()
             x = torch.randn(batch, *shape[1:-1], cin_now, device=device) if linear else \
                 torch.randn(batch, cin_now, *shape[2:], device=device)
-            with torch.no_grad():
-                row.append(median_ms(lambda: torch.relu_(layer(x)), repeats, device))
-        table.append(row)
+            fns[cout, cin] = lambda layer=layer, x=x: torch.relu_(layer(x))
+    with torch.no_grad():
+        ms_at = time_points(fns, repeats, device)
     # timing noise must not make fewer channels slower: nondecreasing along both sides
-    ms = torch.tensor(table, dtype=torch.float64)
+    ms = torch.tensor([[ms_at[o, i] for i in ins] for o in outs], dtype=torch.float64)
     ms = torch.cummax(torch.cummax(ms, 0).values, 1).values
     return {"in": [c / width_in for c in ins], "out": [c / width_out for c in outs],
             "ms": ms.tolist()}
@@ -249,36 +246,54 @@ def _lerp(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
 
 # ------------------------------------------------------------------------------ the budget
 class LatencyCost(CostModel):
-    """:class:`CostModel` whose layer costs are measured ms (module docstring)."""
+    """:class:`CostModel` whose layer costs are measured ms (module docstring). The kept
+    counts are those channel mode keeps (multiples of the table's ``multiple``,
+    :func:`~aswl.sparse.channel_cost.round_count`)."""
 
-    def __init__(self, base: CostModel, table: LatencyTable, names: list[str]) -> None:
+    def __init__(self, base: CostModel, table: LatencyTable, names: list[str],
+                 sizes: Tensor) -> None:
         self.table = table
         self.names = names
+        self.sizes = sizes.double()
         ones = torch.ones(1, dtype=torch.float64)
         costs = torch.cat([table.interpolate(n, ones, ones) for n in names])
-        super().__init__(costs, base.out_group, base.in_share)
+        super().__init__(costs, base.out_group, base.in_share,
+                         int(table.header.get("multiple", 1)))
 
-    def fractions(self, density: Tensor) -> Tensor:
+    def _quantised(self, density: Tensor) -> Tensor:
+        """The kept fraction of the counts channel mode keeps at these fractions."""
+        sizes, m = self.sizes, self.multiple
+        count = (density.double() * sizes).round().clamp(min=1.0)
+        if m > 1:
+            rounded = (count / m).floor().clamp(min=1.0) * m
+            count = torch.where((sizes >= 2 * m) & (count < sizes), rounded, count)
+        return torch.minimum(count, sizes) / sizes
+
+    def _times(self, density: Tensor) -> Tensor:
         out, inp = self._sides(density.double())
         times = [self.table.interpolate(n, out[..., i], inp[..., i])
                  for i, n in enumerate(self.names)]
         return torch.stack(times, -1) / self.costs.clamp_min(1e-12)
 
+    def fractions(self, density: Tensor) -> Tensor:
+        return self._times(self._quantised(density))
+
     def per_channel(self, density: Tensor, sizes: Tensor) -> Tensor:
         """ms of one more channel in each group: central difference of the interpolated
-        total over one channel on each side (one-sided at the ends)."""
+        total (counts not rounded) over one channel on each side (one-sided at the ends)."""
         sizes = sizes.double()
         step = torch.diag(1.0 / sizes)
         density = density.double()
         up = (density + step).clamp(max=1.0)
         down = (density - step).clamp(min=0.0)
         span = (up - down).diagonal().clamp_min(1e-12)
-        return (self.kept(up) - self.kept(down)) / span / sizes
+        kept = (self.costs * (self._times(up) - self._times(down))).sum(-1)
+        return kept / span / sizes
 
 
 def profile_latency(model: nn.Module, example_inputs: Any, batch: int | None = None,
                     path: str | Path | None = None, names: list[str] | None = None,
-                    repeats: int = REPEATS) -> LatencyTable:
+                    repeats: int = REPEATS, multiple: int = MULTIPLE) -> LatencyTable:
     """Measure (or load from the cache) the latency table of ``model``'s Conv/Linear layers.
 
     ``batch``: the deployment batch (default: the example's); the thread count is the
@@ -292,7 +307,8 @@ def profile_latency(model: nn.Module, example_inputs: Any, batch: int | None = N
     first = example_inputs[0] if isinstance(example_inputs, tuple) else example_inputs
     device = next(model.parameters()).device
     want = {"device": device_name(device), "threads": torch.get_num_threads(),
-            "batch": int(batch or first.shape[0]), "torch": torch.__version__}
+            "batch": int(batch or first.shape[0]), "torch": torch.__version__,
+            "multiple": int(multiple)}
     if path is None:
         digest = hashlib.sha1(json.dumps([want, shapes], sort_keys=True).encode()).hexdigest()
         path = default_cache() / f"latency-{digest[:16]}.json"
@@ -307,7 +323,7 @@ def profile_latency(model: nn.Module, example_inputs: Any, batch: int | None = N
     layers = {}
     for name in names:
         entry = _measure_layer(model.get_submodule(name), shapes_in[name], want["batch"],
-                               repeats)
+                               repeats, multiple)
         layers[name] = {"shape": shapes[name], **entry}
     seconds = time.perf_counter() - start
     table = LatencyTable({**want, "seconds": round(seconds, 2)}, layers)
@@ -341,8 +357,8 @@ def load_latency_table(path: str | Path, model: nn.Module, example_inputs: Any,
     return table
 
 
-def latency_cost(base: CostModel, model: nn.Module, names: list[str], example_inputs: Any,
-                 batch: int | None = None, table: str | None = None,
+def latency_cost(base: CostModel, sizes: Tensor, model: nn.Module, names: list[str],
+                 example_inputs: Any, batch: int | None = None, table: str | None = None,
                  device: str | None = None) -> LatencyCost:
     """The latency cost of channel mode's layers: ``table`` (a file made with
     :func:`profile_latency`, maybe elsewhere) or the cached / freshly measured one."""
@@ -353,7 +369,7 @@ def latency_cost(base: CostModel, model: nn.Module, names: list[str], example_in
     if math.isclose(float(sum(loaded.layers[n]["ms"][-1][-1] for n in names)), 0.0):
         raise ConfigError("the latency table's layers all take 0 ms: profile again with "
                           "more repeats or a larger latency_batch")
-    return LatencyCost(base, loaded, names)
+    return LatencyCost(base, loaded, names, sizes)
 
 
 __all__ = ["LatencyCost", "LatencyTable", "latency_cost", "load_latency_table",
