@@ -200,3 +200,18 @@ def test_latency_budget_is_met_when_measured(tmp_path: Path,
         torch.set_num_threads(threads)
     requested = 1.0 / (1.0 - 0.5)
     assert ms["full"] / ms["thin"] >= 0.7 * requested  # a shared CPU: loose
+
+
+def test_aswl_profile_writes_a_table_the_second_run_loads(timer: FakeTimer, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    from aswl.cli import main
+
+    out = tmp_path / "lenet5.json"
+    argv = ["profile", "--model", "lenet5", "--batch", "16", "--out", str(out)]
+    assert main(argv) == 0
+    assert "profiled in" in capsys.readouterr().out and timer.calls == 4
+    assert json.loads(out.read_text())["batch"] == 16
+    assert main(argv) == 0
+    assert "loaded from" in capsys.readouterr().out and timer.calls == 4
+    assert main(["profile", "--model", "lenet5", "--model-arg", "width"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

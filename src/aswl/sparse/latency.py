@@ -179,6 +179,10 @@ class LatencyTable:
     """device, threads, batch, torch, seconds (how long profiling took)."""
     layers: dict[str, dict[str, Any]]
     """name -> {shape, in, out, ms}."""
+    path: Path | None = None
+    """The file it was read from or written to."""
+    cached: bool = False
+    """True: read from a file, nothing timed."""
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **self.header, "layers": self.layers})
@@ -316,6 +320,7 @@ def profile_latency(model: nn.Module, example_inputs: Any, batch: int | None = N
     if path.is_file():
         table = LatencyTable.read(path)
         table.check(path, want, shapes)
+        table.path, table.cached = path, True
         log.info("latency table %s: loaded (made in %.1f s)", path,
                  table.header.get("seconds", 0.0))
         return table
@@ -326,7 +331,7 @@ def profile_latency(model: nn.Module, example_inputs: Any, batch: int | None = N
                                repeats, multiple)
         layers[name] = {"shape": shapes[name], **entry}
     seconds = time.perf_counter() - start
-    table = LatencyTable({**want, "seconds": round(seconds, 2)}, layers)
+    table = LatencyTable({**want, "seconds": round(seconds, 2)}, layers, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(table.to_json())
