@@ -158,10 +158,10 @@ def test_per_channel_cost_is_the_tables_slope(timer: FakeTimer) -> None:
 
 
 def test_round_count() -> None:
-    assert [round_count(c, 32, 8) for c in (1, 7, 8, 15, 16, 31, 32)] == \
-        [8, 8, 8, 8, 16, 24, 32]
+    assert [round_count(c, 32, 8) for c in (1, 7, 8, 11, 13, 16, 27, 29, 32)] == \
+        [8, 8, 8, 8, 16, 16, 24, 32, 32]
     assert round_count(5, 12, 8) == 5  # narrower than two multiples: counts as they are
-    assert round_count(12, 32, 8, up=True) == 16
+    assert round_count(29, 30, 8) == 30  # never more than the width
     assert round_count(5, 32, 1) == 5
 
 

@@ -97,16 +97,15 @@ def layer_costs(model: nn.Module, names: list[str], example_inputs: Tensor,
     return {n: float(flops.get(n, 0)) for n in names}
 
 
-def round_count(count: int, width: int, multiple: int, up: bool = False) -> int:
-    """``count`` rounded down (``up``: to the nearest) to a multiple of ``multiple``, at
-    least ``multiple``; the full width stays; a group narrower than two multiples is not
+def round_count(count: int, width: int, multiple: int) -> int:
+    """``count`` rounded to the nearest multiple of ``multiple`` (at least one multiple, at
+    most ``width``); the full width stays; a group narrower than two multiples is not
     rounded. Kernels are much faster at some widths (on a CPU, oneDNN at multiples of 8:
     a 3x3 conv with 8 channels ran 4x faster than with 9 here), so the latency budget keeps
     counts where its table was measured."""
     if multiple <= 1 or width < 2 * multiple or count >= width:
         return min(count, width)
-    blocks = round(count / multiple) if up else count // multiple
-    return max(multiple, blocks * multiple)
+    return min(width, max(multiple, round(count / multiple) * multiple))
 
 
 def fit_budget(raw: Tensor, lower: Tensor, model: Any, kept: float) -> Tensor:

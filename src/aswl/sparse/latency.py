@@ -107,8 +107,7 @@ def _input_shapes(model: nn.Module, names: list[str], example_inputs: Any) -> di
 def _counts(width: int, multiple: int = 1) -> list[int]:
     """Channel counts measured on a side of this width: the grid's fractions, rounded to the
     multiple the counts are kept at (:func:`round_count`)."""
-    return sorted({round_count(max(1, round(f * width)), width, multiple, up=True)
-                   for f in GRID})
+    return sorted({round_count(max(1, round(f * width)), width, multiple) for f in GRID})
 
 
 def _shrunk(module: nn.Module, cin: int, cout: int) -> nn.Module:
@@ -269,7 +268,7 @@ class LatencyCost(CostModel):
         sizes, m = self.sizes, self.multiple
         count = (density.double() * sizes).round().clamp(min=1.0)
         if m > 1:
-            rounded = (count / m).floor().clamp(min=1.0) * m
+            rounded = ((count / m).round().clamp(min=1.0) * m).clamp(max=sizes)
             count = torch.where((sizes >= 2 * m) & (count < sizes), rounded, count)
         return torch.minimum(count, sizes) / sizes
 
