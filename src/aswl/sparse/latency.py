@@ -1,8 +1,9 @@
 """Channel mode's latency budget: each Conv/Linear layer's measured time as a function of its
 kept input and output channels (``budget: latency``).
 
-:func:`profile_latency` times every layer on its own (the layer followed by a ReLU: at
-deployment the BatchNorm is folded into the conv, and most layers have an activation) at a
+:func:`profile_latency` times every layer on its own, with the activation and pooling modules
+that follow it (a BatchNorm between is passed over: deployment folds it into the conv; a
+layer with no such module gets a ReLU, the functional one most models call), at a
 small grid of (input, output) channel counts, on the model's device, at the deployment batch
 and the current thread count; each point is the median of ``repeats`` calls after a warm-up.
 The table is cached in a JSON file keyed by the device, the threads, the batch, the torch
@@ -65,7 +66,8 @@ def device_name(device: torch.device) -> str:
     return f"{device.type}: {name}"
 
 
-def layer_shape(module: nn.Module, input_shape: tuple[int, ...]) -> str:
+def layer_shape(module: nn.Module, input_shape: tuple[int, ...],
+                followers: list[nn.Module] | None = None) -> str:
     """A layer's identity for the cache: its type, widths, geometry and per-sample input."""
     if isinstance(module, nn.Linear):
         geometry = f"{module.in_features},{module.out_features}"
@@ -74,7 +76,8 @@ def layer_shape(module: nn.Module, input_shape: tuple[int, ...]) -> str:
                     f"s{tuple(module.stride)},p{module.padding},d{tuple(module.dilation)},"
                     f"g{module.groups}")
     bias = ",bias" if getattr(module, "bias", None) is not None else ""
-    return f"{type(module).__name__}({geometry}{bias}) on {tuple(input_shape[1:])}"
+    after = "".join(f" + {follower}" for follower in followers or [])
+    return f"{type(module).__name__}({geometry}{bias}){after} on {tuple(input_shape[1:])}"
 
 
 def default_cache() -> Path:
@@ -82,15 +85,30 @@ def default_cache() -> Path:
     return Path(os.environ.get("ASWL_CACHE") or Path.home() / ".cache" / "aswl")
 
 
-def _input_shapes(model: nn.Module, names: list[str], example_inputs: Any) -> dict[str, tuple]:
+FOLLOWERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.ELU,
+             nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+             nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
+"""Parameter-free modules timed with the layer they follow (its activation and pooling; a
+BatchNorm between is folded into the layer at deployment, so it is passed over)."""
+
+
+def _trace(model: nn.Module, names: list[str],
+           example_inputs: Any) -> tuple[dict[str, tuple], dict[str, list[nn.Module]]]:
+    """Each layer's input shape and the :data:`FOLLOWERS` modules that run right after it
+    (in the order the forward pass calls the modules)."""
     shapes: dict[str, tuple] = {}
+    calls: list[tuple[str, nn.Module]] = []
+    wanted = set(names)
 
     def keep(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            shapes.setdefault(name, tuple(args[0].shape))
+            if name in wanted:
+                shapes.setdefault(name, tuple(args[0].shape))
+            calls.append((name, module))
         return hook
 
-    hooks = [model.get_submodule(n).register_forward_hook(keep(n)) for n in names]
+    hooks = [m.register_forward_hook(keep(n)) for n, m in model.named_modules()
+             if n in wanted or isinstance(m, (*FOLLOWERS, nn.modules.batchnorm._BatchNorm))]
     was_training = model.training
     model.eval()
     try:
@@ -100,7 +118,17 @@ def _input_shapes(model: nn.Module, names: list[str], example_inputs: Any) -> di
         model.train(was_training)
         for hook in hooks:
             hook.remove()
-    return shapes
+    followers: dict[str, list[nn.Module]] = {}
+    for i, (name, _module) in enumerate(calls):
+        if name not in wanted or name in followers:
+            continue
+        followers[name] = []
+        for _other, module in calls[i + 1:]:
+            if isinstance(module, FOLLOWERS):
+                followers[name].append(module)
+            elif not isinstance(module, nn.modules.batchnorm._BatchNorm):
+                break
+    return shapes, followers
 
 
 # ------------------------------------------------------------------------------ timing
@@ -143,7 +171,7 @@ def time_points(fns: dict[Any, Callable[[], Any]], repeats: int,
 
 
 def _measure_layer(module: nn.Module, shape: tuple, batch: int, repeats: int,
-                   multiple: int) -> dict[str, Any]:
+                   multiple: int, followers: list[nn.Module]) -> dict[str, Any]:
     device = module.weight.device
     linear = isinstance(module, nn.Linear)
     width_in = module.in_features if linear else module.in_channels
@@ -153,13 +181,15 @@ def _measure_layer(module: nn.Module, shape: tuple, batch: int, repeats: int,
     ins = [width_in] if depthwise or fixed else _counts(width_in, multiple)
     outs = [width_out] if fixed else _counts(width_out, multiple)
     fns = {}
+    # without an activation module after it, the layer most likely has a functional one
+    after = nn.Sequential(*followers) if followers else torch.relu_
     for cout in outs:
         for cin in ins:
             cin_now = cout if depthwise else cin
             layer = _shrunk(module, cin_now, cout).eval()
             x = torch.randn(batch, *shape[1:-1], cin_now, device=device) if linear else \
                 torch.randn(batch, cin_now, *shape[2:], device=device)
-            fns[cout, cin] = lambda layer=layer, x=x: torch.relu_(layer(x))
+            fns[cout, cin] = lambda layer=layer, x=x: after(layer(x))
     with torch.no_grad():
         ms_at = time_points(fns, repeats, device)
     # timing noise must not make fewer channels slower: nondecreasing along both sides
@@ -304,9 +334,9 @@ def profile_latency(model: nn.Module, example_inputs: Any, batch: int | None = N
     the cache folder named after the setup); an existing file is loaded instead of timing,
     and refused when it was made for another setup or other layers."""
     names = names or [n for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
-    shapes_in = _input_shapes(model, names, example_inputs)
+    shapes_in, followers = _trace(model, names, example_inputs)
     names = [n for n in names if n in shapes_in]
-    shapes = {n: layer_shape(model.get_submodule(n), shapes_in[n]) for n in names}
+    shapes = {n: layer_shape(model.get_submodule(n), shapes_in[n], followers[n]) for n in names}
     first = example_inputs[0] if isinstance(example_inputs, tuple) else example_inputs
     device = next(model.parameters()).device
     want = {"device": device_name(device), "threads": torch.get_num_threads(),
@@ -327,7 +357,7 @@ def profile_latency(model: nn.Module, example_inputs: Any, batch: int | None = N
     layers = {}
     for name in names:
         entry = _measure_layer(model.get_submodule(name), shapes_in[name], want["batch"],
-                               repeats, multiple)
+                               repeats, multiple, followers[name])
         layers[name] = {"shape": shapes[name], **entry}
     seconds = time.perf_counter() - start
     table = LatencyTable({**want, "seconds": round(seconds, 2)}, layers, path)
@@ -348,8 +378,8 @@ def load_latency_table(path: str | Path, model: nn.Module, example_inputs: Any,
     layers, and for ``batch`` / a device whose name starts with ``device`` when given."""
     path = Path(path)
     table = LatencyTable.read(path)
-    shapes_in = _input_shapes(model, names, example_inputs)
-    shapes = {n: layer_shape(model.get_submodule(n), shapes_in[n]) for n in names
+    shapes_in, followers = _trace(model, names, example_inputs)
+    shapes = {n: layer_shape(model.get_submodule(n), shapes_in[n], followers[n]) for n in names
               if n in shapes_in}
     want: dict[str, Any] = {} if batch is None else {"batch": int(batch)}
     if device and not str(table.header.get("device", "")).startswith(device):
