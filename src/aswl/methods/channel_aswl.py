@@ -23,6 +23,7 @@ optimum of a budgeted split the marginal values per unit cost are equal.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ from aswl.methods.aswl.config import ATTENTION_MIN, check_attention_fields
 from aswl.methods.base import check, register_method
 from aswl.methods.channel import ChannelConfig, ChannelMethod
 from aswl.methods.registry import CHANNEL_VARIANTS
+
+log = logging.getLogger(__name__)
 
 ATTENTION_UPDATES = 128
 """Attention updates over the ramp when ``attention_interval`` is None."""
@@ -151,6 +154,13 @@ class ASWLChannel(ChannelMethod):
             band = order[max(0, keep - width):keep]  # the kept channels nearest the cut
             start = self.offsets[i]
             value[i] = self.saliency[start:start + group.size][band].mean()
+        if not bool(torch.isfinite(value).all()):  # diverging training: keep the split
+            log.warning("%s: channel saliency is not finite at step %d (the training "
+                        "diverges: lower the lr); the attentions skip this update", self.name,
+                        self.step_count)
+            self.saliency.zero_()
+            self.observed_steps = 0
+            return
         density = self.densities()
         per_cost = value / self.cost.per_channel(density, self.sizes).clamp_min(1e-12)
         log_ratio = per_cost.clamp_min(1e-30).log()
