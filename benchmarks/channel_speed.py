@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 import aswl
 from aswl.data import build_datasets
+from aswl.finite import NonFiniteError
 from aswl.export.sparse_modules import fold_batchnorm, interleaved_ms, to_sparse_inference
 from aswl.models import create_model
 
@@ -166,7 +167,11 @@ def main() -> None:
                 if method == "dense" and not math.isclose(reduction, float(
                         args.reductions.split(",")[0])):
                     continue  # one dense run per seed
-                emit(args, run(args, method, reduction, seed, data))
+                try:
+                    emit(args, run(args, method, reduction, seed, data))
+                except NonFiniteError as err:  # a diverged run is a result too
+                    emit(args, {"model": args.model, "method": method, "seed": seed,
+                                "reduction_asked": reduction, "diverged": str(err)[:200]})
         for sparsity in (float(s) for s in args.sparsities.split(",") if s):
             emit(args, run(args, "aswl", 1.0, seed, data, sparsity=sparsity))
 

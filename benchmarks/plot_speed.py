@@ -23,6 +23,11 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
     rows = []
     for path in paths:
         rows += [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    diverged = [row for row in rows if "diverged" in row]
+    for row in diverged:
+        print(f"diverged (left out): {row['model']} {row['method']} seed {row['seed']} "
+              f"{row['reduction_asked']:g}x")
+    rows = [row for row in rows if "diverged" not in row]
     for row in rows:  # lines of the first version of channel_speed.py: channel runs only
         row.setdefault("structure", "channel")
         row.setdefault("sparsity", None)
