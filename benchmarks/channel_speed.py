@@ -11,6 +11,11 @@ choice of CSR or dense kernels of ``aswl bench`` (so one chart can show both mod
     python benchmarks/channel_speed.py --model lenet5 --dataset fashion-mnist --epochs 4 \\
         --methods dense,aswl,l1_filter,slimming,group_norm --reductions 2,3 --seeds 0 \\
         --sparsities 0.9,0.95,0.98
+
+``--budget latency`` sets the reductions in measured latency of the Conv/Linear layers (a
+table timed once at ``--latency-batch``, one thread, cached) instead of FLOPs; a method
+written ``aswl@flops`` keeps the FLOPs budget (a FLOPs reduction of the same factor) in such a
+grid. Each row has the requested and the measured speedup (batch 64).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from torch.utils.data import DataLoader
 
 import aswl
 from aswl.data import build_datasets
-from aswl.export.sparse_modules import interleaved_ms, to_sparse_inference
+from aswl.export.sparse_modules import fold_batchnorm, interleaved_ms, to_sparse_inference
+from aswl.finite import NonFiniteError
 from aswl.models import create_model
 
 
@@ -46,7 +52,11 @@ def run(args: argparse.Namespace, method: str, reduction: float, seed: int,
     """One run; ``sparsity``: an unstructured run of ``method`` at that sparsity instead."""
     torch.manual_seed(seed)
     shape = data.input_shape if data is not None else tuple(args.input_shape)
-    extra = {"width": args.width} if args.model.startswith("resnet") else {}
+    extra = {"width": int(args.width)} if args.model.startswith("resnet") else \
+        {"width": args.width} if args.model.startswith("mobilenet") else {}
+    method, _, budget = method.partition("@")
+    budget = budget or args.budget
+    latency = {"latency_batch": args.latency_batch} if budget == "latency" else {}
     model = create_model(args.model, num_classes=10, input_shape=shape, **extra)
     dense_reference = create_model(args.model, num_classes=10, input_shape=shape, **extra).eval()
     example = torch.zeros(1, *shape)
@@ -65,7 +75,7 @@ def run(args: argparse.Namespace, method: str, reduction: float, seed: int,
     elif method != "dense":
         sparse_method = aswl.create_method(
             method, model, total_steps=steps, structure="channel", example_inputs=example,
-            target_sparsity=1.0 - 1.0 / reduction, budget="flops")
+            target_sparsity=1.0 - 1.0 / reduction, budget=budget, **latency)
         params = sparse_method.weight_parameters()
     else:
         params = list(model.parameters())
@@ -93,7 +103,7 @@ def run(args: argparse.Namespace, method: str, reduction: float, seed: int,
         removed = sparse_method.global_sparsity()  # of FLOPs (channel) or weights (weight)
         kept = [int(m.sum()) for m in getattr(sparse_method, "channel_masks", {}).values()]
     row: dict[str, Any] = {
-        "model": args.model, "method": method,
+        "model": args.model, "method": method, "budget": budget,
         "structure": "weight" if sparsity is not None else "channel",
         "sparsity": sparsity, "reduction_asked": None if sparsity is not None else reduction,
         "removed": round(removed, 4), "reduction": round(1.0 / max(1e-9, 1.0 - removed), 3),
@@ -109,13 +119,18 @@ def run(args: argparse.Namespace, method: str, reduction: float, seed: int,
         x = torch.randn(batch, *shape)
         if sparsity is not None:  # CSR where it is faster, layer by layer, at this batch
             plain = to_sparse_inference(sparse_method.export(), example=x, repeats=10)
+        elif batch == 1:  # BatchNorm folded on both sides, as `aswl bench` times them
+            plain, dense_reference = fold_batchnorm(plain), fold_batchnorm(dense_reference)
         with torch.no_grad():
-            ms = interleaved_ms({"dense": lambda x=x: dense_reference(x),
+            ms = interleaved_ms({"dense": lambda x=x, d=dense_reference: d(x),
                                  "slim": lambda x=x, m=plain: m(x)},
                                 args.repeats)
         row[f"dense_ms_b{batch}"] = round(ms["dense"], 3)
         row[f"slim_ms_b{batch}"] = round(ms["slim"], 3)
         row[f"speedup_b{batch}"] = round(ms["dense"] / ms["slim"], 2)
+    if sparsity is None and method != "dense":
+        row["speedup_requested"] = round(reduction, 2)  # of the budget's cost
+        row["speedup_met"] = round(row["speedup_b64"] / reduction, 3)
     torch.set_num_threads(args.threads)
     return row
 
@@ -123,7 +138,10 @@ def run(args: argparse.Namespace, method: str, reduction: float, seed: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5")
-    parser.add_argument("--width", type=int, default=16, help="ResNet base width")
+    parser.add_argument("--width", type=float, default=16,
+                        help="ResNet base width, or MobileNetV2 channel multiplier")
+    parser.add_argument("--budget", choices=("flops", "params", "latency"), default="flops")
+    parser.add_argument("--latency-batch", type=int, default=64)
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--input-shape", type=int, nargs=3, default=(3, 32, 32),
                         help="used with --epochs 0 (no data)")
@@ -149,7 +167,11 @@ def main() -> None:
                 if method == "dense" and not math.isclose(reduction, float(
                         args.reductions.split(",")[0])):
                     continue  # one dense run per seed
-                emit(args, run(args, method, reduction, seed, data))
+                try:
+                    emit(args, run(args, method, reduction, seed, data))
+                except NonFiniteError as err:  # a diverged run is a result too
+                    emit(args, {"model": args.model, "method": method, "seed": seed,
+                                "reduction_asked": reduction, "diverged": str(err)[:200]})
         for sparsity in (float(s) for s in args.sparsities.split(",") if s):
             emit(args, run(args, "aswl", 1.0, seed, data, sparsity=sparsity))
 

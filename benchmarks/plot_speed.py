@@ -23,10 +23,18 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
     rows = []
     for path in paths:
         rows += [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    diverged = [row for row in rows if "diverged" in row]
+    for row in diverged:
+        print(f"diverged (left out): {row['model']} {row['method']} seed {row['seed']} "
+              f"{row['reduction_asked']:g}x")
+    rows = [row for row in rows if "diverged" not in row]
     for row in rows:  # lines of the first version of channel_speed.py: channel runs only
         row.setdefault("structure", "channel")
         row.setdefault("sparsity", None)
         row.setdefault("reduction", row.get("flops_reduction", 1.0))
+        row.setdefault("budget", "flops")  # what the reduction counts: flops or latency
+        if row["method"] == "dense" or row["structure"] == "weight":
+            row["budget"] = "-"
     return rows
 
 
@@ -37,18 +45,21 @@ def points(rows: list[dict[str, Any]], batch: int) -> dict[str, list[dict[str, A
         budget = row["sparsity"] if row["structure"] == "weight" else row["reduction_asked"]
         if row["method"] == "dense":
             budget = None
-        cells[(row["model"], row["method"], row["structure"], budget)].append(row)
+        cells[(row["model"], row["method"], row["structure"], budget, row["budget"])].append(row)
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (model, method, structure, budget), group in sorted(
+    for (model, method, structure, budget, cost), group in sorted(
             cells.items(), key=lambda item: str(item[0])):
         accuracy = [r["test_accuracy"] for r in group if "test_accuracy" in r]
         out[model].append({
-            "method": method, "structure": structure, "budget": budget, "seeds": len(group),
+            "method": method, "structure": structure, "budget": budget, "cost": cost,
+            "seeds": len(group),
             "accuracy": statistics.mean(accuracy) if accuracy else None,
             "accuracy_std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
             "ms": statistics.median(r[f"slim_ms_b{batch}"] for r in group),
             "dense_ms": statistics.median(r[f"dense_ms_b{batch}"] for r in group),
             "speedup": statistics.mean(r[f"speedup_b{batch}"] for r in group),
+            "speedup_std": statistics.stdev(r[f"speedup_b{batch}"] for r in group)
+            if len(group) > 1 else 0.0,
             "reduction": statistics.mean(r["reduction"] for r in group)})
     return out
 
@@ -58,7 +69,7 @@ def label(point: dict[str, Any]) -> str:
         return "dense"
     if point["structure"] == "weight":
         return f"{point['method']} {point['budget']:.0%} weights"
-    return f"{point['method']} channels {point['budget']:g}x FLOPs"
+    return f"{point['method']} channels {point['budget']:g}x {point['cost']}"
 
 
 def main() -> None:
@@ -66,15 +77,17 @@ def main() -> None:
     parser.add_argument("files", nargs="+")
     parser.add_argument("--out", default=None, help="folder for speed_<model>.png")
     parser.add_argument("--batch", type=int, default=64, choices=(1, 64))
+    parser.add_argument("--prefix", default="speed_", help="file name: <prefix><model>.png")
     args = parser.parse_args()
     by_model = points(load(args.files), args.batch)
     for model, found in by_model.items():
         print(f"\n{model} (batch {args.batch}, one thread)")
-        print(f"{'point':38s} {'seeds':>5s} {'accuracy':>14s} {'ms':>8s} {'speedup':>8s}")
+        print(f"{'point':38s} {'seeds':>5s} {'accuracy':>14s} {'ms':>8s} {'speedup':>15s}")
         for p in found:
             acc = ("-" if p["accuracy"] is None
                    else f"{p['accuracy']:.2f} +- {p['accuracy_std']:.2f}")
-            print(f"{label(p):38s} {p['seeds']:5d} {acc:>14s} {p['ms']:8.2f} {p['speedup']:7.2f}x")
+            speed = f"{p['speedup']:.2f}x +- {p['speedup_std']:.2f}"
+            print(f"{label(p):38s} {p['seeds']:5d} {acc:>14s} {p['ms']:8.2f} {speed:>15s}")
         if args.out is None or all(p["accuracy"] is None for p in found):
             continue
         import matplotlib
@@ -84,14 +97,15 @@ def main() -> None:
 
         figure, axes = plt.subplots(figsize=(6.4, 4.2))
         styles = {"weight": "o", "channel": "s"}
-        for method in sorted({p["method"] for p in found}):
+        for method, cost in sorted({(p["method"], p["cost"]) for p in found}):
             for structure in ("weight", "channel"):
-                chosen = [p for p in found if p["method"] == method
+                chosen = [p for p in found if p["method"] == method and p["cost"] == cost
                           and p["structure"] == structure and p["accuracy"] is not None]
                 if not chosen:
                     continue
                 chosen.sort(key=lambda p: p["speedup"])
-                name = "dense" if method == "dense" else f"{method} ({structure})"
+                name = "dense" if method == "dense" else f"{method} ({structure}" + (
+                    f", budget {cost})" if structure == "channel" else ")")
                 axes.errorbar([1.0 / p["speedup"] for p in chosen],
                               [p["accuracy"] for p in chosen],
                               yerr=[p["accuracy_std"] for p in chosen],
@@ -105,7 +119,7 @@ def main() -> None:
         axes.legend(fontsize=7)
         Path(args.out).mkdir(parents=True, exist_ok=True)
         figure.tight_layout()
-        figure.savefig(Path(args.out) / f"speed_{model}.png", dpi=110)
+        figure.savefig(Path(args.out) / f"{args.prefix}{model}.png", dpi=110)
         plt.close(figure)
 
 

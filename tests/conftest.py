@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,15 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _latency_cache(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency tables (channel mode's ``budget: latency``) go to a temporary cache, never to
+    ~/.cache/aswl."""
+    if "ASWL_CACHE" not in os.environ:
+        monkeypatch.setenv("ASWL_CACHE", str(tmp_path_factory.getbasetemp() / "aswl-cache"))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 __all__ = ["ASWL", "ConfigError", "SparseMethod", "__version__", "create_method",
-           "list_methods", "register_method", "sparsify", "training_step"]
+           "list_methods", "profile_latency", "register_method", "sparsify", "training_step"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,6 +18,10 @@ def __getattr__(name: str) -> Any:
         from aswl.integrations import sparsify
 
         return sparsify
+    if name == "profile_latency":
+        from aswl.sparse.latency import profile_latency
+
+        return profile_latency
     if name == "training_step":
         from aswl.train.step import training_step
 

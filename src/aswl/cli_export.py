@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aswl.export.deploy import Source
 
-__all__ = ["EXPORT_FORMATS", "add_export_commands", "cmd_bench", "cmd_export"]
+__all__ = ["EXPORT_FORMATS", "add_export_commands", "cmd_bench", "cmd_export", "cmd_profile"]
 
 
 MAX_BATCH = 1 << 16
@@ -108,6 +108,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    """``aswl profile``: measure (or load from the cache) a model's latency table."""
+    import torch
+
+    from aswl.export import ExportError
+    from aswl.models import create_model, default_input_shape
+    from aswl.safe_yaml import yaml_load
+    from aswl.sparse.latency import profile_latency
+
+    batch = _integers("--batch", args.batch, "64")[0]
+    if not (1 <= batch <= MAX_BATCH and 1 <= args.threads <= MAX_THREADS):
+        raise ExportError(f"--batch must be in [1, {MAX_BATCH:,}], --threads in "
+                          f"[1, {MAX_THREADS:,}]")
+    options = {}
+    for item in args.model_arg or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ExportError(f"--model-arg {item!r}: give KEY=VALUE, e.g. width=16")
+        options[key] = yaml_load(value)
+    shape = _parse_shape(args.input_shape) or default_input_shape(args.model)
+    torch.set_num_threads(args.threads)
+    model = create_model(args.model, num_classes=args.num_classes, input_shape=shape,
+                         **options).to(args.device)
+    example = torch.zeros(1, *shape, device=args.device)
+    table = profile_latency(model, example, batch=batch, path=args.out)
+    total = sum(entry["ms"][-1][-1] for entry in table.layers.values())
+    print(f"{args.model}: {len(table.layers)} layers, {total:.3f} ms at full width "
+          f"(batch {batch}, {table.header['threads']} thread(s), {table.header['device']}); "
+          + (f"loaded from {table.path} (profiled in {table.header['seconds']:.1f} s)"
+             if table.cached else f"profiled in {table.header['seconds']:.1f} s, written "
+             f"to {table.path}"))
+    return 0
+
+
 EXPORT_FORMATS = ("compact", "safetensors", "onnx")
 """``aswl.export.deploy.FORMATS``, spelled here so that ``--help`` and ``--version`` import no
 torch (a test checks that both agree)."""
@@ -138,3 +172,16 @@ def add_export_commands(sub: Any) -> None:
                                    "shared machine), wall: elapsed time (default with more)")
     bench_parser.add_argument("--json", type=Path, help="also write the result as JSON")
     bench_parser.set_defaults(func=cmd_bench)
+    profile = sub.add_parser("profile", help="measure a model's per-layer latency table for "
+                             "channel mode's budget: latency (cached; reused by runs)")
+    profile.add_argument("--model", required=True, help="architecture (see `aswl models`)")
+    profile.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                         help="a builder option, e.g. width=16 (repeatable)")
+    profile.add_argument("--num-classes", type=int, default=10)
+    profile.add_argument("--input-shape", help="C,H,W (default: the model's own)")
+    profile.add_argument("--batch", default="1", help="the deployment batch (default 1)")
+    profile.add_argument("--threads", type=int, default=1)
+    profile.add_argument("--device", default="cpu", help="cpu or cuda")
+    profile.add_argument("--out", type=Path, help="the table file (default: the cache, "
+                         "~/.cache/aswl or $ASWL_CACHE); pass it as method.latency_table")
+    profile.set_defaults(func=cmd_profile)

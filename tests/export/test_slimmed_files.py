@@ -68,6 +68,23 @@ def test_bench_compares_like_with_like(run: Path) -> None:
     assert "vs full-width fp32 tensors" in text and "(the reference)" not in text
 
 
+def test_bench_reports_requested_against_measured(run: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The run's budget and target give the requested speedup; a latency budget missed by
+    more than 10% is a warning with the numbers."""
+    source = load_source(run, with_data=False)
+    assert source.request == {"budget": "flops", "target_sparsity": 0.5}
+    result = bench(source, [2], repeats=2)
+    assert result["requested_speedup"] == pytest.approx(2.0)
+    assert "requested (flops)" in format_bench(result)
+    assert "latency budget missed" not in caplog.text  # flops: reported, never a warning
+    source.request = {"budget": "latency", "target_sparsity": 0.99}  # 100x: surely missed
+    with caplog.at_level("WARNING"):
+        result = bench(source, [2], repeats=2)
+    assert "latency budget missed at batch 2" in caplog.text
+    assert "against 100.00x requested" in caplog.text
+
+
 @pytest.mark.parametrize("record", [
     {"input_shape": [1, 28, 28], "removed": [1, 2]},
     {"input_shape": [1, 30000, 30000], "removed": {}},

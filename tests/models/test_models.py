@@ -19,6 +19,7 @@ from aswl.models import (
 EXPECTED = {
     "lenet300",
     "lenet5",
+    "mobilenetv2_cifar",
     "vgg16",
     "resnet20",
     "resnet32",
@@ -224,3 +225,25 @@ def test_register_model_custom_and_duplicate() -> None:
             register_model("_test_tiny")(lambda num_classes, input_shape: nn.Identity())
     finally:
         registry._REGISTRY.pop("_test_tiny", None)
+
+
+def test_mobilenetv2_cifar_width_and_channel_mode() -> None:
+    """The compact MobileNetV2: 32x32 and 28x28 inputs, a width multiplier, depthwise convs
+    that channel mode follows (coupled to their expansion), and a refused width."""
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2_cifar", num_classes=10, input_shape=(1, 28, 28))
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    half = create_model("mobilenetv2_cifar", num_classes=10, input_shape=(3, 32, 32), width=0.5)
+    assert n_params(half) < 0.6 * n_params(create_model("mobilenetv2_cifar", num_classes=10))
+    assert any(m.groups > 1 for m in half.modules() if isinstance(m, nn.Conv2d))
+    with pytest.raises(ModelError, match="width"):
+        create_model("mobilenetv2_cifar", num_classes=10, width=0)
+    pytest.importorskip("torch_pruning")
+    import aswl
+
+    method = aswl.create_method("l1_filter", half, total_steps=4, structure="channel",
+                                example_inputs=torch.zeros(1, 3, 32, 32), target_sparsity=0.5)
+    method.finalize()
+    thin = method.export()
+    assert thin(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert 0.45 < method.global_sparsity() < 0.6

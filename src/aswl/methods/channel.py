@@ -35,6 +35,7 @@ from aswl.sparse.channel_cost import (
     cost_model,
     fit_budget,
     layer_costs,
+    round_count,
     threshold_budget,
 )
 from aswl.sparse.channel_graph import LAYER_TYPES, ChannelGroup, find_groups
@@ -45,15 +46,27 @@ log = logging.getLogger(__name__)
 @dataclass
 class ChannelConfig(GradualConfig):
     target_sparsity: float = 0.5
-    """Fraction of the budget's cost removed (0.5: half the FLOPs, a 2x reduction)."""
+    """Fraction of the budget's cost removed (0.5: half the FLOPs, a 2x reduction; with
+    ``budget: latency``, half the measured time of the Conv/Linear layers: 2x as fast)."""
     budget: str = "flops"
-    """``flops`` (multiply-accumulates of the Conv/Linear layers) or ``params``."""
+    """``flops`` (multiply-accumulates of the Conv/Linear layers), ``params``, or
+    ``latency`` (their time measured on this machine, :mod:`aswl.sparse.latency`)."""
+    latency_batch: int | None = None
+    """``budget: latency``: the deployment batch the layers are timed at (None: the
+    example input's)."""
+    latency_table: str | None = None
+    """``budget: latency``: a table file (``aswl profile``; may be made on the target device);
+    None: the cache (``~/.cache/aswl``, measured on first use)."""
     mask_interval: int = 16
     """Channel masks are recomputed every this many optimiser steps during the ramp."""
 
     def validate(self) -> None:
         super().validate()
-        check(self.budget in ("flops", "params"), "budget", self.budget, "'flops' or 'params'")
+        check(self.budget in ("flops", "params", "latency"), "budget", self.budget,
+              "'flops', 'params' or 'latency'")
+        check(self.latency_batch is None or (isinstance(self.latency_batch, int)
+                                             and 1 <= self.latency_batch <= 1 << 16),
+              "latency_batch", self.latency_batch, "null or an integer in [1, 65536]")
 
 
 class ChannelMethod(SparseMethod):
@@ -98,8 +111,16 @@ class ChannelMethod(SparseMethod):
                                   f"{'; '.join(f'{g}: {w}' for g, w in unsafe.items())[:400]}")
         self.groups = groups
         self.sizes = torch.tensor([float(g.size) for g in self.groups], dtype=torch.float64)
-        costs = layer_costs(model, list(self.layers), example_inputs, self.config.budget)
+        budget = self.config.budget
+        costs = layer_costs(model, list(self.layers), example_inputs,
+                            "flops" if budget == "latency" else budget)
         self.cost = cost_model(self.groups, costs, model)
+        if budget == "latency":
+            from aswl.sparse.latency import latency_cost
+
+            self.cost = latency_cost(self.cost, self.sizes, model, list(self.layers),
+                                     example_inputs, self.config.latency_batch,
+                                     self.config.latency_table)
         self.channel_masks: dict[str, Tensor] = {}
         self.hooks: dict[str, list[masks.ChannelMaskHook]] = {}
         self.frozen = False
@@ -203,21 +224,25 @@ class ChannelMethod(SparseMethod):
 
     def channel_counts(self, scores: list[Tensor]) -> list[int]:
         units = [g.unit for g in self.groups]
+        multiple = self.cost.multiple  # budget latency: counts where its table was measured
         if self.global_scope():
             counts = threshold_budget(scores, units, self.cost, self._kept_target())
         else:
             lower = torch.tensor(units, dtype=torch.float64) / self.sizes
-            if max(units) == 1:
+            if max(units) == 1 and multiple == 1:
                 density = fit_budget(self.group_densities(), lower, self.cost,
                                      self._kept_target())
-            else:  # whole blocks: the rounded counts, at most the budget's cost
-                cost = UnitCost(self.cost, self.sizes, lower * self.sizes)
-                density = cost.rounded(fit_budget(self.group_densities(), lower, cost,
-                                                  self._kept_target(), at_most=True))
+            else:  # counts in steps: the last step at or under the budget's cost
+                cost = UnitCost(self.cost, self.sizes, lower * self.sizes) \
+                    if max(units) > 1 else self.cost
+                density = fit_budget(self.group_densities(), lower, cost,
+                                     self._kept_target(), at_most=True)
             counts = [float(d) * g.size for g, d in zip(self.groups, density)]
-        # a multiple of each group's unit (1, or a grouped conv's block count), at least one
-        return [min(g.size, max(u, u * int(round(c / u)))) for g, u, c in
-                zip(self.groups, units, counts)]
+        # a multiple of each group's unit (a grouped conv's block count) or, with units of
+        # one, of the cost's multiple (round_count); at least one unit
+        return [min(g.size, max(u, u * int(round(c / u)))) if u > 1 else
+                round_count(max(1, min(g.size, int(round(c)))), g.size, multiple)
+                for g, u, c in zip(self.groups, units, counts)]
 
     def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Each group's ``channel_counts`` best channels by :meth:`channel_scores` (the

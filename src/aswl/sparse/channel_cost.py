@@ -31,6 +31,8 @@ class CostModel:
     in_share: Tensor
     """[layers, groups + 1]: the fraction of each layer's input channels that each group
     carries; the last column is the never-pruned rest (all of it for a depthwise conv)."""
+    multiple: int = 1
+    """Kept channel counts are multiples of this (:func:`round_count`)."""
 
     @property
     def total(self) -> float:
@@ -117,6 +119,17 @@ def layer_costs(model: nn.Module, names: list[str], example_inputs: Tensor,
     return {n: float(flops.get(n, 0)) for n in names}
 
 
+def round_count(count: int, width: int, multiple: int) -> int:
+    """``count`` rounded to the nearest multiple of ``multiple`` (at least one multiple, at
+    most ``width``); the full width stays; a group narrower than two multiples is not
+    rounded. Kernels are much faster at some widths (on a CPU, oneDNN at multiples of 8:
+    a 3x3 conv with 8 channels ran 4x faster than with 9 here), so the latency budget keeps
+    counts where its table was measured."""
+    if multiple <= 1 or width < 2 * multiple or count >= width:
+        return min(count, width)
+    return min(width, max(multiple, round(count / multiple) * multiple))
+
+
 def threshold_budget(scores: list[Tensor], lower: list[int], model: Any,
                      kept: float) -> list[int]:
     """Channels each group keeps under ONE score threshold across groups, the threshold
@@ -141,4 +154,4 @@ def threshold_budget(scores: list[Tensor], lower: list[int], model: Any,
 
 
 __all__ = ["CostModel", "UnitCost", "cost_model", "fit_budget", "in_channels", "layer_costs",
-           "threshold_budget"]
+           "round_count", "threshold_budget"]

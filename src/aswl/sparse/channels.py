@@ -39,6 +39,7 @@ from aswl.sparse.channel_cost import (
     cost_model,
     fit_budget,
     layer_costs,
+    round_count,
     threshold_budget,
 )
 from aswl.sparse.channel_graph import (
@@ -388,4 +389,4 @@ __all__ = ["LAYER_TYPES", "NORM_TYPES", "SLIM_KEY", "ChannelGroup", "ChannelMask
            "CostModel", "MaskPoint", "ModuleMasks", "add_channel_hook", "apply_slim_record",
            "check_slim", "cost_model", "find_groups", "fit_budget", "has_channel_hooks",
            "layer_costs", "output_layers", "parse_slim_record", "remove_channel_hooks",
-           "slim", "slim_record", "threshold_budget", "zero_probe"]
+           "round_count", "slim", "slim_record", "threshold_budget", "zero_probe"]
