@@ -29,15 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from aswl.methods.base import ConfigError, GradualConfig, SparseMethod, check, register_method
+from aswl.sparse import channel_cost
 from aswl.sparse import channels as masks
-from aswl.sparse.channel_cost import (
-    UnitCost,
-    cost_model,
-    fit_budget,
-    layer_costs,
-    round_count,
-    threshold_budget,
-)
 from aswl.sparse.channel_graph import LAYER_TYPES, ChannelGroup, find_groups
 
 log = logging.getLogger(__name__)
@@ -112,9 +105,9 @@ class ChannelMethod(SparseMethod):
         self.groups = groups
         self.sizes = torch.tensor([float(g.size) for g in self.groups], dtype=torch.float64)
         budget = self.config.budget
-        costs = layer_costs(model, list(self.layers), example_inputs,
+        costs = channel_cost.layer_costs(model, list(self.layers), example_inputs,
                             "flops" if budget == "latency" else budget)
-        self.cost = cost_model(self.groups, costs, model)
+        self.cost = channel_cost.cost_model(self.groups, costs, model)
         if budget == "latency":
             from aswl.sparse.latency import latency_cost
 
@@ -226,22 +219,22 @@ class ChannelMethod(SparseMethod):
         units = [g.unit for g in self.groups]
         multiple = self.cost.multiple  # budget latency: counts where its table was measured
         if self.global_scope():
-            counts = threshold_budget(scores, units, self.cost, self._kept_target())
+            counts = channel_cost.threshold_budget(scores, units, self.cost, self._kept_target())
         else:
             lower = torch.tensor(units, dtype=torch.float64) / self.sizes
             if max(units) == 1 and multiple == 1:
-                density = fit_budget(self.group_densities(), lower, self.cost,
+                density = channel_cost.fit_budget(self.group_densities(), lower, self.cost,
                                      self._kept_target())
             else:  # counts in steps: the last step at or under the budget's cost
-                cost = UnitCost(self.cost, self.sizes, lower * self.sizes) \
+                cost = channel_cost.UnitCost(self.cost, self.sizes, lower * self.sizes) \
                     if max(units) > 1 else self.cost
-                density = fit_budget(self.group_densities(), lower, cost,
+                density = channel_cost.fit_budget(self.group_densities(), lower, cost,
                                      self._kept_target(), at_most=True)
             counts = [float(d) * g.size for g, d in zip(self.groups, density)]
         # a multiple of each group's unit (a grouped conv's block count) or, with units of
         # one, of the cost's multiple (round_count); at least one unit
         return [min(g.size, max(u, u * int(round(c / u)))) if u > 1 else
-                round_count(max(1, min(g.size, int(round(c)))), g.size, multiple)
+                channel_cost.round_count(max(1, min(g.size, int(round(c)))), g.size, multiple)
                 for g, u, c in zip(self.groups, units, counts)]
 
     def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
