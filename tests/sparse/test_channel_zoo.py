@@ -455,3 +455,27 @@ def test_sparsify_drives_channel_mode_with_a_plain_loop(name: str) -> None:
     method.finalize()
     assert method.step_count == 20
     assert_exact_export("unet", model, method)
+
+
+@pytest.mark.parametrize("name", CHANNEL_METHODS)
+def test_grouped_conv_models_reach_at_least_the_requested_cut(name: str) -> None:
+    """Whole blocks are coarse: the one-scale split fills the slack back up to the budget,
+    the one-threshold split rounds down; neither ends short of the requested cut."""
+    _, method = train("grouped", name)
+    method.finalize()
+    assert method.global_sparsity() >= 0.5 - 1e-9
+    if not method.global_scope():
+        assert method.global_sparsity() < 0.6
+
+
+def test_the_latency_budget_refuses_grouped_convs_at_attach() -> None:
+    with pytest.raises(ConfigError, match="grouped"):
+        aswl.create_method("l1_filter", PATTERNS["grouped"](), total_steps=10,
+                           structure="channel", example_inputs=example(), budget="latency")
+
+
+def test_a_cut_channel_mode_cannot_reach_is_a_warning() -> None:
+    with pytest.warns(UserWarning, match="cannot be reached"):
+        aswl.create_method("l1_filter", PATTERNS["squeeze"](), total_steps=10,
+                           structure="channel", example_inputs=example(),
+                           target_sparsity=0.999)

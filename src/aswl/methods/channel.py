@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from aswl.methods.base import ConfigError, GradualConfig, SparseMethod, check, register_method
+from aswl.methods.guards import warn_user
 from aswl.sparse import channel_cost
 from aswl.sparse import channels as masks
 from aswl.sparse.channel_graph import LAYER_TYPES, ChannelGroup, find_groups
@@ -106,8 +107,13 @@ class ChannelMethod(SparseMethod):
         self.sizes = torch.tensor([float(g.size) for g in self.groups], dtype=torch.float64)
         budget = self.config.budget
         costs = channel_cost.layer_costs(model, list(self.layers), example_inputs,
-                            "flops" if budget == "latency" else budget)
+                                         "flops" if budget == "latency" else budget)
         self.cost = channel_cost.cost_model(self.groups, costs, model)
+        grouped = [g.name for g in self.groups if g.unit > 1]
+        if budget == "latency" and grouped:
+            raise ConfigError(f"{self.name}: budget = 'latency' does not time grouped "
+                              f"convolutions at their kept widths yet (groups {grouped[:4]}); "
+                              "use budget = 'flops' or 'params' for this model")
         if budget == "latency":
             from aswl.sparse.latency import latency_cost
 
@@ -117,6 +123,22 @@ class ChannelMethod(SparseMethod):
         self.channel_masks: dict[str, Tensor] = {}
         self.hooks: dict[str, list[masks.ChannelMaskHook]] = {}
         self.frozen = False
+        self._warn_unreachable_channels()
+
+    def warn_unreachable(self) -> None:
+        """The base's check counts weights; channel mode checks its cost once its groups are
+        known (:meth:`_warn_unreachable_channels`)."""
+
+    def _warn_unreachable_channels(self) -> None:
+        """Every group keeps at least one channel (one block of a grouped conv), and the
+        groups kept whole keep all of theirs: say so when that caps the cut."""
+        lower = torch.tensor([g.unit for g in self.groups], dtype=torch.float64) / self.sizes
+        reachable = 1.0 - float(self.cost.kept(lower)) / self.cost.total
+        target = self.config.target_sparsity
+        if target > reachable + 1e-9:
+            warn_user(f"{self.name}: target_sparsity {target:.1%} cannot be reached: with one "
+                      f"channel per group and the {len(self.refused)} group(s) kept whole, at "
+                      f"most {reachable:.1%} of the {self.config.budget} can go")
 
     # ----------------------------------------------------------------- life cycle
     # ----------------------------------------------------------------- the channel engine
@@ -220,16 +242,20 @@ class ChannelMethod(SparseMethod):
         multiple = self.cost.multiple  # budget latency: counts where its table was measured
         if self.global_scope():
             counts = channel_cost.threshold_budget(scores, units, self.cost, self._kept_target())
+            # whole blocks: down to a multiple, so the threshold's cost stays under the budget
+            counts = [u * max(1, c // u) for u, c in zip(units, counts)]
         else:
             lower = torch.tensor(units, dtype=torch.float64) / self.sizes
             if max(units) == 1 and multiple == 1:
                 density = channel_cost.fit_budget(self.group_densities(), lower, self.cost,
-                                     self._kept_target())
+                                                  self._kept_target())
             else:  # counts in steps: the last step at or under the budget's cost
                 cost = channel_cost.UnitCost(self.cost, self.sizes, lower * self.sizes) \
                     if max(units) > 1 else self.cost
                 density = channel_cost.fit_budget(self.group_densities(), lower, cost,
-                                     self._kept_target(), at_most=True)
+                                                  self._kept_target(), at_most=True)
+                if multiple == 1:  # one scale leaves slack where the blocks are coarse
+                    density = cost.fill(density, self.group_densities(), self._kept_target())
             counts = [float(d) * g.size for g, d in zip(self.groups, density)]
         # a multiple of each group's unit (a grouped conv's block count) or, with units of
         # one, of the cost's multiple (round_count); at least one unit

@@ -81,6 +81,24 @@ class UnitCost:
     def kept(self, density: Tensor) -> Tensor:
         return self.cost.kept(self.rounded(density))
 
+    def fill(self, density: Tensor, raw: Tensor, kept: float) -> Tensor:
+        """Spend the slack one shared scale leaves under ``kept`` (coarse blocks jump past
+        it): one more unit at a time to the group furthest below its raw share, while the
+        cost stays at or under ``kept``. Returns rounded kept fractions."""
+        density = self.rounded(density.double())
+        raw = raw.double().clamp_min(1e-12)
+        while True:
+            order = (density / raw).argsort()  # furthest below its share first
+            for index in order.tolist():
+                more = density.clone()
+                more[index] = min(1.0, float((density[index] * self.sizes[index]
+                                              + self.units[index]) / self.sizes[index]))
+                if more[index] > density[index] and float(self.cost.kept(more)) <= kept:
+                    density = more
+                    break
+            else:
+                return density
+
 
 def in_channels(module: nn.Module) -> int:
     """How many input channels (or features) a Conv/Linear layer reads."""
