@@ -140,7 +140,6 @@ class ChannelMethod(SparseMethod):
                       f"channel per group and the {len(self.refused)} group(s) kept whole, at "
                       f"most {reachable:.1%} of the {self.config.budget} can go")
 
-    # ----------------------------------------------------------------- life cycle
     # ----------------------------------------------------------------- the channel engine
     def _check_free(self) -> None:
         if masks.has_channel_hooks(self.model):
