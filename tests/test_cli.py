@@ -70,8 +70,10 @@ def _model_and_optimizer():
 
 def test_sparsify_without_total_steps_warns() -> None:
     model, optimizer = _model_and_optimizer()
-    with pytest.warns(UserWarning, match="total_steps not given"):
-        aswl.sparsify(model, optimizer, target_sparsity=0.5)
+    with pytest.warns(UserWarning, match="total_steps not given") as caught:
+        method = aswl.sparsify(model, optimizer, target_sparsity=0.5)
+    assert any("total_steps=epochs * len(loader)" in str(w.message) for w in caught)
+    assert method.total_steps == 1  # the whole schedule at the first mask update
 
 
 def test_a_second_sparsify_says_already_masked() -> None:

@@ -475,7 +475,12 @@ def test_the_latency_budget_refuses_grouped_convs_at_attach() -> None:
 
 
 def test_a_cut_channel_mode_cannot_reach_is_a_warning() -> None:
-    with pytest.warns(UserWarning, match="cannot be reached"):
-        aswl.create_method("l1_filter", PATTERNS["squeeze"](), total_steps=10,
-                           structure="channel", example_inputs=example(),
-                           target_sparsity=0.999)
+    with pytest.warns(UserWarning, match="cannot be reached") as caught:
+        method = aswl.create_method("l1_filter", PATTERNS["squeeze"](), total_steps=10,
+                                    structure="channel", example_inputs=example(),
+                                    target_sparsity=0.999)
+    message = next(str(w.message) for w in caught if "cannot be reached" in str(w.message))
+    assert "99.9%" in message and "1 group(s) kept whole" in message  # the classifier
+    lower = torch.tensor([g.unit / g.size for g in method.groups], dtype=torch.float64)
+    reachable = 1.0 - float(method.cost.kept(lower)) / method.cost.total
+    assert f"at most {reachable:.1%}" in message and reachable < 0.999

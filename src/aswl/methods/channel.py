@@ -207,31 +207,9 @@ class ChannelMethod(SparseMethod):
         return [self.scores(group.name, group) for group in self.groups]
 
     # ----------------------------------------------------------------- machinery
-    def _norms(self, group: Any, sides: tuple[str, ...], power: int) -> Tensor:
-        """Sum over the group's slices (``sides``: 'out', 'in') of |w|^power per channel."""
-        total = torch.zeros(group.size, dtype=torch.float64)
-        with torch.no_grad():
-            for name, side, index, root in group.slices:
-                module = self.model.get_submodule(name)
-                if side not in sides or getattr(module, "weight", None) is None:
-                    continue
-                weight = module.weight.detach()
-                if isinstance(module, nn.modules.conv._ConvTransposeNd):
-                    weight = weight.transpose(0, 1)  # (in, out/groups, ...) -> (out, in, ...)
-                if side == "out":
-                    values = weight.abs().pow(power).reshape(weight.shape[0], -1).sum(1)
-                    bias = getattr(module, "bias", None)
-                    if bias is not None:
-                        values = values + bias.detach().abs().pow(power)
-                else:
-                    if weight.dim() < 2:
-                        continue
-                    blocks = getattr(module, "groups", 1)  # a grouped conv: block by block
-                    values = weight.abs().pow(power).reshape(
-                        blocks, weight.shape[0] // blocks, weight.shape[1], -1).sum((1, 3))
-                    values = values.reshape(-1)
-                total.index_add_(0, root, values.double().cpu()[index])
-        return total.pow(1.0 / power)
+    def _norms(self, group: ChannelGroup, sides: tuple[str, ...], power: int) -> Tensor:
+        """Per channel, the norm of the group's weights on ``sides`` (:func:`channel_norms`)."""
+        return channel_norms(self.model, group, sides, power)
 
     def _kept_target(self) -> float:
         return (1.0 - self.sparsity_now()) * self.cost.total
@@ -256,9 +234,9 @@ class ChannelMethod(SparseMethod):
                 if multiple == 1:  # one scale leaves slack where the blocks are coarse
                     density = cost.fill(density, self.group_densities(), self._kept_target())
             counts = [float(d) * g.size for g, d in zip(self.groups, density)]
-        # a multiple of each group's unit (a grouped conv's block count) or, with units of
-        # one, of the cost's multiple (round_count); at least one unit
-        return [min(g.size, max(u, u * int(round(c / u)))) if u > 1 else
+        # groups of whole blocks are counted in blocks already (UnitCost, the floor above);
+        # the others round to the cost's multiple (round_count), at least one channel
+        return [int(round(c)) if u > 1 else
                 channel_cost.round_count(max(1, min(g.size, int(round(c)))), g.size, multiple)
                 for g, u, c in zip(self.groups, units, counts)]
 
@@ -330,6 +308,36 @@ class ChannelMethod(SparseMethod):
     def detach(self) -> None:
         """Remove the channel hooks from the model (it computes densely again)."""
         self._detach()
+
+
+def channel_norms(model: nn.Module, group: ChannelGroup, sides: tuple[str, ...],
+                  power: int) -> Tensor:
+    """Per channel of ``group``, (sum of |w|^power)^(1/power) over its slices on ``sides``
+    ('out': the producers' rows, biases and normalisation scales; 'in': the readers'
+    columns, block by block for a grouped conv)."""
+    total = torch.zeros(group.size, dtype=torch.float64)
+    with torch.no_grad():
+        for name, side, index, root in group.slices:
+            module = model.get_submodule(name)
+            if side not in sides or getattr(module, "weight", None) is None:
+                continue
+            weight = module.weight.detach()
+            if isinstance(module, nn.modules.conv._ConvTransposeNd):
+                weight = weight.transpose(0, 1)  # (in, out/groups, ...) -> (out, in, ...)
+            if side == "out":
+                values = weight.abs().pow(power).reshape(weight.shape[0], -1).sum(1)
+                bias = getattr(module, "bias", None)
+                if bias is not None:
+                    values = values + bias.detach().abs().pow(power)
+            else:
+                if weight.dim() < 2:
+                    continue
+                blocks = getattr(module, "groups", 1)
+                values = weight.abs().pow(power).reshape(
+                    blocks, weight.shape[0] // blocks, weight.shape[1], -1).sum((1, 3))
+                values = values.reshape(-1)
+            total.index_add_(0, root, values.double().cpu()[index])
+    return total.pow(1.0 / power)
 
 
 @register_method("l1_filter", structure="channel")

@@ -3,10 +3,10 @@
 Subclass :class:`Callback`, override the hooks you need and pass instances to
 :func:`aswl.train.train` or :class:`aswl.train.Trainer` (``callbacks=[...]``)::
 
-    class PrintLoss(Callback):
+    class LogLoss(Callback):
         def on_step(self, trainer, step, loss):
             if step % 100 == 0:
-                print(step, float(loss))
+                logging.getLogger("my_run").info("step %d loss %.4f", step, float(loss))
 
 Hooks run on every rank, in the order the callbacks were given.
 """
