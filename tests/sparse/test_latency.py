@@ -142,6 +142,38 @@ def test_every_channel_method_accepts_the_latency_budget(timer: FakeTimer, name:
     assert thin(torch.randn(2, 3, 8, 8)).shape == (2, 5)
 
 
+@pytest.mark.parametrize("name", ["aswl", "l1_filter", "slimming", "group_norm"])
+@pytest.mark.parametrize("sparsity", [0.5, 0.6])
+def test_the_latency_budget_is_filled_to_the_last_step_that_fits(
+        timer: FakeTimer, name: str, sparsity: float) -> None:
+    """Counts move in steps of 8 channels: one scale (or one threshold) stops short of the
+    budget; the slack is spent until no further step of any group fits under it."""
+    from aswl.sparse.channel_cost import next_count
+
+    torch.manual_seed(0)
+    model = Net()  # 16, 32, 32 channels: a step of 8 is a large share
+    for module in model.modules():  # trained scales differ (slimming ranks by them)
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+    method = aswl.create_method(name, model, total_steps=8, structure="channel",
+                                example_inputs=example(), budget="latency",
+                                target_sparsity=sparsity)
+    method.step_count = method.total_steps  # the final budget
+    counts = method.channel_counts(method.channel_scores())
+    sizes = method.sizes
+
+    def kept(now: list[int]) -> float:
+        return float(method.cost.kept(torch.tensor(now, dtype=torch.float64) / sizes))
+
+    budget = method._kept_target()
+    assert kept(counts) <= budget + 1e-9
+    for g, group in enumerate(method.groups):
+        bigger = list(counts)
+        bigger[g] = next_count(counts[g], group.size, group.unit, 8)
+        assert bigger[g] == counts[g] or kept(bigger) > budget  # no step left that fits
+    assert 1.0 - kept(counts) / method.cost.total < sparsity + 0.15  # not far past it
+
+
 def test_per_channel_cost_is_the_tables_slope(timer: FakeTimer) -> None:
     method = aswl.create_method("aswl", Net(), total_steps=8, structure="channel",
                                 example_inputs=example(), budget="latency")

@@ -217,28 +217,30 @@ class ChannelMethod(SparseMethod):
     def channel_counts(self, scores: list[Tensor]) -> list[int]:
         units = [g.unit for g in self.groups]
         multiple = self.cost.multiple  # budget latency: counts where its table was measured
+        kept = self._kept_target()
+        steps = max(units) > 1 or multiple > 1  # counts move in steps, not channel by channel
+        blocks = torch.tensor(units, dtype=torch.float64)
+        cost = channel_cost.UnitCost(self.cost, self.sizes, blocks) if max(units) > 1 else self.cost
         if self.global_scope():
-            counts = channel_cost.threshold_budget(scores, units, self.cost, self._kept_target())
+            counts = channel_cost.threshold_budget(scores, units, self.cost, kept)
             # whole blocks: down to a multiple, so the threshold's cost stays under the budget
             counts = [u * max(1, c // u) for u, c in zip(units, counts)]
+            order = channel_cost.best_next(scores)
         else:
-            lower = torch.tensor(units, dtype=torch.float64) / self.sizes
-            if max(units) == 1 and multiple == 1:
-                density = channel_cost.fit_budget(self.group_densities(), lower, self.cost,
-                                                  self._kept_target())
-            else:  # counts in steps: the last step at or under the budget's cost
-                cost = channel_cost.UnitCost(self.cost, self.sizes, lower * self.sizes) \
-                    if max(units) > 1 else self.cost
-                density = channel_cost.fit_budget(self.group_densities(), lower, cost,
-                                                  self._kept_target(), at_most=True)
-                if multiple == 1:  # one scale leaves slack where the blocks are coarse
-                    density = cost.fill(density, self.group_densities(), self._kept_target())
+            raw = self.group_densities().double().clamp_min(1e-12)
+            # counts in steps: the last step at or under the budget's cost
+            density = channel_cost.fit_budget(raw, blocks / self.sizes, cost, kept, at_most=steps)
             counts = [float(d) * g.size for g, d in zip(self.groups, density)]
+            order = channel_cost.furthest_below(raw, self.sizes)
         # groups of whole blocks are counted in blocks already (UnitCost, the floor above);
         # the others round to the cost's multiple (round_count), at least one channel
-        return [int(round(c)) if u > 1 else
-                channel_cost.round_count(max(1, min(g.size, int(round(c)))), g.size, multiple)
-                for g, u, c in zip(self.groups, units, counts)]
+        counts = [int(round(c)) if u > 1 else
+                  channel_cost.round_count(max(1, min(g.size, int(round(c)))), g.size, multiple)
+                  for g, u, c in zip(self.groups, units, counts)]
+        if steps:  # one scale or one threshold stops a step short of the budget
+            counts = channel_cost.fill_slack(cost, counts, self.sizes, units, multiple, kept,
+                                             order)
+        return counts
 
     def update_masks(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Each group's ``channel_counts`` best channels by :meth:`channel_scores` (the

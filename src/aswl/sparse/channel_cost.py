@@ -10,6 +10,8 @@ depthwise conv reads and writes the same channels: its cost scales once with the
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,24 +83,6 @@ class UnitCost:
     def kept(self, density: Tensor) -> Tensor:
         return self.cost.kept(self.rounded(density))
 
-    def fill(self, density: Tensor, raw: Tensor, kept: float) -> Tensor:
-        """Spend the slack one shared scale leaves under ``kept`` (coarse blocks jump past
-        it): one more unit at a time to the group furthest below its raw share, while the
-        cost stays at or under ``kept``. Returns rounded kept fractions."""
-        density = self.rounded(density.double())
-        raw = raw.double().clamp_min(1e-12)
-        while True:
-            order = (density / raw).argsort()  # furthest below its share first
-            for index in order.tolist():
-                more = density.clone()
-                more[index] = min(1.0, float((density[index] * self.sizes[index]
-                                              + self.units[index]) / self.sizes[index]))
-                if more[index] > density[index] and float(self.cost.kept(more)) <= kept:
-                    density = more
-                    break
-            else:
-                return density
-
 
 def in_channels(module: nn.Module) -> int:
     """How many input channels (or features) a Conv/Linear layer reads."""
@@ -148,6 +132,59 @@ def round_count(count: int, width: int, multiple: int) -> int:
     return min(width, max(multiple, round(count / multiple) * multiple))
 
 
+def next_count(count: int, width: int, unit: int, multiple: int) -> int:
+    """The next kept count a group can take: one more block of ``unit`` channels, the next
+    multiple of ``multiple`` (:func:`round_count`; the full width after the last), or one
+    more channel."""
+    if unit > 1:
+        return min(width, count + unit)
+    if multiple > 1 and width >= 2 * multiple:
+        return min(width, (count // multiple + 1) * multiple)
+    return min(width, count + 1)
+
+
+def fill_slack(cost: Any, counts: list[int], sizes: Tensor, units: list[int], multiple: int,
+               kept: float, order: Callable[[list[int]], list[int]]) -> list[int]:
+    """Spend the slack a budget solved in steps leaves under ``kept`` (coarse counts stop
+    at the last step under it): one step (:func:`next_count`) at a time, to the first group
+    in ``order(counts)`` whose step keeps the cost at or under ``kept``, until no step fits.
+    A step past a small layer's 8 channels can be a large share of a budget, so without
+    this a 2x latency budget landed at 2.3x."""
+    sizes = sizes.double()
+    counts = list(counts)
+    while True:
+        for index in order(counts):
+            more = list(counts)
+            more[index] = next_count(counts[index], int(sizes[index]), units[index], multiple)
+            if more[index] > counts[index] and float(
+                    cost.kept(torch.tensor(more, dtype=torch.float64) / sizes)) <= kept:
+                counts = more
+                break
+        else:
+            return counts
+
+
+def best_next(scores: list[Tensor]) -> Callable[[list[int]], list[int]]:
+    """:func:`fill_slack`'s order for one threshold: the group whose next channel scores
+    highest first."""
+    ranked = [s.detach().double().cpu().reshape(-1).sort(descending=True).values
+              for s in scores]
+
+    def order(counts: list[int]) -> list[int]:
+        best = [float(r[c]) if c < len(r) else -math.inf for r, c in zip(ranked, counts)]
+        return sorted(range(len(counts)), key=lambda i: -best[i])
+    return order
+
+
+def furthest_below(raw: Tensor, sizes: Tensor) -> Callable[[list[int]], list[int]]:
+    """:func:`fill_slack`'s order for one scale: the group furthest below its raw kept
+    fraction first."""
+    def order(counts: list[int]) -> list[int]:
+        share = torch.tensor(counts, dtype=torch.float64) / sizes.double() / raw.double()
+        return share.argsort().tolist()
+    return order
+
+
 def threshold_budget(scores: list[Tensor], lower: list[int], model: Any,
                      kept: float) -> list[int]:
     """Channels each group keeps under ONE score threshold across groups, the threshold
@@ -171,5 +208,6 @@ def threshold_budget(scores: list[Tensor], lower: list[int], model: Any,
     return counts(float(every[lo]))
 
 
-__all__ = ["CostModel", "UnitCost", "cost_model", "fit_budget", "in_channels", "layer_costs",
-           "round_count", "threshold_budget"]
+__all__ = ["CostModel", "UnitCost", "best_next", "cost_model", "fill_slack", "fit_budget",
+           "furthest_below", "in_channels", "layer_costs", "next_count", "round_count",
+           "threshold_budget"]
