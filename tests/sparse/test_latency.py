@@ -12,6 +12,7 @@ from torch import nn
 
 import aswl
 from aswl.methods import ConfigError
+from aswl.methods.guards import MethodStateError
 from aswl.sparse import latency
 from aswl.sparse.channel_cost import round_count
 from aswl.sparse.latency import LatencyTable, load_latency_table, profile_latency
@@ -172,6 +173,39 @@ def test_the_latency_budget_is_filled_to_the_last_step_that_fits(
         bigger[g] = next_count(counts[g], group.size, group.unit, 8)
         assert bigger[g] == counts[g] or kept(bigger) > budget  # no step left that fits
     assert 1.0 - kept(counts) / method.cost.total < sparsity + 0.15  # not far past it
+
+
+def test_a_resumed_run_budgets_with_the_table_it_started_with(
+        timer: FakeTimer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table is in the method's state: a resume on a machine whose cache is gone (or
+    times differently) keeps the run's budget; a damaged table in a checkpoint is refused."""
+    torch.manual_seed(0)
+
+    def method() -> aswl.SparseMethod:
+        return aswl.create_method("l1_filter", Net(), total_steps=8, structure="channel",
+                                  example_inputs=example(), budget="latency",
+                                  target_sparsity=0.5)
+
+    first = method()
+    state = first.state_dict()
+    monkeypatch.setenv("ASWL_CACHE", str(tmp_path / "other-cache"))
+    monkeypatch.setattr(latency, "time_points",  # another machine: conv1 is 50x slower
+                        lambda fns, r, d: {k: 0.1 + k[0] * k[1] / (2 if k[1] == 3 else 100)
+                                           for k in fns})
+    second = method()
+    assert second.cost.table.layers != first.cost.table.layers
+    second.load_state_dict(state)
+    assert second.cost.table.layers == first.cost.table.layers
+    first.step_count = second.step_count = 8
+    assert second.channel_counts(second.channel_scores()) == \
+        first.channel_counts(first.channel_scores())
+    broken = json.loads(json.dumps(state))
+    broken["latency_table"]["layers"]["conv2"]["ms"][0][0] = float("nan")
+    with pytest.raises(MethodStateError, match="'conv2' has no valid grid"):
+        method().load_state_dict(broken)
+    del broken["latency_table"]["layers"]["conv1"]
+    with pytest.raises(MethodStateError, match="latency table is incomplete"):
+        method().load_state_dict(broken)
 
 
 def test_per_channel_cost_is_the_tables_slope(timer: FakeTimer) -> None:

@@ -105,21 +105,7 @@ class ChannelMethod(SparseMethod):
                                   f"{'; '.join(f'{g}: {w}' for g, w in unsafe.items())[:400]}")
         self.groups = groups
         self.sizes = torch.tensor([float(g.size) for g in self.groups], dtype=torch.float64)
-        budget = self.config.budget
-        costs = channel_cost.layer_costs(model, list(self.layers), example_inputs,
-                                         "flops" if budget == "latency" else budget)
-        self.cost = channel_cost.cost_model(self.groups, costs, model)
-        grouped = [g.name for g in self.groups if g.unit > 1]
-        if budget == "latency" and grouped:
-            raise ConfigError(f"{self.name}: budget = 'latency' does not time grouped "
-                              f"convolutions at their kept widths yet (groups {grouped[:4]}); "
-                              "use budget = 'flops' or 'params' for this model")
-        if budget == "latency":
-            from aswl.sparse.latency import latency_cost
-
-            self.cost = latency_cost(self.cost, self.sizes, model, list(self.layers),
-                                     example_inputs, self.config.latency_batch,
-                                     self.config.latency_table)
+        self.cost = budget_cost(self, model, example_inputs)
         self.channel_masks: dict[str, Tensor] = {}
         self.hooks: dict[str, list[masks.ChannelMaskHook]] = {}
         self.frozen = False
@@ -294,12 +280,18 @@ class ChannelMethod(SparseMethod):
         return plain
 
     def state_dict(self) -> dict[str, Any]:
+        table = getattr(self.cost, "table", None)  # budget latency: resume with the same times
         return {**super().state_dict(), "frozen": self.frozen,
-                "channel_masks": {k: v.cpu().tolist() for k, v in self.channel_masks.items()}}
+                "channel_masks": {k: v.cpu().tolist() for k, v in self.channel_masks.items()},
+                **({"latency_table": table.to_state()} if table is not None else {})}
 
     def _load(self, state: dict[str, Any]) -> None:
         super()._load(state)
         self.frozen = bool(state["frozen"])
+        if "latency_table" in state and hasattr(self.cost, "table"):
+            from aswl.sparse.latency import saved_latency_cost
+
+            self.cost = saved_latency_cost(self.cost, state["latency_table"], self.sizes)
         for name, values in state["channel_masks"].items():
             if name not in self.channel_masks:
                 raise KeyError(f"channel group {name!r} is not in this model")
@@ -310,6 +302,27 @@ class ChannelMethod(SparseMethod):
     def detach(self) -> None:
         """Remove the channel hooks from the model (it computes densely again)."""
         self._detach()
+
+
+def budget_cost(method: ChannelMethod, model: nn.Module,
+                example_inputs: Any) -> channel_cost.CostModel:
+    """The cost ``method.config.budget`` counts over the method's groups (FLOPs, parameters,
+    or the measured latency table, :mod:`aswl.sparse.latency`)."""
+    budget = method.config.budget
+    costs = channel_cost.layer_costs(model, list(method.layers), example_inputs,
+                                     "flops" if budget == "latency" else budget)
+    cost = channel_cost.cost_model(method.groups, costs, model)
+    if budget != "latency":
+        return cost
+    grouped = [g.name for g in method.groups if g.unit > 1]
+    if grouped:
+        raise ConfigError(f"{method.name}: budget = 'latency' does not time grouped "
+                          f"convolutions at their kept widths yet (groups {grouped[:4]}); "
+                          "use budget = 'flops' or 'params' for this model")
+    from aswl.sparse.latency import latency_cost
+
+    return latency_cost(cost, method.sizes, model, list(method.layers), example_inputs,
+                        method.config.latency_batch, method.config.latency_table)
 
 
 def channel_norms(model: nn.Module, group: ChannelGroup, sides: tuple[str, ...],

@@ -228,7 +228,7 @@ class LatencyTable:
                               "with `aswl profile` or aswl.profile_latency") from None
         return cls(data, layers)
 
-    def check(self, path: Path, want: dict[str, Any], shapes: dict[str, str]) -> None:
+    def check(self, path: Path | str, want: dict[str, Any], shapes: dict[str, str]) -> None:
         """Refuse a table made for another setup (``want``: the fields that must match) or
         for other layers, naming what differs."""
         diffs = [f"{k} {self.header.get(k)!r} (this run: {v!r})" for k, v in want.items()
@@ -243,6 +243,35 @@ class LatencyTable:
             raise ConfigError(f"latency table {path} was made for {'; '.join(diffs)}: make "
                               "one for this model and setup with `aswl profile` (or "
                               "aswl.profile_latency), or drop latency_table to use the cache")
+
+    def to_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so a resumed run budgets with the same table."""
+        return {"header": dict(self.header), "layers": copy.deepcopy(self.layers)}
+
+    @classmethod
+    def from_state(cls, state: Any, like: LatencyTable, names: list[str]) -> LatencyTable:
+        """The table a checkpoint holds (:meth:`to_state`); it must be for the layers of
+        ``like``, the table this model was given now, and hold finite times >= 0 on a grid
+        of fractions in (0, 1]."""
+        where = "the checkpoint's latency table"
+        try:
+            table = cls(dict(state["header"]), {n: dict(state["layers"][n]) for n in names})
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"{where} is incomplete ({type(err).__name__}: a layer or "
+                              "field is missing): resume from an intact checkpoint") from None
+        table.check(where, {}, {n: like.layers[n]["shape"] for n in names})
+        for name, entry in table.layers.items():
+            try:
+                ins, outs = [float(f) for f in entry["in"]], [float(f) for f in entry["out"]]
+                ms = torch.tensor(entry["ms"], dtype=torch.float64)
+                ok = (ms.shape == (len(outs), len(ins)) and bool(torch.isfinite(ms).all())
+                      and bool((ms >= 0).all()) and all(0 < f <= 1 for f in ins + outs))
+            except (KeyError, TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ConfigError(f"{where}: layer {name!r} has no valid grid of times: "
+                                  "resume from an intact checkpoint")
+        return table
 
     def interpolate(self, name: str, out: Tensor, inp: Tensor) -> Tensor:
         """The layer's ms at these kept (output, input) fractions (broadcast)."""
@@ -406,5 +435,16 @@ def latency_cost(base: CostModel, sizes: Tensor, model: nn.Module, names: list[s
     return LatencyCost(base, loaded, names, sizes)
 
 
+def saved_latency_cost(cost: LatencyCost, state: Any, sizes: Tensor) -> LatencyCost:
+    """The cost of the table a checkpoint holds (:meth:`LatencyTable.to_state`), in place of
+    ``cost`` (the table measured or cached now): a resumed run keeps the times it started
+    with, whatever the cache or this machine's load say now."""
+    table = LatencyTable.from_state(state, cost.table, cost.names)
+    if table.layers != {n: cost.table.layers[n] for n in cost.names}:
+        log.info("latency table: the checkpoint's (made on %s), not the one measured now",
+                 table.header.get("device"))
+    return LatencyCost(cost, table, cost.names, sizes)
+
+
 __all__ = ["LatencyCost", "LatencyTable", "latency_cost", "load_latency_table",
-           "profile_latency"]
+           "profile_latency", "saved_latency_cost"]
