@@ -64,6 +64,44 @@ def points(rows: list[dict[str, Any]], batch: int) -> dict[str, list[dict[str, A
     return out
 
 
+def markdown(rows: list[dict[str, Any]], model: str) -> None:
+    """The RESULTS table of one model's channel runs: per (reduction asked, method, budget),
+    mean +- std over seeds of the test accuracy and the measured speedup (batch 64), the
+    reduction in the method's own cost model ("table cut"), measured / asked and batch 1;
+    then, per reduction, each method's gap to ``aswl`` (latency budget)."""
+    cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["model"] == model and row["structure"] == "channel":
+            asked = 1.0 if row["method"] == "dense" else row["reduction_asked"]
+            cells[(asked, row["method"], row["budget"])].append(row)
+
+    def spread(values: list[float], digits: int = 2) -> str:
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.{digits}f} +- {std:.{digits}f}"
+
+    print(f"\n{model}\n")
+    print("| speedup asked | method | budget | seeds | test acc. | table cut | "
+          "measured speedup b64 | measured / asked | b1 |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    means: dict[tuple, float] = {}
+    for (asked, method, budget), group in sorted(cells.items()):
+        accuracy = [r["test_accuracy"] for r in group]
+        means[(asked, method, budget)] = statistics.mean(accuracy)
+        speed = [r["speedup_b64"] for r in group]
+        met = statistics.mean(r["speedup_b64"] for r in group) / asked
+        cut = statistics.mean(r["reduction"] for r in group)
+        b1 = statistics.mean(r["speedup_b1"] for r in group)
+        print(f"| {asked:g}x | `{method}` | {budget} | {len(group)} | {spread(accuracy)} | "
+              f"{cut:.2f}x | {spread(speed)}x | {met:.2f} | {b1:.2f}x |")
+    for asked in sorted({key[0] for key in means if key[0] > 1}):
+        ours = means.get((asked, "aswl", "latency"))
+        others = {f"{m}@{b}": v for (a, m, b), v in means.items()
+                  if a == asked and (m, b) != ("aswl", "latency")}
+        if ours is not None and others:
+            gaps = ", ".join(f"{k} {ours - v:+.2f}" for k, v in sorted(others.items()))
+            print(f"\n{asked:g}x: aswl@latency {ours:.2f}; minus each other: {gaps}")
+
+
 def label(point: dict[str, Any]) -> str:
     if point["method"] == "dense":
         return "dense"
@@ -78,8 +116,14 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="folder for speed_<model>.png")
     parser.add_argument("--batch", type=int, default=64, choices=(1, 64))
     parser.add_argument("--prefix", default="speed_", help="file name: <prefix><model>.png")
+    parser.add_argument("--markdown", action="store_true",
+                        help="also print each model's channel runs as the RESULTS table")
     args = parser.parse_args()
-    by_model = points(load(args.files), args.batch)
+    rows = load(args.files)
+    if args.markdown:
+        for model in sorted({row["model"] for row in rows}):
+            markdown(rows, model)
+    by_model = points(rows, args.batch)
     for model, found in by_model.items():
         print(f"\n{model} (batch {args.batch}, one thread)")
         print(f"{'point':38s} {'seeds':>5s} {'accuracy':>14s} {'ms':>8s} {'speedup':>15s}")
