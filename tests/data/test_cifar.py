@@ -117,3 +117,46 @@ def test_cifar_download_and_extract(tmp_path: Path, make_cifar, monkeypatch) -> 
     monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout=0: io.BytesIO(blob))
     ds = build_datasets("cifar10", root=tmp_path / "dl", download=True)
     assert len(ds.train) == 50 and (tmp_path / "dl" / "cifar-10-batches-py").is_dir()
+
+
+def test_cifar_batch_over_size_limit_is_refused_before_reading(
+        tmp_path: Path, make_cifar, monkeypatch) -> None:
+    folder = make_cifar(tmp_path, n=2)
+    opened: list[str] = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: opened.append(self.name)
+                        or real_open(self, *a, **k))
+    size = (folder / "data_batch_1").stat().st_size
+    monkeypatch.setattr(cifar_mod, "MAX_BATCH_BYTES", size)  # a batch of exactly the bound loads
+    images, labels = cifar_mod.load_batch(folder / "data_batch_1")
+    assert images.shape == (2, 3, 32, 32) and labels.tolist() == [0, 1]
+    assert opened == ["data_batch_1"]
+    assert len(build_datasets("cifar10", root=tmp_path).train) == 10
+    monkeypatch.setattr(cifar_mod, "MAX_BATCH_BYTES", 100)
+    (folder / "data_batch_3").write_bytes(b"SECRET" * 20)  # 120 bytes: never opened
+    opened.clear()
+    with pytest.raises(DatasetError) as info:
+        cifar_mod.load_batch(folder / "data_batch_3")
+    msg = str(info.value)
+    assert "data_batch_3" in msg and "120 bytes" in msg and "more than the 100" in msg
+    assert "31 MB" in msg and "data.download=true" in msg and "data.root" in msg
+    assert "SECRET" not in msg and opened == []
+
+
+def test_cifar_batch_growing_past_size_limit_is_refused(monkeypatch) -> None:
+    class Grows:  # its size says 10 bytes, but reading it gives 150
+        name = "data_batch_1"
+
+        def stat(self) -> object:
+            return type("Stat", (), {"st_size": 10})()
+
+        def open(self, mode: str) -> io.BytesIO:
+            return io.BytesIO(b"x" * 150)
+
+        def __str__(self) -> str:
+            return "folder/data_batch_1"
+
+    monkeypatch.setattr(cifar_mod, "MAX_BATCH_BYTES", 100)
+    with pytest.raises(DatasetError, match=r"folder/data_batch_1 holds more than the 100 bytes"
+                       r".*its size said 10"):
+        cifar_mod.load_batch(Grows())  # type: ignore[arg-type]

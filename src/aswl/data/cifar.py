@@ -40,6 +40,12 @@ STD = (0.2470, 0.2435, 0.2616)
 
 _FIX = "delete the folder and re-download (data.download=true) or point data.root at a good copy"
 
+MAX_BATCH_BYTES = 64 << 20
+"""Largest batch file read (64 MiB). A real CIFAR-10 batch is about 31 MB (10,000 images of
+3,072 bytes plus their labels and the pickle's overhead); the bound leaves twice that as
+headroom and stops a huge or crafted file in the data folder from being read into memory. The
+file's size is checked before it is read, and no more than this is ever read from it."""
+
 
 def cifar_candidate_dirs(root: Path) -> list[Path]:
     """Folders that may hold the batch files: root itself, root/cifar-10-batches-py, ..."""
@@ -131,15 +137,40 @@ def _get(d: dict[Any, Any], key: str) -> Any:
     return d.get(key)
 
 
-def load_batch(path: Path) -> tuple[Tensor, Tensor]:
-    """Load and validate one pickle batch; return uint8 ``(N, 3, 32, 32)`` and int64 labels."""
+def _read_batch_file(path: Path) -> bytes:
+    """The bytes of a batch file of at most :data:`MAX_BATCH_BYTES` (its size is checked
+    before anything is read, and the read stops past the bound: a file that grows meanwhile,
+    or whose size is not known in advance, is refused too)."""
     try:
-        d = safe_unpickle(path.read_bytes())
+        size = path.stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise DatasetError(
+                f"CIFAR-10 batch {path} is {size:,} bytes, more than the {MAX_BATCH_BYTES:,} a "
+                f"batch file may hold here (a real one is about 31 MB); it was not read; {_FIX}.")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_BATCH_BYTES + 1)
+    except OSError as exc:
+        raise DatasetError(f"Cannot read CIFAR-10 batch {path}: {exc!r}; {_FIX}.") from exc
+    if len(data) > MAX_BATCH_BYTES:
+        raise DatasetError(
+            f"CIFAR-10 batch {path} holds more than the {MAX_BATCH_BYTES:,} bytes a batch file "
+            f"may hold here (a real one is about 31 MB), though its size said {size:,}; it was "
+            f"not loaded; {_FIX}.")
+    return data
+
+
+def load_batch(path: Path) -> tuple[Tensor, Tensor]:
+    """Load and validate one pickle batch (a file of at most :data:`MAX_BATCH_BYTES`); return
+    uint8 ``(N, 3, 32, 32)`` and int64 labels."""
+    raw = _read_batch_file(path)
+    try:
+        d = safe_unpickle(raw)
     except RefusedPickle as exc:
         raise DatasetError(f"CIFAR-10 batch {path} is not a plain CIFAR batch ({exc}); it was "
                            f"not loaded and nothing in it was run; {_FIX}.") from exc
     except Exception as exc:  # unpickling corrupt data can raise almost anything
         raise DatasetError(f"Cannot read CIFAR-10 batch {path}: {exc!r}; {_FIX}.") from exc
+    del raw  # the file's bytes are not kept while the arrays are checked and converted
     if not isinstance(d, dict):
         raise DatasetError(
             f"CIFAR-10 batch {path} holds a {type(d).__name__}, expected a dict; {_FIX}."

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from aswl.methods.base import ConfigError, GradualConfig, SparseMethod, check, register_method
 from aswl.methods.guards import warn_user
+from aswl.methods.method_config import MAX_COEFFICIENT
 from aswl.sparse import channel_cost
 from aswl.sparse import channels as masks
 from aswl.sparse.channel_graph import LAYER_TYPES, ChannelGroup, find_groups
@@ -372,8 +373,8 @@ class SlimmingConfig(ChannelConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(self.sparsity_penalty >= 0, "sparsity_penalty", self.sparsity_penalty,
-              "a number >= 0")
+        check(0 <= self.sparsity_penalty <= MAX_COEFFICIENT, "sparsity_penalty",
+              self.sparsity_penalty, "a number in [0, 1000]")
 
 
 @register_method("slimming", structure="channel")

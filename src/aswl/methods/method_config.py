@@ -12,6 +12,15 @@ from dataclasses import dataclass, field
 
 from aswl.checks import check, check_finite
 
+MAX_COEFFICIENT = 1000.0
+"""Largest penalty coefficient a method option may take (``weight_decay``, ``gamma``,
+``sparsity_penalty``; the run config's ``weight_decay`` has the same bound): the published
+values are 1e-5 to 0.1, and beyond this the penalty swamps the loss or overflows the step."""
+MAX_INTERVAL = 10**6
+"""Largest step interval a method option may take (``mask_interval``, ``attention_interval``,
+``count_interval``): the defaults are 1 to 16, and 10**6 steps is more than a whole run of
+90 ImageNet epochs at batch 256 (about 450,000 steps)."""
+
 
 @dataclass
 class MethodConfig:
@@ -48,7 +57,8 @@ class GradualConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(self.mask_interval >= 1, "mask_interval", self.mask_interval, "an integer >= 1")
+        check(1 <= self.mask_interval <= MAX_INTERVAL, "mask_interval", self.mask_interval,
+              "an integer in [1, 10**6]")
         check(self.schedule in ("cubic", "constant"), "schedule", self.schedule,
               "'cubic' or 'constant'")
         check(0.0 <= self.ramp_begin <= self.ramp_end <= 1.0, "ramp_begin/ramp_end",

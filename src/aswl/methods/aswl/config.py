@@ -6,12 +6,20 @@ import math
 from dataclasses import dataclass
 
 from aswl.methods.base import GradualConfig, check
+from aswl.methods.method_config import MAX_COEFFICIENT, MAX_INTERVAL
 
 ATTENTION_MIN = 0.01
 """Lowest attention (the paper's clip)."""
 ATTENTION_UPDATES = 512
 """Attention updates over the ramp when ``attention_interval`` is None (channel mode takes a
 quarter of them: each of its updates averages several observed backward passes)."""
+MAX_ATTENTION_LR = 10.0
+"""Largest ``attention_lr``. The attentions live in [0.01, 1] and the defaults are 0.005 to
+0.02; one Adam step moves an attention by about the learning rate, so a rate near 1 already
+throws it across its whole range (10 leaves room for SGD on small gradients)."""
+MAX_ALPHA = 100.0
+"""Largest ``alpha`` (the pruning exponent, default 1): at 100 even the lowest attention
+prunes only 1 - 0.99^100 ~ 37% of a layer, so a larger one can only be a slip."""
 
 
 @dataclass
@@ -25,25 +33,30 @@ class AttentionFields:
     multiple of mask_interval; 128 in channel mode), so a short run learns its split as
     fully as a long one."""
     alpha: float = 1.0
-    """Pruning factor: p = (1 - a)^alpha."""
+    """Pruning factor: p = (1 - a)^alpha (at most 100)."""
     init_attention: float = 0.5
     """Starting attention."""
     attention_lr: float = 0.01
-    """Learning rate of the attentions' own optimiser."""
+    """Learning rate of the attentions' own optimiser (at most 10)."""
     attention_optimizer: str = "adam"
     """``sgd`` (momentum ``attention_momentum``, as the authors) or ``adam``."""
     attention_momentum: float = 0.9
-    """Momentum of the attentions' SGD (attention_optimizer = sgd)."""
+    """Momentum of the attentions' SGD (attention_optimizer = sgd), in [0, 1)."""
 
     def check_attention(self) -> None:
-        """alpha, init_attention, attention_lr, attention_interval and attention_optimizer
-        in range."""
+        """alpha, init_attention, attention_lr, attention_momentum, attention_interval and
+        attention_optimizer in range."""
         alpha, init, lr = self.alpha, self.init_attention, self.attention_lr
-        check(math.isfinite(alpha) and alpha > 0, "alpha", alpha, "a finite number > 0")
+        momentum = self.attention_momentum
+        check(math.isfinite(alpha) and 0 < alpha <= MAX_ALPHA, "alpha", alpha,
+              "a number in (0, 100]")
         check(ATTENTION_MIN <= init <= 1.0, "init_attention", init, "a number in [0.01, 1]")
-        check(math.isfinite(lr) and lr >= 0, "attention_lr", lr, "a finite number >= 0")
-        check(self.attention_interval is None or self.attention_interval >= 1,
-              "attention_interval", self.attention_interval, "null or an integer >= 1")
+        check(math.isfinite(lr) and 0 <= lr <= MAX_ATTENTION_LR, "attention_lr", lr,
+              "a number in [0, 10]")
+        check(math.isfinite(momentum) and 0 <= momentum < 1, "attention_momentum", momentum,
+              "a number in [0, 1)")
+        check(self.attention_interval is None or 1 <= self.attention_interval <= MAX_INTERVAL,
+              "attention_interval", self.attention_interval, "null or an integer in [1, 10**6]")
         check(self.attention_optimizer in ("sgd", "adam"), "attention_optimizer",
               self.attention_optimizer, "'sgd' or 'adam'")
 
@@ -97,10 +110,10 @@ class ASWLCommonConfig(GradualConfig, AttentionFields):
     def validate(self) -> None:
         super().validate()
         self.check_attention()
-        check(self.count_interval >= 1, "count_interval", self.count_interval,
-              "an integer >= 1")
-        check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
-              self.weight_decay, "null or a number >= 0")
+        check(1 <= self.count_interval <= MAX_INTERVAL, "count_interval", self.count_interval,
+              "an integer in [1, 10**6]")
+        check(self.weight_decay is None or 0 <= self.weight_decay <= MAX_COEFFICIENT,
+              "weight_decay", self.weight_decay, "null or a number in [0, 1000]")
         check(self.max_ratio is None or 0.0 < self.max_ratio <= 1.0, "max_ratio",
               self.max_ratio, "null or a number in (0, 1]")
         check(self.min_kept is None or self.min_kept >= 1, "min_kept", self.min_kept,
@@ -156,7 +169,7 @@ class ASWLPaperConfig(ASWLCommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(self.gamma >= 0, "gamma", self.gamma, "a number >= 0")
+        check(0 <= self.gamma <= MAX_COEFFICIENT, "gamma", self.gamma, "a number in [0, 1000]")
         check(0.0 <= self.density_target <= 1.0, "density_target", self.density_target,
               "a fraction in [0, 1]")
         check(self.estimator in ("paper", "loss_aware"), "estimator", self.estimator,
