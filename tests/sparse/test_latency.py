@@ -80,6 +80,26 @@ def test_table_interpolates_exactly_at_grid_points_and_linearly_between() -> Non
     assert batched.shape == (1, 2) and batched[0].tolist() == pytest.approx([1.0, 9.0])
 
 
+def test_all_layers_interpolated_at_once_equal_one_by_one() -> None:
+    """The budget solver's one-pass lookup (Grids) gives the table's values layer by layer,
+    over grids of different lengths (a depthwise or fixed side has one point), below, on and
+    above the grid."""
+    from aswl.sparse.latency import Grids
+
+    layers = {"a": {"out": [0.25, 0.5, 1.0], "in": [0.5, 1.0],
+                    "ms": [[1.0, 2.0], [3.0, 5.0], [4.0, 9.0]]},
+              "b": {"out": [0.125, 0.25, 0.5, 0.75, 1.0], "in": [1.0],
+                    "ms": [[0.5], [1.0], [2.5], [2.6], [4.0]]},
+              "c": {"out": [1.0], "in": [0.25, 1.0], "ms": [[1.0, 7.0]]}}
+    table = LatencyTable({}, layers)
+    torch.manual_seed(0)
+    out, inp = torch.rand(4, 5, 3, dtype=torch.float64) * 1.3, torch.rand(4, 5, 3) * 1.3
+    out[0, 0], inp[0, 0] = torch.tensor([0.25, 0.5, 1.0]), torch.tensor([0.5, 1.0, 0.25])
+    one_by_one = torch.stack([table.interpolate(n, out[..., i], inp[..., i])
+                              for i, n in enumerate(layers)], -1)
+    assert torch.equal(Grids(list(layers.values())).interpolate(out, inp), one_by_one)
+
+
 def test_profile_is_cached_and_a_second_call_does_not_time(timer: FakeTimer,
                                                            tmp_path: Path) -> None:
     model = Net()
