@@ -33,6 +33,10 @@ Checks (one row each in the table):
   batch 128: with the default cadence (goal <= 1.10), and with masks every step and every 16
   steps (figures only; one of them is the default), timed by ``benchmarks/overhead.py``;
   images per second of each.
+- ``latency budget``: ``budget: latency`` on the device. ResNet-20's table is timed at batch
+  256 (quick: 8) and written beside the runs. Then ``l1_filter`` and ``aswl`` are asked for
+  2x and 3x (masks from the initial weights), and each slimmed model is timed against the
+  full width: requested against measured speedup (goal on CUDA: measured >= 0.95x asked).
 - ``memory``: peak GPU memory of three training steps of ``aswl`` over the plain model (goal
   <= 1.3x). On CPU the figure is the bytes of the persistent tensors instead (parameters,
   buffers, gradients, optimiser state), and the goal is not judged.
@@ -100,6 +104,9 @@ class Sizes:
     fp16_model: str
     """fp16 convolutions on a CPU take minutes per step: the quick run uses LeNet-300-100."""
     bench_models: tuple[str, ...]
+    latency_batch: int
+    """The deployment batch of the latency-budget check (its table and its timing)."""
+    latency_repeats: int
     min_accuracy: dict[str, float] = field(default_factory=dict)
     """Lowest test accuracy that passes, per training check."""
     judge_speed: bool = True
@@ -110,6 +117,7 @@ FULL = Sizes(main_epochs=20, main_limit_train=None, resnet_epochs=10, resnet_bat
              resnet_limit_train=None, limit_test=None, amp_epochs=5, resume_epochs=4,
              bench_batch=128, bench_warmup=10, bench_steps=100, memory_steps=3,
              fp16_model="resnet20", bench_models=("resnet20", "vgg16"),
+             latency_batch=256, latency_repeats=30,
              min_accuracy={"lenet300 aswl": 0.92, "lenet300 aswl_paper": 0.85,
                            "resnet20 aswl": 0.90, "resnet20 aswl_paper": 0.85,
                            "bf16": 0.80, "fp16": 0.70})
@@ -117,6 +125,7 @@ QUICK = Sizes(main_epochs=3, main_limit_train=None, resnet_epochs=2, resnet_batc
               resnet_limit_train=64, limit_test=128, amp_epochs=2, resume_epochs=2,
               bench_batch=8, bench_warmup=1, bench_steps=3, memory_steps=1,
               fp16_model="lenet300", bench_models=("resnet20", "lenet5"),
+              latency_batch=8, latency_repeats=3,
               min_accuracy={"lenet300 aswl": 0.70, "lenet300 aswl_paper": 0.70},
               judge_speed=False)
 
@@ -313,6 +322,47 @@ class Checks:
         return exact, (f"{'bit-exact' if exact else f'max abs diff {diff:.3e}'} after resuming "
                        f"at epoch {stop_after} of {epochs} (deterministic flags on)")
 
+    # ------------------------------------------------------------------ latency budget
+    def latency_check(self) -> tuple[bool | None, str]:
+        """``budget: latency`` on this device: ResNet-20's table (28x28, one channel) timed
+        at the deployment batch and written beside the runs; then ``l1_filter`` and ``aswl``
+        asked for 2x and 3x (masks from the initial weights: nothing is trained), each
+        slimmed model (BatchNorm folded, as the full one) timed against the full width,
+        interleaved. Goal: measured >= 0.95x of the speedup asked (CUDA, full size)."""
+        from aswl import create_method
+        from aswl.export.sparse_modules import fold_batchnorm
+        from aswl.sparse.latency import time_points
+
+        sizes, device = self.sizes, self.device
+        table = self.out / f"latency-resnet20-b{sizes.latency_batch}-{device.type}.json"
+        example = torch.zeros(1, 1, 28, 28, device=device)
+        x = torch.randn(sizes.latency_batch, 1, 28, 28, device=device)
+        full = fold_batchnorm(create_model("resnet20", num_classes=10, input_shape=(1, 28, 28))
+                              .to(device).eval())
+        ratios, figures, seconds = [], [], 0.0
+        for method_name in ("l1_filter", "aswl"):
+            for asked in (2.0, 3.0):
+                torch.manual_seed(self.seed)
+                model = create_model("resnet20", num_classes=10, input_shape=(1, 28, 28))
+                method = create_method(
+                    method_name, model.to(device), total_steps=1, structure="channel",
+                    example_inputs=example, budget="latency", target_sparsity=1 - 1 / asked,
+                    latency_batch=sizes.latency_batch, latency_table=str(table))
+                seconds = max(seconds, float(method.cost.table.header.get("seconds", 0.0)))
+                method.finalize()
+                thin = fold_batchnorm(method.export().eval())
+                with torch.no_grad():
+                    ms = time_points({"full": lambda: full(x), "thin": lambda t=thin: t(x)},
+                                     sizes.latency_repeats, device)
+                ratio = ms["full"] / ms["thin"] / asked
+                ratios.append(ratio)
+                cut = 1 / max(1e-9, 1 - method.global_sparsity())
+                figures.append(f"{method_name} {asked:g}x: table {cut:.2f}x, measured "
+                               f"{ms['full'] / ms['thin']:.2f}x ({ratio:.2f})")
+        judged = sizes.judge_speed and device.type == "cuda"
+        return (min(ratios) >= 0.95 if judged else None), (
+            f"batch {sizes.latency_batch}, table in {seconds:.1f} s; " + "; ".join(figures))
+
     # ------------------------------------------------------------------ speed and memory
     def overhead_checks(self) -> None:
         """aswl over plain PyTorch (and over the all-ones ``dense`` method), images/s."""
@@ -463,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, help="also write the table (Markdown) here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", help="comma list of check groups: train, export, amp, "
-                        "resume, overhead, memory (default: all)")
+                        "resume, overhead, memory, latency (default: all)")
     args = parser.parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -473,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device(args.device)
     quick = args.quick or device.type != "cuda"
-    groups = {"train", "export", "amp", "resume", "overhead", "memory"}
+    groups = {"train", "export", "amp", "resume", "overhead", "memory", "latency"}
     wanted = groups if not args.only else {g.strip() for g in args.only.split(",")}
     if not wanted <= groups:
         print(f"error: --only {args.only!r}: unknown group(s) {sorted(wanted - groups)}; "
@@ -503,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
             checks.run("resume resnet20 aswl", "bit-exact", checks.resume_check)
         if "overhead" in wanted:
             checks.overhead_checks()
+        if "latency" in wanted:
+            judged = checks.sizes.judge_speed and device.type == "cuda"
+            checks.run("latency budget resnet20",
+                       "measured >= 0.95x asked" if judged else "not judged (quick or CPU)",
+                       checks.latency_check)
         if "memory" in wanted:
             goal = "<= 1.3x" if checks.sizes.judge_speed and device.type == "cuda" else (
                 "not judged (quick or CPU)")

@@ -48,7 +48,7 @@ def test_quick_run_passes_every_check_on_cpu(device_check, tmp_path, capsys):
         "fp16 lenet300 aswl_paper", "resume resnet20 aswl",
         *(f"overhead {model} ({cadence})" for model in ("resnet20", "lenet5")
           for cadence in cadences),
-        "memory resnet20 aswl/plain", "memory lenet5 aswl/plain"}
+        "memory resnet20 aswl/plain", "memory lenet5 aswl/plain", "latency budget resnet20"}
     assert all(status == "pass" for name, (status, *_) in rows.items()
                if name.split()[0] in ("train", "export", "bf16", "fp16", "resume"))
     assert "sparsity 95.000%" in rows["train lenet300 aswl"][1]
@@ -56,6 +56,7 @@ def test_quick_run_passes_every_check_on_cpu(device_check, tmp_path, capsys):
     skipped = int(rows["fp16 lenet300 aswl_paper"][1].split(" of ")[0])
     assert skipped >= 1
     assert rows["resume resnet20 aswl"][1].startswith("bit-exact")
+    assert "l1_filter 2x: table" in rows["latency budget resnet20"][1]
     # timing goals are not judged in the quick run, but the figures are there
     assert "x plain" in rows[f"overhead resnet20 ({cadences[0]})"][1]
     assert "device cpu" in printed and "mode quick" in printed
