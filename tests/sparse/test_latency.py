@@ -137,6 +137,10 @@ def test_a_table_for_another_device_or_model_is_refused(timer: FakeTimer,
         load_latency_table(path, Net(), example(), names, batch=64)
     with pytest.raises(ConfigError, match=r"layer\(s\) of another shape.*conv1.*aswl profile"):
         load_latency_table(path, Net(width=8), example(), names)
+    data["format"] = "aswl-latency-table/1"  # timed without the allocator warm-up
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"format 'aswl-latency-table/1'.*aswl profile"):
+        load_latency_table(path, Net(), example(), names)
     path.write_text("{")
     with pytest.raises(ConfigError, match="cannot be read"):
         load_latency_table(path, Net(), example(), names)
@@ -241,6 +245,17 @@ def test_per_channel_cost_is_the_tables_slope(timer: FakeTimer) -> None:
         slope = float(((cost._times(up) - cost._times(down)) * cost.costs).sum()) / (2 * step)
         got = float(cost.per_channel(density, method.sizes)[g])
         assert got == pytest.approx(slope / float(method.sizes[g]), rel=1e-6)
+
+
+def test_timing_starts_with_a_warm_allocator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers and models are timed after one large block is freed (glibc then serves their
+    outputs from its heap, as in a serving process, not from fresh pages)."""
+    from aswl.export import sparse_modules
+
+    order: list[str] = []
+    monkeypatch.setattr(sparse_modules, "warm_allocator", lambda: order.append("warm"))
+    sparse_modules.interleaved_ms({"f": lambda: order.append("call")}, 2)
+    assert order[0] == "warm" and order.count("call") == 5  # 3 warm-up calls, 2 timed
 
 
 def test_round_count() -> None:

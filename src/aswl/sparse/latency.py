@@ -41,7 +41,8 @@ from aswl.sparse.channel_graph import LAYER_TYPES
 
 log = logging.getLogger(__name__)
 
-FORMAT = "aswl-latency-table/1"
+FORMAT = "aswl-latency-table/2"
+"""/2: timed after :func:`~aswl.export.sparse_modules.warm_allocator` (a /1 table is refused)."""
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
 """Channel fractions measured on each side of a layer (the counts are rounded, >= 1)."""
 REPEATS = 9
@@ -220,8 +221,11 @@ class LatencyTable:
     def read(cls, path: Path) -> LatencyTable:
         try:
             data = json.loads(Path(path).read_text())
-            if data.pop("format") != FORMAT:
-                raise ValueError("not an aswl latency table")
+            made = data.pop("format")
+            if made != FORMAT:
+                raise ValueError(f"format {made!r}, this aswl reads {FORMAT!r}"
+                                 if str(made).startswith("aswl-latency-table/")
+                                 else "not an aswl latency table")
             layers = data.pop("layers")
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"latency table {path} cannot be read ({err}): write it again "
@@ -416,7 +420,8 @@ def profile_latency(model: nn.Module, example_inputs: Any, batch: int | None = N
             "batch": int(batch or first.shape[0]), "torch": torch.__version__,
             "multiple": int(multiple)}
     if path is None:
-        digest = hashlib.sha1(json.dumps([want, shapes], sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha1(json.dumps([FORMAT, want, shapes],
+                                         sort_keys=True).encode()).hexdigest()
         path = default_cache() / f"latency-{digest[:16]}.json"
     path = Path(path)
     if path.is_file():
