@@ -98,31 +98,7 @@ class LatencyTable:
 
     def interpolate(self, name: str, out: Tensor, inp: Tensor) -> Tensor:
         """The layer's ms at these kept (output, input) fractions (broadcast)."""
-        entry = self.layers[name]
-        ms = torch.tensor(entry["ms"], dtype=torch.float64)
-        rows = _linear(entry["out"], out)  # (i0, i1, weight) along each side
-        cols = _linear(entry["in"], inp)
-        v00 = ms[rows[0], cols[0]]
-        v01 = ms[rows[0], cols[1]]
-        v10 = ms[rows[1], cols[0]]
-        v11 = ms[rows[1], cols[1]]
-        near = _lerp(v00, v01, cols[2])
-        far = _lerp(v10, v11, cols[2])
-        return _lerp(near, far, rows[2]).clamp_min(0.0)
-
-
-def _linear(grid: list[float], x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Segment (lower index, upper index, position in it) of each x on a sorted grid; below
-    the first point the first segment extends (linear extrapolation)."""
-    points = torch.tensor(grid, dtype=torch.float64)
-    if len(points) == 1:
-        zero = torch.zeros_like(x, dtype=torch.long)
-        return zero, zero, torch.zeros_like(x, dtype=torch.float64)
-    x = x.double().clamp(max=float(points[-1]))
-    upper = torch.searchsorted(points, x.contiguous()).clamp(1, len(points) - 1)
-    lower = upper - 1
-    weight = (x - points[lower]) / (points[upper] - points[lower])
-    return lower, upper, weight
+        return Grids([self.layers[name]]).interpolate(out[..., None], inp[..., None])[..., 0]
 
 
 def _lerp(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
@@ -151,7 +127,9 @@ class Grids:
 
     @staticmethod
     def _segment(grid: Tensor, length: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """:func:`_linear` for every layer at once (``x``: [..., layers])."""
+        """Each x's segment on its layer's sorted grid (lower index, upper index, position
+        in it; ``x``: [..., layers]); below the first point the first segment extends (linear
+        extrapolation), above the last x is the last point."""
         last = grid.gather(1, (length - 1)[:, None])[:, 0]
         x = torch.minimum(x.double(), last)
         upper = (grid < x[..., None]).sum(-1)
